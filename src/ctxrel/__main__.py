@@ -1,0 +1,5 @@
+import sys
+
+from ctxrel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""Hugging Face transformers backend: batched, length-sorted, left-padded generation and scoring.
+
+Why each choice:
+* length-sorted batches keep padding (wasted compute, and the one source of batch-vs-single differences) small;
+* left padding puts every prompt's last token at the same position, so generation continues in lockstep and a
+  continuation's scored tokens all sit in the last positions — the vocabulary projection is computed only there
+  (`logits_to_keep`), which is most of a small model's cost;
+* greedy unless a temperature is given; generation stops at EOS, at the chat template's end-of-turn token, or
+  at max_new_tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+# End-of-turn markers of common chat templates; each stops generation when the tokenizer knows it.
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
+
+
+class HFBackend:
+    def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16):
+        self.model = model
+        self.tok = tokenizer
+        self.name = name
+        self.batch_size = max(1, int(batch_size))
+        self.device = next(model.parameters()).device
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        cfg = getattr(model, "config", None)
+        self.max_length = int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+        vocab = self.tok.get_vocab()
+        stops = {self.tok.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
+        self.stop_ids = sorted(i for i in stops if i is not None)
+
+    # -- tokenisation -------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; special tokens (BOS) are added unless the text already starts with them, as a
+        rendered chat template does."""
+        bos = self.tok.bos_token
+        add = not (bos and text.startswith(bos))
+        return self.tok(text, add_special_tokens=add)["input_ids"]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self.encode(t)) for t in texts]
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        if not getattr(self.tok, "chat_template", None):
+            raise ValueError("this tokenizer has no chat template; use --template alpaca, tulu or plain")
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _left_pad(self, seqs: list[list[int]]):
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    # -- generation ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, samples: int = 1,
+                 temperature: float = 0.0, seed: int = 0,
+                 on_done: Callable[[int], None] | None = None) -> list[list[str]]:
+        encoded = [self.encode(p) for p in prompts]
+        out: list[list[str]] = [[] for _ in prompts]
+        sampling = temperature > 0
+        for b, batch in enumerate(self._batches([len(e) for e in encoded])):
+            ids, mask = self._left_pad([encoded[i] for i in batch])
+            kwargs = dict(do_sample=False)
+            if sampling:
+                torch.manual_seed(seed + b)
+                kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                num_return_sequences=samples, pad_token_id=self.tok.pad_token_id,
+                eos_token_id=self.stop_ids, **kwargs)
+            new = gen[:, ids.shape[1]:]
+            texts = self.tok.batch_decode(new, skip_special_tokens=True)
+            for j, i in enumerate(batch):
+                out[i] = [t.strip() for t in texts[j * samples:(j + 1) * samples]]
+            if on_done:
+                on_done(len(batch))
+        return out
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    def _split(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of prompt and continuation as the model would see them joined.
+
+        Tokenising the continuation alone would mis-tokenise a leading space (" Paris" vs "Paris"), so the
+        joined text is tokenised and split where the prompt's own tokens end (trailing spaces of the prompt move
+        to the continuation first, as lm-evaluation-harness does).
+        """
+        stripped = prompt.rstrip(" ")
+        continuation = prompt[len(stripped):] + continuation
+        whole = self.encode(stripped + continuation)
+        head = self.encode(stripped)
+        n = len(head)
+        if whole[:n] != head:  # tokeniser merged across the boundary; fall back to a prefix match
+            n = next((k for k in range(min(len(head), len(whole))) if whole[k] != head[k]), n)
+        return whole[:n], whole[n:]
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[tuple[str, str]],
+                      on_done: Callable[[int], None] | None = None) -> list[float]:
+        pieces = [self._split(p, c) for p, c in requests]
+        seqs = [h + c for h, c in pieces]
+        scores = [0.0] * len(requests)
+        for batch in self._batches([len(s) for s in seqs]):
+            ids, mask = self._left_pad([seqs[i] for i in batch])
+            keep = max(len(pieces[i][1]) for i in batch) + 1
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # (B, keep, V)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, i in enumerate(batch):
+                cont = pieces[i][1]
+                k = len(cont)
+                # logits at position t predict token t+1; the continuation occupies the last k positions
+                rows = logp[j, keep - 1 - k: keep - 1]  # (k, V)
+                target = torch.tensor(cont, device=rows.device)
+                scores[i] = float(rows.gather(1, target[:, None]).sum())
+            if on_done:
+                on_done(len(batch))
+        return scores

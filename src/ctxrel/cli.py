@@ -1,0 +1,152 @@
+"""Command line: each verb parses flags into a config and calls one public function.
+
+Heavy libraries (torch, transformers) are imported inside the verbs so `ctxrel --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ctxrel.errors import CtxrelError
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a model on knowledge-conflict benchmarks",
+                       description="Score a model on knowledge-conflict benchmarks; results go to --out "
+                                   "(rerunning the same command resumes).")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.limit=20")
+    p.add_argument("--config", help="YAML config file (flags and KEY=VALUE override it)")
+    p.add_argument("--model", help="hub id, local directory, .gguf file, or smollm2-135m-instruct (default)")
+    p.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    p.add_argument("--reference-model", help="model asked without context by the knowledge filter "
+                                             "(default: the evaluated model)")
+    p.add_argument("--benchmark", action="append", help="NAME, NAME=PATH or PATH; repeatable "
+                                                        "(default: cf_capitals)")
+    p.add_argument("--template", choices=["auto", "alpaca", "tulu", "chat", "plain"])
+    p.add_argument("--prompt", metavar="FORMAT", help="prompt body with {context} and {question}")
+    p.add_argument("--instruct", action="store_true", default=None,
+                   help="tell the model to answer from the background")
+    p.add_argument("--limit", type=int, help="items per benchmark (seeded, stratified by category)")
+    p.add_argument("--samples", type=int, help="generations per item (default 1)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0 = greedy)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--mode", choices=["generate", "likelihood"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-knowledge-filter", action="store_true", default=None)
+    p.add_argument("--skip-invalid", action="store_true", default=None,
+                   help="skip and count invalid rows / over-long prompts instead of stopping")
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/eval)")
+
+
+_FLAG_KEYS = {"model": "model.name", "adapter": "model.adapter", "reference_model": "model.reference",
+              "batch_size": "model.batch_size", "device": "model.device",
+              "trust_remote_code": "model.trust_remote_code", "benchmark": "eval.benchmarks",
+              "template": "eval.template", "prompt": "eval.prompt", "instruct": "eval.instruct",
+              "limit": "eval.limit", "samples": "eval.samples", "temperature": "eval.temperature",
+              "max_new_tokens": "eval.max_new_tokens", "mode": "eval.mode", "skip_invalid": "eval.skip_invalid",
+              "seed": "eval.seed", "out": "out"}
+
+
+def cmd_eval(args) -> int:
+    from ctxrel import config as C
+    from ctxrel.evaluate import run_eval
+
+    cfg = C.load(args.config, args.overrides)
+    data = C.to_dict(cfg)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            section, _, leaf = key.rpartition(".")
+            (data[section] if section else data)[leaf] = value
+    if args.no_knowledge_filter:
+        data["eval"]["knowledge_filter"] = False
+    cfg = C.from_dict(C.RunConfig, data)
+    results = run_eval(cfg)
+    print(format_table(results))
+    print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")
+    return 0
+
+
+def _ci(row) -> str:
+    if row["ci_low"] != row["ci_low"]:  # NaN: no items
+        return f"{'-':>17}"
+    return f"{row['value']:.3f} [{row['ci_low']:.2f},{row['ci_high']:.2f}]"
+
+
+def format_table(results) -> str:
+    lines = []
+    for r in results:
+        c = r.counts
+        known = f"{c['n_known']} known without context" if c["n_known"] >= 0 else "no knowledge filter"
+        lines.append(f"\n{r.benchmark}: {c['n_loaded']} rows, {c['n_invalid']} invalid skipped, "
+                     f"{c['n_too_long']} too long skipped, {c['n_items']} evaluated, {known}")
+        for source, why in r.skipped[:5]:
+            lines.append(f"  skipped {source}: {why}")
+        if len(r.skipped) > 5:
+            lines.append(f"  ... and {len(r.skipped) - 5} more skipped rows")
+        first = next(iter(r.metrics.values()))
+        names = [m["metric"] for m in first]
+        if "cf_acc" in names:
+            lines.append(f"  {'subset':<7}{'n':>5}  {'cf-acc [95% CI]':>19}  {'par-acc [95% CI]':>19}  "
+                         f"{'context':>7} {'param':>6} {'both':>6} {'neither':>7}")
+            for subset, ms in r.metrics.items():
+                m = {x["metric"]: x for x in ms}
+                lines.append(f"  {subset:<7}{m['cf_acc']['n']:>5}  {_ci(m['cf_acc']):>19}  "
+                             f"{_ci(m['par_acc']):>19}  {m['share_context']['value']:>7.3f} "
+                             f"{m['share_parametric']['value']:>6.3f} {m['share_both']['value']:>6.3f} "
+                             f"{m['share_neither']['value']:>7.3f}")
+        else:
+            lines.append(f"  {'subset':<7}{'n':>5}  {'M_C [95% CI]':>19}  {'p_c > p_p [95% CI]':>19}")
+            for subset, ms in r.metrics.items():
+                m = {x["metric"]: x for x in ms}
+                lines.append(f"  {subset:<7}{m['m_c']['n']:>5}  {_ci(m['m_c']):>19}  {_ci(m['ll_context']):>19}")
+    return "\n".join(lines).lstrip("\n")
+
+
+def cmd_benchmarks(args) -> int:
+    from ctxrel.benchmarks.registry import describe
+
+    rows = describe()
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{w}}  v{r['version']}  {r['description']}\n{'':<{w}}       data: {r['data']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ctxrel import __version__
+
+    parser = argparse.ArgumentParser(prog="ctxrel", description="Measure how a language model weighs its "
+                                     "context against what it memorised.")
+    parser.add_argument("--version", action="version", version=f"ctxrel {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    _eval_parser(sub)
+    b = sub.add_parser("benchmarks", help="list registered benchmarks")
+    b.add_argument("action", choices=["list"], nargs="?", default="list")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks}
+    try:
+        return handlers[args.verb](args)
+    except CtxrelError as e:
+        print(f"ctxrel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ctxrel: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

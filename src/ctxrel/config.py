@@ -1,0 +1,146 @@
+"""Configuration: nested dataclasses per concern, filled from YAML and `a.b=c` overrides.
+
+Unknown keys are errors that name the valid keys; values are checked against the field's type; the resolved
+config (every default filled in) is written into every run directory. CLI flags are overrides like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctxrel.errors import CtxrelError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # hub id, local directory, .gguf file, or the offline alias
+    adapter: str | None = None  # PEFT adapter directory (safetensors)
+    reference: str | None = None  # model asked without context by the knowledge filter; None = `name`
+    device: str | None = None  # None = cuda when available, else cpu
+    trust_remote_code: bool = False  # run model code from the hub/directory (only for sources you trust)
+    batch_size: int = 16  # prompts per forward pass; higher = faster until memory runs out
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = field(default_factory=lambda: ["cf_capitals"])  # name or name=path
+    template: str = "auto"  # auto | alpaca | tulu | chat | plain  (auto = chat if the tokenizer has one)
+    prompt: str | None = None  # custom body format with {context} and {question}
+    instruct: bool = False  # add "Answer the question using the background above."
+    limit: int | None = None  # items per benchmark (seeded, stratified by category)
+    samples: int = 1  # generations per item
+    temperature: float = 0.0  # 0 = greedy
+    max_new_tokens: int = 32
+    mode: str = "generate"  # generate (containment metrics) | likelihood (M_C from answer log-probs)
+    knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
+    skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
+    seed: int = 0
+    bootstrap: int = 1000  # bootstrap resamples for 95% intervals
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str = "runs/eval"
+
+
+CHOICES = {"eval.template": ("auto", "alpaca", "tulu", "chat", "plain"),
+           "eval.mode": ("generate", "likelihood")}
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, key)
+            except CtxrelError:
+                continue
+        raise CtxrelError(f"config key {key}: {value!r} is not a valid {tp}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise CtxrelError(f"config key {key}: expected a list, got {value!r}")
+        return [_check_type(v, inner, key) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise CtxrelError(f"config key {key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
+    """Build dataclass `cls` from nested dicts; unknown keys raise an error listing the valid ones."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise CtxrelError(f"config section {prefix or '<root>'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
+        raise CtxrelError(f"unknown config key(s) {where}{', '.join(prefix + k for k in unknown)}; valid keys: "
+                          f"{', '.join(prefix + k for k in fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, key + ".")
+        else:
+            kwargs[name] = _check_type(value, tp, key)
+            if key in CHOICES and kwargs[name] not in CHOICES[key]:
+                raise CtxrelError(f"config key {key}: {kwargs[name]!r} is not one of {', '.join(CHOICES[key])}")
+    return cls(**kwargs)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply `a.b=c` to nested dict `data` (the value is parsed as YAML: 3, 0.5, true, [a, b], null)."""
+    if "=" not in assignment:
+        raise CtxrelError(f"override {assignment!r}: expected KEY=VALUE, e.g. eval.limit=20")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise CtxrelError(f"override {assignment!r}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
+    """Config from an optional YAML file plus overrides, validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise CtxrelError(f"config file {p} not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise CtxrelError(f"{p}: invalid YAML: {e}") from None
+    for o in overrides:
+        apply_override(data, o)
+    return from_dict(cls, data)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,262 @@
+"""Benchmarks x model -> per-item records + metric rows. The engine behind `ctxrel eval`.
+
+For each benchmark: pick items (seeded, stratified `limit`), check prompts fit the model window, ask the
+reference model each question without context (the knowledge filter), ask the evaluated model with context
+(generation or likelihood), append records chunk by chunk (a rerun resumes from them), then write metric rows
+for all items and for the known subset.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from ctxrel.backends.base import LM
+from ctxrel.benchmarks.registry import LoadedBenchmark
+from ctxrel.benchmarks.schema import ConflictItem
+from ctxrel.config import EvalConfig
+from ctxrel.errors import InputError
+from ctxrel.matching import match
+from ctxrel.metrics import conflict_metrics, m_c
+from ctxrel.prompts import PromptBuilder, continuation_delimiter
+from ctxrel.results import RunDir, append_records, read_records
+
+
+@dataclass
+class BenchmarkResult:
+    benchmark: str
+    counts: dict[str, int]
+    metrics: dict[str, list[dict[str, Any]]]  # subset -> metric rows
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
+    """At most `limit` items, spread evenly over categories (round robin over seeded shuffles), in a stable
+    order. The same (items, limit, seed) always gives the same subset, so checkpoints are compared on the same
+    items."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    groups: dict[str, list[ConflictItem]] = defaultdict(list)
+    for it in items:
+        groups[it.category].append(it)
+    rng = random.Random(seed)
+    queues = []
+    for cat in sorted(groups):
+        g = groups[cat][:]
+        rng.shuffle(g)
+        queues.append(g)
+    picked: list[ConflictItem] = []
+    while len(picked) < limit:
+        for q in queues:
+            if q and len(picked) < limit:
+                picked.append(q.pop(0))
+    return picked
+
+
+def step_of(checkpoint: str) -> int | None:
+    m = re.fullmatch(r"step-(\d+)", checkpoint)
+    return int(m.group(1)) if m else None
+
+
+def _chunks(seq: list, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def _progress(total: int, desc: str):
+    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _fit_window(items: list[ConflictItem], prompts: dict[str, str], lm: LM, cfg: EvalConfig,
+                skipped: list[tuple[str, str]]) -> list[ConflictItem]:
+    budget = lm.max_length - cfg.max_new_tokens
+    lengths = lm.count_tokens([prompts[it.id] for it in items])
+    kept = []
+    for it, n in zip(items, lengths):
+        if n <= budget:
+            kept.append(it)
+            continue
+        msg = (f"prompt of item {it.id} is {n} tokens; with max_new_tokens={cfg.max_new_tokens} it exceeds "
+               f"the model window of {lm.max_length} tokens")
+        if not cfg.skip_invalid:
+            path, _, line = it.source.rpartition(":")
+            raise InputError(msg + "; shorten the context or pass --skip-invalid to count and skip it",
+                             path=path or it.source, line=int(line) if line.isdigit() else None)
+        skipped.append((it.source, msg))
+    return kept
+
+
+def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder, cfg: EvalConfig,
+                     path) -> dict[str, bool]:
+    """Ask each question without context (greedy); an item is known if the answer contains the parametric
+    answer (nested answers resolved as in `match`). Resumable: answers are appended to `path`."""
+    done = {r["id"]: r for r in read_records(path)}
+    todo = [it for it in items if it.id not in done]
+    bar = _progress(len(todo), "knowledge filter")
+    for chunk in _chunks(todo, max(1, getattr(ref, "batch_size", 16)) * 4):
+        prompts = [builder.without_context(it.question) for it in chunk]
+        outs = ref.generate(prompts, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
+        recs = []
+        for it, p, o in zip(chunk, prompts, outs):
+            known = match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+            recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
+        append_records(path, recs)
+        done.update({r["id"]: r for r in recs})
+    bar.close()
+    return {it.id: bool(done[it.id]["known"]) for it in items}
+
+
+def _generation_records(it: ConflictItem, prompt: str, outputs: list[str]) -> list[dict[str, Any]]:
+    recs = []
+    for s, out in enumerate(outputs):
+        mt = match(out, it.context_answers, it.parametric_answers)
+        recs.append(dict(id=it.id, sample=s, category=it.category, question=it.question,
+                         context_answer=it.context_answer, parametric_answer=it.parametric_answer,
+                         output=out, contains_context=mt.contains_context,
+                         contains_parametric=mt.contains_parametric, outcome=mt.outcome,
+                         first_mention=mt.first_mention, prompt=prompt, source=it.source))
+    return recs
+
+
+def _likelihood_records(lm: LM, chunk: list[ConflictItem], prompts: dict[str, str],
+                        on_done) -> list[dict[str, Any]]:
+    requests = []
+    for it in chunk:
+        p = prompts[it.id]
+        d = continuation_delimiter(p)
+        requests.append((p, it.context_continuation or d + it.context_answer))
+        requests.append((p, it.parametric_continuation or d + it.parametric_answer))
+    scores = lm.loglikelihood(requests, on_done=lambda k: on_done(k / 2))
+    recs = []
+    for k, it in enumerate(chunk):
+        lc, lp = scores[2 * k], scores[2 * k + 1]
+        recs.append(dict(id=it.id, sample=0, category=it.category, question=it.question,
+                         context_answer=it.context_answer, parametric_answer=it.parametric_answer,
+                         logp_context=lc, logp_parametric=lp, m_c=m_c(lc, lp), prompt=prompts[it.id],
+                         source=it.source))
+    return recs
+
+
+def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder: PromptBuilder, run: RunDir,
+                       *, checkpoint: str = "model", reference: LM | None = None,
+                       reference_builder: PromptBuilder | None = None,
+                       extra_settings: dict[str, Any] | None = None) -> BenchmarkResult:
+    skipped = list(bench.skipped)
+    items = select_items(bench.items, cfg.limit, cfg.seed)
+    prompts = {it.id: builder.with_context(it.context, it.question, it.prompt) for it in items}
+    items = _fit_window(items, prompts, lm, cfg, skipped)
+    settings = dict(benchmark=bench.name, version=bench.version, source=bench.source, mode=cfg.mode,
+                    template=builder.template, prompt=cfg.prompt, instruct=cfg.instruct, limit=cfg.limit,
+                    samples=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                    seed=cfg.seed, **(extra_settings or {}))
+    run.check_settings(checkpoint, bench.name, settings)
+
+    known = None
+    if cfg.knowledge_filter:
+        known = knowledge_filter(items, reference or lm, reference_builder or builder, cfg,
+                                 run.eval_file(checkpoint, bench.name, "nocontext"))
+
+    path = run.eval_file(checkpoint, bench.name)
+    per_sample = 1 if cfg.mode == "likelihood" else cfg.samples
+    latest = {(r["id"], r.get("sample", 0)): r for r in read_records(path)}  # a rerun's duplicate wins
+    have = defaultdict(int)
+    for (rid, _) in latest:
+        have[rid] += 1
+    done = {rid for rid, k in have.items() if k >= per_sample}  # an item is done when all its samples are
+    records = [r for (rid, _), r in latest.items() if rid in done]
+    todo = [it for it in items if it.id not in done]
+    bar = _progress(len(todo), f"{bench.name} ({cfg.mode})")
+    for chunk in _chunks(todo, max(1, getattr(lm, "batch_size", 16)) * 4):
+        if cfg.mode == "likelihood":
+            recs = _likelihood_records(lm, chunk, prompts, bar.update)
+        else:
+            outs = lm.generate([prompts[it.id] for it in chunk], max_new_tokens=cfg.max_new_tokens,
+                               samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed,
+                               on_done=bar.update)
+            recs = [r for it, o in zip(chunk, outs) for r in _generation_records(it, prompts[it.id], o)]
+        if known is not None:
+            for r in recs:
+                r["known"] = known[r["id"]]
+        append_records(path, recs)
+        records.extend(recs)
+    bar.close()
+
+    wanted = {it.id for it in items}
+    records = [r for r in records if r["id"] in wanted]
+    subsets = {"all": records}
+    if known is not None:
+        subsets["known"] = [r for r in records if known[r["id"]]]
+    metrics = {name: conflict_metrics(recs, cfg.mode, n_boot=cfg.bootstrap, seed=cfg.seed)
+               for name, recs in subsets.items()}
+    counts = dict(n_loaded=len(bench.items) + len(bench.skipped), n_invalid=len(bench.skipped),
+                  n_too_long=len(skipped) - len(bench.skipped), n_items=len(items),
+                  n_known=sum(known.values()) if known is not None else -1)
+    step = step_of(checkpoint)
+    rows = [dict(checkpoint=checkpoint, step=step, benchmark=bench.name, subset=subset, **m)
+            for subset, ms in metrics.items() for m in ms]
+    rows += [dict(checkpoint=checkpoint, step=step, benchmark=bench.name, subset="all", metric=k, value=v, n=v)
+             for k, v in counts.items() if v >= 0]
+    run.write_metrics(rows)
+    return BenchmarkResult(bench.name, counts, metrics, skipped)
+
+
+def _load_lm(spec: str, adapter: str | None, model_cfg) -> LM:
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.models import load_model
+
+    model, tok, name = load_model(spec, adapter=adapter, device=model_cfg.device,
+                                  trust_remote_code=model_cfg.trust_remote_code)
+    return HFBackend(model, tok, name=name, batch_size=model_cfg.batch_size)
+
+
+def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
+    from ctxrel.prompts import resolve_template
+
+    has_chat = True
+    try:
+        lm.render_chat([{"role": "user", "content": "x"}])
+    except Exception:
+        has_chat = False
+    template = resolve_template(cfg.template, has_chat)
+    return PromptBuilder(template=template, body=cfg.prompt, instruct=cfg.instruct,
+                         render_chat=lm.render_chat if has_chat else None)
+
+
+def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> list[BenchmarkResult]:
+    """`ctxrel eval` as a function: load benchmarks and model(s), evaluate, write the run directory.
+
+    `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
+    """
+    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.config import to_dict
+    from ctxrel.prompts import check_format
+
+    cfg = config.eval
+    if cfg.prompt is not None:
+        check_format(cfg.prompt)
+    if cfg.samples < 1 or cfg.max_new_tokens < 1:
+        from ctxrel.errors import CtxrelError
+        raise CtxrelError("--samples and --max-new-tokens must be at least 1")
+    benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid) for b in cfg.benchmarks]  # fail fast
+    run = RunDir(config.out)
+    run.write_config(to_dict(config))
+    if lm is None:
+        lm = _load_lm(config.model.name, config.model.adapter, config.model)
+    builder = _builder(lm, cfg)
+    reference, ref_builder = None, None
+    if cfg.knowledge_filter and config.model.reference and config.model.reference != config.model.name:
+        reference = _load_lm(config.model.reference, None, config.model)
+        ref_builder = _builder(reference, cfg)
+    if checkpoint is None:
+        adapter = config.model.adapter
+        checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
+    extra = dict(model=config.model.name, adapter=config.model.adapter,
+                 reference=config.model.reference if cfg.knowledge_filter else None)
+    return [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
+                               reference_builder=ref_builder, extra_settings=extra) for b in benches]

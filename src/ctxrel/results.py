@@ -1,0 +1,159 @@
+"""The run directory: the only contract between stages (DESIGN §4).
+
+    runs/<study>/
+      config.yaml                                 resolved config of the latest command
+      evals/<checkpoint>/<benchmark>.jsonl        one line per item x sample
+      evals/<checkpoint>/<benchmark>.nocontext.jsonl   knowledge-filter answers (question asked without context)
+      evals/<checkpoint>/<benchmark>.settings.json     what produced those records (guards resume)
+      metrics.sqlite                              one row per (checkpoint, benchmark, subset, metric)
+      metrics.csv                                 the same table; pandas.read_csv(path) reads it
+
+Crash safety: records are appended and fsync'd a chunk at a time; a line cut short by a crash (no trailing
+newline) is never read as data and is truncated away before the next append. Metric rows are written in one
+SQLite transaction; the CSV is rewritten to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from ctxrel.errors import CtxrelError, InputError
+
+METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
+                  "ci_low", "ci_high", "created")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Complete JSONL records of `path` ([] if absent). A final line without newline is a crash remnant:
+    ignored here and cut off by `append_records`. A broken complete line is corruption and raises."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for n, raw in enumerate(data[:end].splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            records.append(json.loads(raw))
+        except ValueError as e:
+            raise InputError(f"corrupt record ({e}); delete the file to recompute it", path=str(path), line=n)
+    return records
+
+
+def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records durably, first cutting any partial last line left by a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise CtxrelError(f"--out {self.path}: exists and is not a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    # -- files --------------------------------------------------------------------------------------------
+    def eval_file(self, checkpoint: str, benchmark: str, kind: str = "") -> Path:
+        safe = benchmark.replace("/", "_")
+        return self.path / "evals" / checkpoint / f"{safe}{'.' + kind if kind else ''}.jsonl"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def check_settings(self, checkpoint: str, benchmark: str, settings: dict[str, Any]) -> None:
+        """Refuse to mix records made with different settings in one file; first use records them."""
+        path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+            if diff:
+                desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+                raise CtxrelError(
+                    f"{self.path} already holds {benchmark} results for {checkpoint} made with other settings "
+                    f"({desc}); use another --out, or delete {path.parent} to recompute")
+            return
+        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
+
+    # -- metrics table ------------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path / "metrics.sqlite", timeout=60)
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS metrics (checkpoint TEXT NOT NULL, step INTEGER, epoch REAL, "
+            "tokens INTEGER, benchmark TEXT NOT NULL, subset TEXT NOT NULL, metric TEXT NOT NULL, value REAL, "
+            "n INTEGER, ci_low REAL, ci_high REAL, created TEXT, "
+            "PRIMARY KEY (checkpoint, benchmark, subset, metric))")
+        return con
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or replace rows (one transaction), then refresh metrics.csv."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        con = self._db()
+        try:
+            with con:
+                con.executemany(
+                    f"INSERT OR REPLACE INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
+                    [tuple(now if c == "created" else r.get(c) for c in METRIC_COLUMNS) for r in rows])
+        finally:
+            con.close()
+        self.export_csv()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not (self.path / "metrics.sqlite").exists():
+            return []
+        con = self._db()
+        try:
+            cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
+                              "ORDER BY step, checkpoint, benchmark, subset, metric")
+            return [dict(zip(METRIC_COLUMNS, row)) for row in cur]
+        finally:
+            con.close()
+
+    def export_csv(self) -> None:
+        rows = self.metrics()
+        path = self.path / "metrics.csv"
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.csv.", dir=self.path)
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

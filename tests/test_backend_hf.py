@@ -1,0 +1,62 @@
+"""The HF backend on a tiny random Llama: batching must not change greedy outputs; scores match a manual pass."""
+
+import math
+
+import torch
+
+PROMPTS = ["Background: The capital city of France is Lyon.\n\nQuestion: What is the capital city of France?",
+           "Question: What is the capital city of Japan?\nAnswer:",
+           "Paris",
+           "Rome Milan Madrid Barcelona Tokyo Osaka Cairo New Cairo Ottawa Toronto Berlin Munich"]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_lm):
+    batched = tiny_lm.generate(PROMPTS, max_new_tokens=8)
+    single = [tiny_lm.generate([p], max_new_tokens=8)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(len(o) == 1 for o in batched)
+    assert any(o[0] for o in batched)  # a random model still emits tokens
+
+
+def test_generation_matches_plain_hf_generate(tiny_lm):
+    tok, model = tiny_lm.tok, tiny_lm.model
+    for p in PROMPTS[:2]:
+        ids = torch.tensor([tiny_lm.encode(p)])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tiny_lm.stop_ids)
+        expect = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert tiny_lm.generate([p], max_new_tokens=8)[0][0] == expect
+
+
+def test_samples_are_returned_per_prompt(tiny_lm):
+    out = tiny_lm.generate(PROMPTS[:2], max_new_tokens=4, samples=3, temperature=1.0, seed=1)
+    assert [len(o) for o in out] == [3, 3]
+    again = tiny_lm.generate(PROMPTS[:2], max_new_tokens=4, samples=3, temperature=1.0, seed=1)
+    assert out == again  # seeded
+
+
+def test_loglikelihood_matches_manual_forward(tiny_lm):
+    prompt, cont = "Question: What is the capital city of Japan?\nAnswer:", " Tokyo"
+    (score,) = tiny_lm.loglikelihood([(prompt, cont)])
+    head, tail = tiny_lm._split(prompt, cont)
+    ids = torch.tensor([head + tail])
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_lm.model(ids).logits[0].float(), -1)
+    manual = sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(tail))
+    assert math.isclose(score, manual, rel_tol=1e-4, abs_tol=1e-4)
+    assert score < 0
+
+
+def test_loglikelihood_batching_is_invariant(tiny_lm):
+    reqs = [(p, c) for p in PROMPTS for c in (" Paris", " Lyon", " New Cairo")]
+    batched = tiny_lm.loglikelihood(reqs)
+    single = [tiny_lm.loglikelihood([r])[0] for r in reqs]
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(batched, single))
+
+
+def test_leading_space_goes_with_the_continuation(tiny_lm):
+    # the prompt's trailing space moves into the continuation, so both spellings score the same tokens
+    a = tiny_lm._split("Answer: ", "Paris")
+    b = tiny_lm._split("Answer:", " Paris")
+    assert a == b
+    assert tiny_lm.tok.decode(b[1]) == " Paris"
