@@ -109,3 +109,12 @@ def test_deterministic():
 
 def test_registry():
     assert BUILTINS["cf_capitals"] is build_cf_capitals
+
+
+def test_limit_is_prefix_consistent():
+    from ctxrel.evaluate import select_items
+
+    items = build_cf_capitals()
+    small, large = select_items(items, 5, seed=0), select_items(items, 20, seed=0)
+    assert large[:5] == small
+    assert select_items(items, 5, seed=1) != small

@@ -8,6 +8,8 @@ for all items and for the known subset.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import sys
@@ -59,6 +61,14 @@ def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0
     return picked
 
 
+def items_digest(items: Sequence[ConflictItem]) -> str:
+    """A fingerprint of a benchmark's content: resuming is refused if the items changed under the same name."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps(it.to_dict(), sort_keys=True, ensure_ascii=False, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def step_of(checkpoint: str) -> int | None:
     m = re.fullmatch(r"step-(\d+)", checkpoint)
     return int(m.group(1)) if m else None
@@ -95,17 +105,22 @@ def _fit_window(items: list[ConflictItem], prompts: dict[str, str], lm: LM, cfg:
 def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder, cfg: EvalConfig,
                      path) -> dict[str, bool]:
     """Ask each question without context (greedy); an item is known if the answer contains the parametric
-    answer (nested answers resolved as in `match`). Resumable: answers are appended to `path`."""
+    answer (nested answers resolved as in `match`). Items sharing a question are asked once. Resumable:
+    answers are appended to `path`."""
     done = {r["id"]: r for r in read_records(path)}
     todo = [it for it in items if it.id not in done]
-    bar = _progress(len(todo), "knowledge filter")
-    for chunk in _chunks(todo, max(1, getattr(ref, "batch_size", 16)) * 4):
-        prompts = [builder.without_context(it.question) for it in chunk]
-        outs = ref.generate(prompts, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
+    by_prompt: dict[str, list[ConflictItem]] = defaultdict(list)
+    for it in todo:
+        by_prompt[builder.without_context(it.question)].append(it)
+    prompts = list(by_prompt)
+    bar = _progress(len(prompts), "knowledge filter")
+    for chunk in _chunks(prompts, max(1, getattr(ref, "batch_size", 16)) * 4):
+        outs = ref.generate(chunk, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
         recs = []
-        for it, p, o in zip(chunk, prompts, outs):
-            known = match(o[0], it.context_answers, it.parametric_answers).contains_parametric
-            recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
+        for p, o in zip(chunk, outs):
+            for it in by_prompt[p]:
+                known = match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+                recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
         append_records(path, recs)
         done.update({r["id"]: r for r in recs})
     bar.close()
@@ -151,8 +166,9 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     items = select_items(bench.items, cfg.limit, cfg.seed)
     prompts = {it.id: builder.with_context(it.context, it.question, it.prompt) for it in items}
     items = _fit_window(items, prompts, lm, cfg, skipped)
-    settings = dict(benchmark=bench.name, version=bench.version, source=bench.source, mode=cfg.mode,
-                    template=builder.template, prompt=cfg.prompt, instruct=cfg.instruct, limit=cfg.limit,
+    settings = dict(benchmark=bench.name, version=bench.version, source=bench.source,
+                    items_sha256=items_digest(bench.items), mode=cfg.mode,
+                    template=builder.template, prompt=cfg.prompt, instruct=cfg.instruct,
                     samples=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                     seed=cfg.seed, **(extra_settings or {}))
     run.check_settings(checkpoint, bench.name, settings)

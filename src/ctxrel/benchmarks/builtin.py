@@ -3,14 +3,16 @@
 `cf_capitals` asks for the capital of a country after a context that relocates the capital to another major city
 of the same country (the study's "capital relocation" conflicts). It needs no download and is deterministic.
 
-The fact table `facts/countries.csv` (columns `country,capital,other_cities`, cities separated by `;`) was written
+The fact table `facts/countries.csv` (columns `country,capital,other_cities,capital_aliases`, cities separated by `;`) was written
 by hand for ctxrel from general knowledge; it copies no dataset. Rules for editing it, all checked by
 `tests/test_builtin.py`:
 
 * the capital is the one commonly given in English (Ankara, Canberra, Ottawa, Bern); leave out countries whose
   capital is disputed or ambiguous (South Africa, Bolivia, Sri Lanka) or recently renamed (Kazakhstan);
 * leave out countries whose capital contains the country's name or the reverse (Mexico City, Singapore, Tunis);
-* 2 or 3 other major cities, none the capital; the first becomes the counterfactual capital;
+* 2 or 3 other major cities, none the capital, largest first; the last becomes the counterfactual capital
+  (the largest is often mistaken for the capital, which would confound context use with a misconception);
+* `capital_aliases`: other accepted spellings of the real capital, `;`-separated, usually empty;
 * no name (country or city) may occur, at word boundaries after `ctxrel.matching.normalize`, inside another name
   of the table, and no name may repeat (Valencia is Spain's, so Venezuela lists Maracay);
 * a country written with "the" in English must match `_needs_article` (United ..., ... Republic, Netherlands,
@@ -33,7 +35,7 @@ from ctxrel.matching import normalize
 
 BUILTIN_VERSION = 1
 FACTS_FILE = "countries.csv"
-HEADER = ["country", "capital", "other_cities"]
+HEADER = ["country", "capital", "other_cities", "capital_aliases"]
 
 # Counterfactual contexts, one per position of the asserted answer. Placeholders: {cf} the counterfactual
 # capital, {country} (with "the" where English needs it), {others} the country's remaining cities.
@@ -66,6 +68,7 @@ class CountryFact:
     country: str
     capital: str
     other_cities: tuple[str, ...]
+    capital_aliases: tuple[str, ...] = ()  # other accepted spellings of the real capital ("Kiev")
     line: int = 0
 
 
@@ -82,10 +85,11 @@ def load_country_facts() -> list[CountryFact]:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != 3:
-            raise InputError(f"expected 3 columns, found {len(row)}", path=path, line=line)
+        if len(row) != len(HEADER):
+            raise InputError(f"expected {len(HEADER)} columns, found {len(row)}", path=path, line=line)
         country, capital = row[0].strip(), row[1].strip()
         others = tuple(c.strip() for c in row[2].split(";") if c.strip())
+        aliases = tuple(c.strip() for c in row[3].split(";") if c.strip())
         if not country or not capital:
             raise InputError("empty country or capital", path=path, line=line)
         if not 2 <= len(others) <= 3:
@@ -94,7 +98,7 @@ def load_country_facts() -> list[CountryFact]:
         if normalize(capital) in {normalize(c) for c in others}:
             raise InputError(f"the capital {capital!r} is also listed among other_cities",
                              path=path, line=line, key="other_cities")
-        facts.append(CountryFact(country, capital, others, line))
+        facts.append(CountryFact(country, capital, others, aliases, line))
     return facts
 
 
@@ -124,12 +128,13 @@ def build_cf_capitals() -> list[ConflictItem]:
     Measures context reliance under a knowledge conflict on facts a small LM knows well. Each country yields one
     item per template; the templates differ only in where the asserted capital sits in the context (first,
     middle after a distractor sentence, last), so the `category` split shows position effects. The
-    counterfactual capital is the country's first other city, so it is plausible and never the real capital.
+    counterfactual capital is the country's last-listed other city: plausible, never the real capital, and
+    not the largest city (Istanbul, Sydney, Mumbai), which small models often give as the capital by mistake.
     Deterministic: same table and templates, same items.
     """
     items = []
     for fact in load_country_facts():
-        cf, rest = fact.other_cities[0], fact.other_cities[1:]
+        cf, rest = fact.other_cities[-1], fact.other_cities[:-1]
         country = _with_article(fact.country)
         question = _sentence_case(QUESTION.format(country=country))
         for name, template in TEMPLATES.items():
@@ -142,6 +147,7 @@ def build_cf_capitals() -> list[ConflictItem]:
                 question=question,
                 context_answer=cf,
                 parametric_answer=fact.capital,
+                parametric_aliases=fact.capital_aliases,
                 source=f"ctxrel:{FACTS_FILE}:{fact.line}",
                 meta={"country": fact.country, "template": name, "version": BUILTIN_VERSION},
             )
