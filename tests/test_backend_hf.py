@@ -60,3 +60,16 @@ def test_leading_space_goes_with_the_continuation(tiny_lm):
     b = tiny_lm._split("Answer:", " Paris")
     assert a == b
     assert tiny_lm.tok.decode(b[1]) == " Paris"
+
+
+def test_shared_prefix_scores_equal_full_forward(tiny_lm):
+    """Multi-token continuations of different lengths, several per prompt, scored through the shared KV cache,
+    must equal a plain full forward pass over prompt + continuation."""
+    reqs = [(p, c) for p in PROMPTS for c in (" Paris", " New Cairo", " Rome Milan Madrid", "\nTokyo")]
+    shared = tiny_lm.loglikelihood(reqs)
+    for (p, c), got in zip(reqs, shared):
+        head, tail = tiny_lm._split(p, c)
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_lm.model(torch.tensor([head + tail])).logits[0].float(), -1)
+        manual = sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(tail))
+        assert math.isclose(got, manual, abs_tol=1e-4), (p, c)

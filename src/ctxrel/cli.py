@@ -6,7 +6,6 @@ Heavy libraries (torch, transformers) are imported inside the verbs so `ctxrel -
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ctxrel.errors import CtxrelError
@@ -96,6 +95,9 @@ def format_table(results) -> str:
                          f"{'context':>7} {'param':>6} {'both':>6} {'neither':>7}")
             for subset, ms in r.metrics.items():
                 m = {x["metric"]: x for x in ms}
+                if not m["cf_acc"]["n"]:
+                    lines.append(f"  {subset:<7}{0:>5}  (no items)")
+                    continue
                 lines.append(f"  {subset:<7}{m['cf_acc']['n']:>5}  {_ci(m['cf_acc']):>19}  "
                              f"{_ci(m['par_acc']):>19}  {m['share_context']['value']:>7.3f} "
                              f"{m['share_parametric']['value']:>6.3f} {m['share_both']['value']:>6.3f} "

@@ -11,6 +11,7 @@ Why each choice:
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
@@ -33,6 +34,10 @@ class HFBackend:
         vocab = self.tok.get_vocab()
         stops = {self.tok.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
         self.stop_ids = sorted(i for i in stops if i is not None)
+        # transformers 5.x renamed `past_key_values` to `cache` in forward(); accept both
+        params = inspect.signature(type(getattr(model, "base_model", model)).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params or "cache" in inspect.signature(
+            type(model).forward).parameters else "past_key_values"
 
     # -- tokenisation -------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -110,21 +115,49 @@ class HFBackend:
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[tuple[str, str]],
                       on_done: Callable[[int], None] | None = None) -> list[float]:
+        """Summed log-probabilities of continuations. Requests that share a prompt share its forward pass: the
+        prompt runs once, its KV cache is copied to each continuation, and only the continuation tokens run
+        again (scoring a context answer and a parametric answer costs little more than one of them)."""
         pieces = [self._split(p, c) for p, c in requests]
-        seqs = [h + c for h, c in pieces]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (head, _) in enumerate(pieces):
+            groups.setdefault(tuple(head), []).append(i)
+        heads = list(groups)
         scores = [0.0] * len(requests)
-        for batch in self._batches([len(s) for s in seqs]):
-            ids, mask = self._left_pad([seqs[i] for i in batch])
-            keep = max(len(pieces[i][1]) for i in batch) + 1
-            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # (B, keep, V)
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for j, i in enumerate(batch):
-                cont = pieces[i][1]
-                k = len(cont)
-                # logits at position t predict token t+1; the continuation occupies the last k positions
-                rows = logp[j, keep - 1 - k: keep - 1]  # (k, V)
-                target = torch.tensor(cont, device=rows.device)
-                scores[i] = float(rows.gather(1, target[:, None]).sum())
+        for batch in self._batches([len(h) for h in heads]):
+            rows = [(b, i) for b, j in enumerate(batch) for i in groups[heads[j]]]
+            for (b, i), s in zip(rows, self._score_shared([list(heads[j]) for j in batch],
+                                                          [(b, pieces[i][1]) for b, i in rows])):
+                scores[i] = s
             if on_done:
-                on_done(len(batch))
+                on_done(len(rows))
+        return scores
+
+    def _score_shared(self, heads: list[list[int]], conts: list[tuple[int, list[int]]]) -> list[float]:
+        """Score continuations `conts` = [(row of its head, token ids)] after left-padded `heads`."""
+        ids, mask = self._left_pad(heads)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): predicts each first token
+        scores = [float(first[b, c[0]]) for b, c in conts]
+        width = max(len(c) for _, c in conts) - 1  # tokens still to feed: all but each continuation's last
+        if width == 0:
+            return scores
+        index = torch.tensor([b for b, _ in conts], device=ids.device)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.reorder_cache(index)  # (B, ...) -> (R, ...): one copy of the prompt's cache per continuation
+        feed = torch.full((len(conts), width), self.tok.pad_token_id, dtype=torch.long, device=ids.device)
+        feed_mask = torch.zeros_like(feed)
+        for r, (_, c) in enumerate(conts):
+            feed[r, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+            feed_mask[r, :len(c) - 1] = 1
+        full_mask = torch.cat([mask.index_select(0, index), feed_mask], dim=1)  # (R, T + width)
+        feed_pos = mask.sum(-1).index_select(0, index)[:, None] + torch.arange(width, device=ids.device)
+        logits = self.model(input_ids=feed, attention_mask=full_mask, position_ids=feed_pos,
+                            use_cache=True, **{self._cache_kwarg: cache}).logits  # (R, width, V)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for r, (_, c) in enumerate(conts):
+            if len(c) > 1:
+                target = torch.tensor(c[1:], device=logp.device)
+                scores[r] += float(logp[r, :len(c) - 1].gather(1, target[:, None]).sum())
         return scores
