@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 PROMPTS = ["Background: The capital city of France is Lyon.\n\nQuestion: What is the capital city of France?",
@@ -73,3 +74,17 @@ def test_shared_prefix_scores_equal_full_forward(tiny_lm):
             logp = torch.log_softmax(tiny_lm.model(torch.tensor([head + tail])).logits[0].float(), -1)
         manual = sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(tail))
         assert math.isclose(got, manual, abs_tol=1e-4), (p, c)
+
+
+@pytest.mark.gpu
+def test_cuda_uses_bf16_and_generates(tiny_model_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.models import load_model
+
+    model, tok, name = load_model(str(tiny_model_dir))
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.device.type == "cuda"
+    lm = HFBackend(model, tok, batch_size=4)
+    assert [len(o) for o in lm.generate(PROMPTS, max_new_tokens=4)] == [1] * len(PROMPTS)
+    assert all(s < 0 for s in lm.loglikelihood([(p, " Paris") for p in PROMPTS]))

@@ -375,3 +375,18 @@ def test_real_nq_swap():
     first = result.items[0]
     assert (first.context_answer, first.parametric_answer) == ("775", "23")
     assert "<P>" not in first.context and "775 episodes" in first.context
+
+
+def test_ctxrel_jsonl_round_trips_to_dict(tmp_path):
+    import json
+
+    from ctxrel.benchmarks.builtin import build_cf_capitals
+    from ctxrel.benchmarks.loaders import load_ctxrel_jsonl
+
+    items = build_cf_capitals()[:3]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(it.to_dict()) + "\n" for it in items))
+    loaded = load_ctxrel_jsonl(path, name="cf_capitals").items
+    assert [(a.id, a.context, a.context_answer, a.parametric_answer, a.parametric_aliases) for a in loaded] == \
+        [(b.id, b.context, b.context_answer, b.parametric_answer, b.parametric_aliases) for b in items]
+    assert loaded[0].source.endswith("export.jsonl:1")

@@ -85,6 +85,7 @@ def format_table(results) -> str:
         lines.append(f"\n{r.benchmark}: {c['n_loaded']} rows, {c['n_invalid']} invalid skipped, "
                      f"{c['n_too_long']} too long skipped, {c['n_items']} evaluated, {known}")
         for source, why in r.skipped[:5]:
+            why = why.split(f"{source}: ", 1)[-1].split("; fix the row")[0]  # the location is shown once
             lines.append(f"  skipped {source}: {why}")
         if len(r.skipped) > 5:
             lines.append(f"  ... and {len(r.skipped) - 5} more skipped rows")

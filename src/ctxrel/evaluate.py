@@ -147,7 +147,14 @@ def _likelihood_records(lm: LM, chunk: list[ConflictItem], prompts: dict[str, st
         d = continuation_delimiter(p)
         requests.append((p, it.context_continuation or d + it.context_answer))
         requests.append((p, it.parametric_continuation or d + it.parametric_answer))
-    scores = lm.loglikelihood(requests, on_done=lambda k: on_done(k / 2))
+    answered = [0]  # requests scored so far; the bar counts items (two requests each)
+
+    def progress(k: int) -> None:
+        before = answered[0] // 2
+        answered[0] += k
+        on_done(answered[0] // 2 - before)
+
+    scores = lm.loglikelihood(requests, on_done=progress)
     recs = []
     for k, it in enumerate(chunk):
         lc, lp = scores[2 * k], scores[2 * k + 1]

@@ -147,9 +147,9 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
         tok = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, use_safetensors=True, **kwargs)
     except OSError as e:
-        hint = (" No model hub is reachable from this machine; pass a local directory, a .gguf file, or "
+        hint = (" Offline? Pass a local model directory, a .gguf file, or "
                 f"{SMOLLM2!r}.") if source.kind == "hub" else ""
-        raise CtxrelError(f"could not load model {spec!r}: {e}.{hint}") from None
+        raise CtxrelError(f"could not load model {spec!r}: {str(e).rstrip('.')}.{hint}") from None
     except ValueError as e:
         if "trust_remote_code" in str(e):
             raise CtxrelError(f"model {spec!r} needs custom code; rerun with --trust-remote-code if you "

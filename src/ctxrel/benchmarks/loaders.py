@@ -46,8 +46,10 @@ FORMATS = ("study_json", "study_jsonl", "memotrap", "nq_swap", "ctxrel_jsonl")
 Where = tuple[str, Union[int, None]]  # (path label, line) exactly as `InputError` takes them
 Record = Union[dict, Any, InputError]  # a parsed row, a non-object JSON value, or the error that row raised
 _PARAMETRIC_KEYS = ("memory_answer", "parametric_answer")
+# `benchmark` and `source` are accepted so `ConflictItem.to_dict()` rows load back, but ignored: the name comes
+# from --benchmark and the source is this file's path and line.
 _CTXREL_KEYS = REQUIRED + ("id", "category", "context_aliases", "parametric_aliases", "prompt",
-                           "context_continuation", "parametric_continuation", "meta")
+                           "context_continuation", "parametric_continuation", "meta", "benchmark", "source")
 _MEMOTRAP_COLUMNS = ("prompt", "classes", "answer_index")
 
 
