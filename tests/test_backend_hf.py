@@ -88,3 +88,20 @@ def test_cuda_uses_bf16_and_generates(tiny_model_dir):
     lm = HFBackend(model, tok, batch_size=4)
     assert [len(o) for o in lm.generate(PROMPTS, max_new_tokens=4)] == [1] * len(PROMPTS)
     assert all(s < 0 for s in lm.loglikelihood([(p, " Paris") for p in PROMPTS]))
+
+
+def test_tokenizer_that_appends_eos(tiny_model_dir):
+    """A post-processor adding `<s> ... </s>` must not end prompts with EOS nor score EOS as part of answers."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ctxrel.backends.hf import HFBackend
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)])
+    assert tok("Paris")["input_ids"][-1] == tok.eos_token_id
+    lm = HFBackend(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
+    head, tail = lm._split("Answer:", " Paris")
+    assert head[0] == tok.bos_token_id and tok.eos_token_id not in head + tail
+    assert tok.decode(tail) == " Paris"

@@ -189,3 +189,43 @@ def test_bad_flags_are_clear(tiny_model_dir, tmp_path, capsys):
     (pickle_only / "config.json").write_text("{}")
     run_eval(pickle_only, tmp_path / "r", expect=2)
     assert "safetensors only" in capsys.readouterr().err
+
+
+def test_greedy_samples_rejected_before_anything_is_written(tiny_model_dir, tmp_path, capsys):
+    run_eval(tiny_model_dir, tmp_path / "run", "--samples", "3", "--limit", "2", expect=2)
+    assert "--temperature > 0" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "evals").exists()
+
+
+def test_refused_rerun_leaves_config_and_results_untouched(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_eval(tiny_model_dir, out, "--benchmark", "cf_capitals", "--limit", "2")
+    config = (out / "config.yaml").read_text()
+    metrics = (out / "metrics.csv").read_text()
+    run_eval(tiny_model_dir, out, "--benchmark", "cf_capitals", "--limit", "2", "--instruct", expect=2)
+    assert "instruct: False -> True" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == config and (out / "metrics.csv").read_text() == metrics
+    run_eval(tiny_model_dir, out, "--benchmark", "cf_capitals", "--limit", "2", "--no-knowledge-filter",
+             expect=2)  # dropping the filter would leave stale 'known' rows: refused too
+
+
+def test_reference_model_named_with_adapter_means_base_without_adapter(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=256, target_modules=["q_proj", "v_proj", "o_proj"],
+                                           init_lora_weights=False))
+    adapter = tmp_path / "step-000010"
+    peft.save_pretrained(adapter, safe_serialization=True)
+    args = ("--benchmark", "cf_capitals", "--limit", "6", "--max-new-tokens", "12")
+    run_eval(tiny_model_dir, tmp_path / "base", *args)
+    run_eval(tiny_model_dir, tmp_path / "ft", "--adapter", str(adapter), "--reference-model",
+             str(tiny_model_dir), *args)
+    run_eval(tiny_model_dir, tmp_path / "self", "--adapter", str(adapter), *args)
+
+    def nocontext(run, ckpt):
+        return [r["output"] for r in read_records(run / "evals" / ckpt / "cf_capitals.nocontext.jsonl")]
+
+    assert nocontext(tmp_path / "ft", "step-000010") == nocontext(tmp_path / "base", "model")
+    assert nocontext(tmp_path / "self", "step-000010") != nocontext(tmp_path / "base", "model")

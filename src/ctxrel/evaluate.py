@@ -23,7 +23,7 @@ from ctxrel.backends.base import LM
 from ctxrel.benchmarks.registry import LoadedBenchmark
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.config import EvalConfig
-from ctxrel.errors import InputError
+from ctxrel.errors import CtxrelError, InputError
 from ctxrel.matching import match
 from ctxrel.metrics import conflict_metrics, m_c
 from ctxrel.prompts import PromptBuilder, continuation_delimiter
@@ -65,7 +65,9 @@ def items_digest(items: Sequence[ConflictItem]) -> str:
     """A fingerprint of a benchmark's content: resuming is refused if the items changed under the same name."""
     h = hashlib.sha256()
     for it in items:
-        h.update(json.dumps(it.to_dict(), sort_keys=True, ensure_ascii=False, default=str).encode())
+        d = it.to_dict()
+        d.pop("source")  # the same file reached by another path spelling is the same benchmark
+        h.update(json.dumps(d, sort_keys=True, ensure_ascii=False, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -165,20 +167,32 @@ def _likelihood_records(lm: LM, chunk: list[ConflictItem], prompts: dict[str, st
     return recs
 
 
+def eval_settings(bench: LoadedBenchmark, cfg: EvalConfig, extra: dict[str, Any] | None = None) -> dict:
+    """What determines a benchmark's records; resuming into a directory made with other settings is refused."""
+    return dict(benchmark=bench.name, version=bench.version, items_sha256=items_digest(bench.items),
+                mode=cfg.mode, template=cfg.template, prompt=cfg.prompt, instruct=cfg.instruct,
+                samples=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed, knowledge_filter=cfg.knowledge_filter, **(extra or {}))
+
+
 def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder: PromptBuilder, run: RunDir,
                        *, checkpoint: str = "model", reference: LM | None = None,
                        reference_builder: PromptBuilder | None = None,
                        extra_settings: dict[str, Any] | None = None) -> BenchmarkResult:
     skipped = list(bench.skipped)
-    items = select_items(bench.items, cfg.limit, cfg.seed)
-    prompts = {it.id: builder.with_context(it.context, it.question, it.prompt) for it in items}
-    items = _fit_window(items, prompts, lm, cfg, skipped)
-    settings = dict(benchmark=bench.name, version=bench.version, source=bench.source,
-                    items_sha256=items_digest(bench.items), mode=cfg.mode,
-                    template=builder.template, prompt=cfg.prompt, instruct=cfg.instruct,
-                    samples=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                    seed=cfg.seed, **(extra_settings or {}))
-    run.check_settings(checkpoint, bench.name, settings)
+    run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
+
+    def prompt_of(it: ConflictItem) -> str:
+        return builder.with_context(it.context, it.question, it.prompt)
+
+    if cfg.skip_invalid:  # drop over-long prompts first, so `limit` still gets its full, balanced share
+        pool = list(bench.items)
+        pool = _fit_window(pool, {it.id: prompt_of(it) for it in pool}, lm, cfg, skipped)
+        items = select_items(pool, cfg.limit, cfg.seed)
+    else:  # only the selected items must fit; the first one that does not is an error
+        items = select_items(bench.items, cfg.limit, cfg.seed)
+        items = _fit_window(items, {it.id: prompt_of(it) for it in items}, lm, cfg, skipped)
+    prompts = {it.id: prompt_of(it) for it in items}
 
     known = None
     if cfg.knowledge_filter:
@@ -264,22 +278,30 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
     if cfg.prompt is not None:
         check_format(cfg.prompt)
     if cfg.samples < 1 or cfg.max_new_tokens < 1:
-        from ctxrel.errors import CtxrelError
         raise CtxrelError("--samples and --max-new-tokens must be at least 1")
+    if cfg.samples > 1 and cfg.temperature <= 0:
+        raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
+    if cfg.mode == "likelihood" and cfg.samples > 1:
+        raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid) for b in cfg.benchmarks]  # fail fast
     run = RunDir(config.out)
+    if checkpoint is None:
+        adapter = config.model.adapter
+        checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
+    # The knowledge filter asks the evaluated model unless a reference is named; naming the base model while
+    # evaluating an adapter means the base model *without* the adapter.
+    ref_name = config.model.reference if cfg.knowledge_filter else None
+    separate_ref = ref_name is not None and (ref_name != config.model.name or config.model.adapter is not None)
+    extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
+    for b in benches:  # refuse mixed settings before writing anything
+        run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
     run.write_config(to_dict(config))
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model)
     builder = _builder(lm, cfg)
     reference, ref_builder = None, None
-    if cfg.knowledge_filter and config.model.reference and config.model.reference != config.model.name:
-        reference = _load_lm(config.model.reference, None, config.model)
+    if separate_ref:
+        reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
-    if checkpoint is None:
-        adapter = config.model.adapter
-        checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
-    extra = dict(model=config.model.name, adapter=config.model.adapter,
-                 reference=config.model.reference if cfg.knowledge_filter else None)
     return [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                reference_builder=ref_builder, extra_settings=extra) for b in benches]

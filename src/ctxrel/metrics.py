@@ -62,8 +62,9 @@ def bootstrap_ci(matrix: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
         nan = np.full(matrix.shape[1], np.nan)
         return nan, nan
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = matrix[idx].mean(axis=1)  # (n_boot, n_metrics)
+    step = max(1, 2_000_000 // max(1, n * matrix.shape[1]))  # resamples per block: bounded memory on big sets
+    means = np.concatenate([matrix[rng.integers(0, n, size=(min(step, n_boot - k), n))].mean(axis=1)
+                            for k in range(0, n_boot, step)])  # (n_boot, n_metrics)
     alpha = (1 - level) / 2
     return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
 

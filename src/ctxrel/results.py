@@ -95,8 +95,10 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
-    def check_settings(self, checkpoint: str, benchmark: str, settings: dict[str, Any]) -> None:
-        """Refuse to mix records made with different settings in one file; first use records them."""
+    def check_settings(self, checkpoint: str, benchmark: str, settings: dict[str, Any], *,
+                       dry_run: bool = False) -> None:
+        """Refuse to mix records made with different settings in one file; first use records them
+        (unless `dry_run`, which only checks)."""
         path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
         if path.exists():
             old = json.loads(path.read_text())
@@ -107,7 +109,8 @@ class RunDir:
                     f"{self.path} already holds {benchmark} results for {checkpoint} made with other settings "
                     f"({desc}); use another --out, or delete {path.parent} to recompute")
             return
-        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
+        if not dry_run:
+            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
 
     # -- metrics table ------------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

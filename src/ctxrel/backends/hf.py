@@ -12,6 +12,7 @@ Why each choice:
 from __future__ import annotations
 
 import inspect
+import zlib
 from typing import Callable, Sequence
 
 import torch
@@ -27,8 +28,13 @@ class HFBackend:
         self.name = name
         self.batch_size = max(1, int(batch_size))
         self.device = next(model.parameters()).device
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
+        if self.tok.pad_token_id is None:  # padding is always masked out, so any known token will do
+            if self.tok.eos_token is not None:
+                self.tok.pad_token = self.tok.eos_token
+            elif self.tok.unk_token is not None:
+                self.tok.pad_token = self.tok.unk_token
+            else:
+                raise ValueError(f"tokenizer of {name} has no pad, eos or unk token to pad batches with")
         cfg = getattr(model, "config", None)
         self.max_length = int(getattr(cfg, "max_position_embeddings", 0) or 2048)
         vocab = self.tok.get_vocab()
@@ -43,9 +49,13 @@ class HFBackend:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens (BOS) are added unless the text already starts with them, as a
         rendered chat template does."""
-        bos = self.tok.bos_token
+        bos, eos = self.tok.bos_token, self.tok.eos_token
         add = not (bos and text.startswith(bos))
-        return self.tok(text, add_special_tokens=add)["input_ids"]
+        ids = self.tok(text, add_special_tokens=add)["input_ids"]
+        # some tokenizers also append EOS; a prompt must not end a turn, nor a scored answer carry an EOS
+        if add and ids and ids[-1] == self.tok.eos_token_id and not (eos and text.endswith(eos)):
+            ids = ids[:-1]
+        return ids
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.encode(t)) for t in texts]
@@ -77,11 +87,12 @@ class HFBackend:
         encoded = [self.encode(p) for p in prompts]
         out: list[list[str]] = [[] for _ in prompts]
         sampling = temperature > 0
-        for b, batch in enumerate(self._batches([len(e) for e in encoded])):
+        for batch in self._batches([len(e) for e in encoded]):
             ids, mask = self._left_pad([encoded[i] for i in batch])
             kwargs = dict(do_sample=False)
-            if sampling:
-                torch.manual_seed(seed + b)
+            if sampling:  # seeded by the batch's own prompts: chunks never repeat a stream; reruns reproduce
+                key = "\x00".join(prompts[i] for i in batch).encode()
+                torch.manual_seed((seed * 1_000_003 + zlib.crc32(key)) % 2**63)
                 kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
