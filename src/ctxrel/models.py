@@ -143,6 +143,9 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     elif source.kind == "dir":
         _check_no_pickle(Path(location), "model directory")
     kwargs = dict(trust_remote_code=trust_remote_code)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; ctxrel shows its own progress
     try:
         tok = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, use_safetensors=True, **kwargs)
