@@ -105,3 +105,13 @@ def test_tokenizer_that_appends_eos(tiny_model_dir):
     head, tail = lm._split("Answer:", " Paris")
     assert head[0] == tok.bos_token_id and tok.eos_token_id not in head + tail
     assert tok.decode(tail) == " Paris"
+
+
+def test_stop_strings_cut_generation(tiny_lm):
+    full = tiny_lm.generate(PROMPTS[:2], max_new_tokens=12)
+    stops = [o[0][3:6] for o in full if len(o[0]) > 6]
+    assert stops, "the random model should emit some text"
+    cut = tiny_lm.generate(PROMPTS[:2], max_new_tokens=12, stop=stops)
+    for (f,), (c,) in zip(full, cut):
+        first = min((k for k in (f.find(s) for s in stops) if k >= 0), default=len(f))
+        assert c == f[:first].strip()

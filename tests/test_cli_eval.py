@@ -229,3 +229,29 @@ def test_reference_model_named_with_adapter_means_base_without_adapter(tiny_mode
 
     assert nocontext(tmp_path / "ft", "step-000010") == nocontext(tmp_path / "base", "model")
     assert nocontext(tmp_path / "self", "step-000010") != nocontext(tmp_path / "base", "model")
+
+
+def test_standard_tasks_and_id_accuracy(tiny_model_dir, tmp_path, test_data, capsys):
+    out = tmp_path / "run"
+    args = []
+    for task in ("mmlu", "arc_challenge", "squad", "gsm8k"):
+        args += ["--benchmark", f"{task}={test_data / task}"]
+    run_eval(tiny_model_dir, out, *args, "--limit", "4", "--no-knowledge-filter")
+    assert "id_accuracy: 4 tasks" in capsys.readouterr().out
+    df = pd.read_csv(out / "metrics.csv")
+    primary = {"mmlu": "acc", "arc_challenge": "acc", "squad": "exact_match", "gsm8k": "exact_match"}
+    values = [df[(df.benchmark == t) & (df.metric == m)].value.iloc[0] for t, m in primary.items()]
+    idacc = df[df.metric == "id_accuracy"].iloc[0]
+    assert idacc.value == pytest.approx(sum(values) / 4) and idacc.n == 4
+    recs = read_records(out / "evals" / "model" / "mmlu.jsonl")
+    assert len(recs) == 4 and all(len(r["logprobs"]) == 4 and r["acc"] in (0, 1) for r in recs)
+    assert all(r["acc"] == (max(range(4), key=lambda k: r["logprobs"][k]) == r["gold"]) for r in recs)
+    before = (out / "evals" / "model" / "gsm8k.jsonl").read_bytes()
+    run_eval(tiny_model_dir, out, *args, "--limit", "4", "--no-knowledge-filter")  # resumes: nothing recomputed
+    assert (out / "evals" / "model" / "gsm8k.jsonl").read_bytes() == before
+
+
+def test_standard_task_without_data_is_clear(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CTXREL_DATA", raising=False)
+    run_eval(tiny_model_dir, tmp_path / "run", "--benchmark", "mmlu", expect=2)
+    assert "mmlu=PATH" in capsys.readouterr().err

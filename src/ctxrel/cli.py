@@ -22,7 +22,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--reference-model", help="model asked without context by the knowledge filter "
                                              "(default: the evaluated model)")
     p.add_argument("--benchmark", action="append", help="NAME, NAME=PATH or PATH; repeatable "
-                                                        "(default: cf_capitals)")
+                                                        "(default: cf_capitals); standard tasks: gsm8k, mmlu, "
+                                                        "arc_challenge, squad")
     p.add_argument("--template", choices=["auto", "alpaca", "tulu", "chat", "plain"])
     p.add_argument("--prompt", metavar="FORMAT", help="prompt body with {context} and {question}")
     p.add_argument("--instruct", action="store_true", default=None,
@@ -38,6 +39,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--skip-invalid", action="store_true", default=None,
                    help="skip and count invalid rows / over-long prompts instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--shots", type=int, help="few-shot examples for standard tasks (default: lm-eval's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/eval)")
 
@@ -48,7 +50,7 @@ _FLAG_KEYS = {"model": "model.name", "adapter": "model.adapter", "reference_mode
               "template": "eval.template", "prompt": "eval.prompt", "instruct": "eval.instruct",
               "limit": "eval.limit", "samples": "eval.samples", "temperature": "eval.temperature",
               "max_new_tokens": "eval.max_new_tokens", "mode": "eval.mode", "skip_invalid": "eval.skip_invalid",
-              "seed": "eval.seed", "out": "out"}
+              "seed": "eval.seed", "shots": "eval.shots", "out": "out"}
 
 
 def cmd_eval(args) -> int:
@@ -81,6 +83,12 @@ def format_table(results) -> str:
     lines = []
     for r in results:
         c = r.counts
+        first = next(iter(r.metrics.values()))
+        if "n_loaded" not in c:  # a standard task, or id_accuracy
+            cells = "  ".join(f"{m['metric']} {_ci(m)}" for m in first)
+            what = "tasks" if r.benchmark == "id_accuracy" else "items"
+            lines.append(f"\n{r.benchmark}: {c['n_items']} {what}  {cells}")
+            continue
         known = f"{c['n_known']} known without context" if c["n_known"] >= 0 else "no knowledge filter"
         lines.append(f"\n{r.benchmark}: {c['n_loaded']} rows, {c['n_invalid']} invalid skipped, "
                      f"{c['n_too_long']} too long skipped, {c['n_items']} evaluated, {known}")
@@ -89,7 +97,6 @@ def format_table(results) -> str:
             lines.append(f"  skipped {source}: {why}")
         if len(r.skipped) > 5:
             lines.append(f"  ... and {len(r.skipped) - 5} more skipped rows")
-        first = next(iter(r.metrics.values()))
         names = [m["metric"] for m in first]
         if "cf_acc" in names:
             lines.append(f"  {'subset':<7}{'n':>5}  {'cf-acc [95% CI]':>19}  {'par-acc [95% CI]':>19}  "

@@ -41,6 +41,7 @@ class EvalConfig:
     mode: str = "generate"  # generate (containment metrics) | likelihood (M_C from answer log-probs)
     knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
     skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
+    shots: int | None = None  # few-shot examples for standard tasks (None = the task's lm-eval default)
     seed: int = 0
     bootstrap: int = 1000  # bootstrap resamples for 95% intervals
 

@@ -283,7 +283,10 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
         raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
     if cfg.mode == "likelihood" and cfg.samples > 1:
         raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
-    benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid) for b in cfg.benchmarks]  # fail fast
+    standard_args = [b for b in cfg.benchmarks if _standard_name(b)]
+    benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
+               for b in cfg.benchmarks if not _standard_name(b)]
+    standard = [_load_standard(b, cfg) for b in standard_args]
     run = RunDir(config.out)
     if checkpoint is None:
         adapter = config.model.adapter
@@ -303,5 +306,66 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
-    return [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
-                               reference_builder=ref_builder, extra_settings=extra) for b in benches]
+    results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
+                                  reference_builder=ref_builder, extra_settings=extra) for b in benches]
+    if standard:
+        results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
+    return results
+
+
+def _standard_name(arg: str) -> str | None:
+    from ctxrel.standard.tasks import STANDARD_TASKS
+
+    name = arg.partition("=")[0].strip()
+    return name if name in STANDARD_TASKS else None
+
+
+def _load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
+    """`gsm8k`, `mmlu`, `arc_challenge`, `squad` (data under $CTXREL_DATA/<name>) or `name=PATH`."""
+    import os
+    from pathlib import Path
+
+    from ctxrel.standard.tasks import load_task, stratified_limit
+
+    name, _, path = arg.partition("=")
+    name, path = name.strip(), path.strip()
+    if not path:
+        root = os.environ.get("CTXREL_DATA")
+        if not root or not (Path(root) / name).exists():
+            raise CtxrelError(f"standard task {name!r} needs its data: pass --benchmark {name}=PATH or set "
+                              f"CTXREL_DATA to a folder holding {name}/ (looked in {root or '$CTXREL_DATA, unset'})")
+        path = str(Path(root) / name)
+    items = load_task(name, path, shots=cfg.shots)
+    return name, stratified_limit(items, cfg.limit, cfg.seed)
+
+
+def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, run: RunDir, *,
+                      checkpoint: str = "model") -> list[BenchmarkResult]:
+    """Score standard tasks and write their rows plus `id_accuracy` (the mean of their primary metrics)."""
+    from ctxrel.standard.runner import evaluate_task, id_accuracy_row
+
+    step = step_of(checkpoint)
+    done, out = {}, []
+    for name, items in tasks:
+        run.check_settings(checkpoint, name, dict(task=name, shots=cfg.shots, seed=cfg.seed,
+                                                  items_sha256=_standard_digest(items)))
+        bar = _progress(len(items), name)
+        rows, reps = evaluate_task(lm, name, items, run, checkpoint=checkpoint, step=step, n_boot=cfg.bootstrap,
+                                   seed=cfg.seed, progress=bar)
+        bar.close()
+        done[name] = (rows, reps)
+        out.append(BenchmarkResult(name, dict(n_items=len(items)), {"all": rows}))
+    row = id_accuracy_row(done, checkpoint=checkpoint, step=step)
+    if row is not None:
+        run.write_metrics([row])
+        out.append(BenchmarkResult("id_accuracy", dict(n_items=row["n"]), {"all": [row]}))
+    return out
+
+
+def _standard_digest(items: Sequence) -> str:
+    from dataclasses import asdict
+
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps(asdict(it), sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]

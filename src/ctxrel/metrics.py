@@ -49,6 +49,15 @@ def item_matrix(records: Iterable[dict[str, Any]], mode: str = "generate") -> np
     return np.array([np.mean(v, axis=0) for v in per_item.values()])
 
 
+def bootstrap_means(matrix: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_metrics) column means of `matrix` over rows resampled with replacement (memory-bounded)."""
+    n = matrix.shape[0]
+    rng = np.random.default_rng(seed)
+    step = max(1, 2_000_000 // max(1, n * matrix.shape[1]))  # resamples per block: bounded memory on big sets
+    return np.concatenate([matrix[rng.integers(0, n, size=(min(step, n_boot - k), n))].mean(axis=1)
+                           for k in range(0, n_boot, step)])
+
+
 def bootstrap_ci(matrix: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap over rows of an (n_items, n_metrics) matrix; returns (low, high) per column.
@@ -57,14 +66,10 @@ def bootstrap_ci(matrix: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
     >>> bool(lo[0] < 0.5 < hi[0])
     True
     """
-    n = matrix.shape[0]
-    if n == 0:
+    if matrix.shape[0] == 0:
         nan = np.full(matrix.shape[1], np.nan)
         return nan, nan
-    rng = np.random.default_rng(seed)
-    step = max(1, 2_000_000 // max(1, n * matrix.shape[1]))  # resamples per block: bounded memory on big sets
-    means = np.concatenate([matrix[rng.integers(0, n, size=(min(step, n_boot - k), n))].mean(axis=1)
-                            for k in range(0, n_boot, step)])  # (n_boot, n_metrics)
+    means = bootstrap_means(matrix, n_boot=n_boot, seed=seed)
     alpha = (1 - level) / 2
     return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
 

@@ -14,10 +14,10 @@ class LM(Protocol):
     max_length: int  # prompt tokens + new tokens the model can attend over
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, samples: int = 1,
-                 temperature: float = 0.0, seed: int = 0,
+                 temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (),
                  on_done: Callable[[int], None] | None = None) -> list[list[str]]:
-        """For each prompt, `samples` completions (greedy when temperature == 0). `on_done(k)` reports k
-        finished prompts (for progress bars)."""
+        """For each prompt, `samples` completions (greedy when temperature == 0), each cut before the first of
+        the `stop` strings. `on_done(k)` reports k finished prompts (for progress bars)."""
         ...
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]],

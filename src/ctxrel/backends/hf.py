@@ -21,6 +21,12 @@ import torch
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
 
 
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """Text before the first stop string (generation may run a few tokens past it within a batch)."""
+    cut = min((k for k in (text.find(s) for s in stop) if k >= 0), default=len(text))
+    return text[:cut]
+
+
 class HFBackend:
     def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16):
         self.model = model
@@ -82,7 +88,7 @@ class HFBackend:
     # -- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, samples: int = 1,
-                 temperature: float = 0.0, seed: int = 0,
+                 temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (),
                  on_done: Callable[[int], None] | None = None) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
         out: list[list[str]] = [[] for _ in prompts]
@@ -94,6 +100,8 @@ class HFBackend:
                 key = "\x00".join(prompts[i] for i in batch).encode()
                 torch.manual_seed((seed * 1_000_003 + zlib.crc32(key)) % 2**63)
                 kwargs = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            if stop:  # a row ends at its first stop string; the text is cut there below
+                kwargs.update(stop_strings=list(stop), tokenizer=self.tok)
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                 num_return_sequences=samples, pad_token_id=self.tok.pad_token_id,
@@ -101,7 +109,7 @@ class HFBackend:
             new = gen[:, ids.shape[1]:]
             texts = self.tok.batch_decode(new, skip_special_tokens=True)
             for j, i in enumerate(batch):
-                out[i] = [t.strip() for t in texts[j * samples:(j + 1) * samples]]
+                out[i] = [_cut(t, stop).strip() for t in texts[j * samples:(j + 1) * samples]]
             if on_done:
                 on_done(len(batch))
         return out
