@@ -8,6 +8,7 @@ for all items and for the known subset.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -61,12 +62,13 @@ def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0
     return picked
 
 
-def items_digest(items: Sequence[ConflictItem]) -> str:
-    """A fingerprint of a benchmark's content: resuming is refused if the items changed under the same name."""
+def items_digest(items: Sequence) -> str:
+    """A fingerprint of a benchmark's content (conflict items or standard-task items): resuming is refused if
+    the items changed under the same name."""
     h = hashlib.sha256()
     for it in items:
-        d = it.to_dict()
-        d.pop("source")  # the same file reached by another path spelling is the same benchmark
+        d = dataclasses.asdict(it)
+        d.pop("source", None)  # the same file reached by another path spelling is the same benchmark
         h.update(json.dumps(d, sort_keys=True, ensure_ascii=False, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -76,7 +78,7 @@ def step_of(checkpoint: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _chunks(seq: list, size: int):
+def chunked(seq: list, size: int):
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
 
@@ -116,7 +118,7 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
         by_prompt[builder.without_context(it.question)].append(it)
     prompts = list(by_prompt)
     bar = _progress(len(prompts), "knowledge filter")
-    for chunk in _chunks(prompts, max(1, getattr(ref, "batch_size", 16)) * 4):
+    for chunk in chunked(prompts, max(1, getattr(ref, "batch_size", 16)) * 4):
         outs = ref.generate(chunk, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
         recs = []
         for p, o in zip(chunk, outs):
@@ -209,7 +211,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     records = [r for (rid, _), r in latest.items() if rid in done]
     todo = [it for it in items if it.id not in done]
     bar = _progress(len(todo), f"{bench.name} ({cfg.mode})")
-    for chunk in _chunks(todo, max(1, getattr(lm, "batch_size", 16)) * 4):
+    for chunk in chunked(todo, max(1, getattr(lm, "batch_size", 16)) * 4):
         if cfg.mode == "likelihood":
             recs = _likelihood_records(lm, chunk, prompts, bar.update)
         else:
@@ -348,7 +350,7 @@ def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, ru
     done, out = {}, []
     for name, items in tasks:
         run.check_settings(checkpoint, name, dict(task=name, shots=cfg.shots, seed=cfg.seed,
-                                                  items_sha256=_standard_digest(items)))
+                                                  items_sha256=items_digest(items)))
         bar = _progress(len(items), name)
         rows, reps = evaluate_task(lm, name, items, run, checkpoint=checkpoint, step=step, n_boot=cfg.bootstrap,
                                    seed=cfg.seed, progress=bar)
@@ -361,11 +363,3 @@ def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, ru
         out.append(BenchmarkResult("id_accuracy", dict(n_items=row["n"]), {"all": [row]}))
     return out
 
-
-def _standard_digest(items: Sequence) -> str:
-    from dataclasses import asdict
-
-    h = hashlib.sha256()
-    for it in items:
-        h.update(json.dumps(asdict(it), sort_keys=True, ensure_ascii=False).encode())
-    return h.hexdigest()[:16]

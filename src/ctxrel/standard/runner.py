@@ -21,11 +21,6 @@ PRIMARY = {"mmlu": "acc", "arc_challenge": "acc", "gsm8k": "exact_match", "squad
 MAX_NEW_TOKENS = {"gsm8k": 256, "squad": 32}
 
 
-def _chunks(seq: list, size: int):
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
 def _score_mc(lm, chunk, on_done) -> list[dict[str, Any]]:
     from ctxrel.standard.scoring import mc_scores
 
@@ -54,6 +49,7 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
                   n_boot: int = 1000, seed: int = 0, progress=None) -> tuple[list[dict], np.ndarray]:
     """Score `items` of one standard task (resumable); write metric rows; return (rows, bootstrap replicates of
     the primary metric)."""
+    from ctxrel.evaluate import chunked
     from ctxrel.metrics import bootstrap_ci, bootstrap_means
     from ctxrel.standard.tasks import MCItem
 
@@ -62,7 +58,7 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
     todo = [it for it in items if it.id not in done]
     size = max(1, getattr(lm, "batch_size", 16)) * 4
     bump = progress.update if progress is not None else (lambda k: None)
-    for chunk in _chunks(todo, size):
+    for chunk in chunked(todo, size):
         recs = _score_mc(lm, chunk, bump) if isinstance(chunk[0], MCItem) else _score_gen(lm, chunk, task, bump)
         append_records(path, recs)
         done.update({r["id"]: r for r in recs})
