@@ -154,7 +154,6 @@ def test_samples_template_and_custom_prompt(tiny_model_dir, tmp_path):
 
 
 def test_adapter_checkpoint_and_reference_model(tiny_model_dir, tmp_path):
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -172,7 +171,6 @@ def test_adapter_checkpoint_and_reference_model(tiny_model_dir, tmp_path):
     assert (out / "evals" / "step-000050" / "cf_capitals.jsonl").exists()
     df = pd.read_csv(out / "metrics.csv")
     assert set(df.checkpoint) == {"step-000050"} and set(df.step) == {50}
-    del torch
 
 
 def test_bad_flags_are_clear(tiny_model_dir, tmp_path, capsys):

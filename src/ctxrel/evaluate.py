@@ -184,17 +184,12 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     skipped = list(bench.skipped)
     run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
 
-    def prompt_of(it: ConflictItem) -> str:
-        return builder.with_context(it.context, it.question, it.prompt)
-
-    if cfg.skip_invalid:  # drop over-long prompts first, so `limit` still gets its full, balanced share
-        pool = list(bench.items)
-        pool = _fit_window(pool, {it.id: prompt_of(it) for it in pool}, lm, cfg, skipped)
-        items = select_items(pool, cfg.limit, cfg.seed)
-    else:  # only the selected items must fit; the first one that does not is an error
-        items = select_items(bench.items, cfg.limit, cfg.seed)
-        items = _fit_window(items, {it.id: prompt_of(it) for it in items}, lm, cfg, skipped)
-    prompts = {it.id: prompt_of(it) for it in items}
+    # skip_invalid: drop over-long prompts first, so `limit` still gets its full, balanced share; otherwise only
+    # the selected items must fit and the first one that does not is an error
+    pool = list(bench.items) if cfg.skip_invalid else select_items(bench.items, cfg.limit, cfg.seed)
+    prompts = {it.id: builder.with_context(it.context, it.question, it.prompt) for it in pool}
+    pool = _fit_window(pool, prompts, lm, cfg, skipped)
+    items = select_items(pool, cfg.limit, cfg.seed) if cfg.skip_invalid else pool
 
     known = None
     if cfg.knowledge_filter:
