@@ -115,6 +115,10 @@ def format_table(results) -> str:
             for subset, ms in r.metrics.items():
                 m = {x["metric"]: x for x in ms}
                 lines.append(f"  {subset:<7}{m['m_c']['n']:>5}  {_ci(m['m_c']):>19}  {_ci(m['ll_context']):>19}")
+    if any("known" in r.metrics for r in results):
+        lines.append("\nknown = items whose question the reference model answers with the parametric answer when "
+                     "asked without context;\ncf-acc / par-acc = share of outputs containing the context / "
+                     "parametric answer (both can hold); [95% bootstrap CI]")
     return "\n".join(lines).lstrip("\n")
 
 
