@@ -42,6 +42,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--shots", type=int, help="few-shot examples for standard tasks (default: lm-eval's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/eval)")
+    p.add_argument("--run", metavar="DIR", help="score every saved checkpoint of a study run directory (on its "
+                                                "benchmarks, or --benchmark); resumable")
 
 
 _FLAG_KEYS = {"model": "model.name", "adapter": "model.adapter", "reference_model": "model.reference",
@@ -57,6 +59,8 @@ def cmd_eval(args) -> int:
     from ctxrel import config as C
     from ctxrel.evaluate import run_eval
 
+    if args.run:
+        return _eval_run(args)
     cfg = C.load(args.config, args.overrides)
     data = C.to_dict(cfg)
     for flag, key in _FLAG_KEYS.items():
@@ -71,6 +75,65 @@ def cmd_eval(args) -> int:
     print(format_table(results))
     print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")
     return 0
+
+
+def _eval_run(args) -> int:
+    from ctxrel.report import format_trajectory
+    from ctxrel.results import RunDir
+    from ctxrel.train.study import score_run
+
+    clash = [f"--{f.replace('_', '-')}" for f in ("config", "model", "adapter", "out")
+             if getattr(args, f) is not None]
+    if clash:
+        raise CtxrelError(f"--run scores a study's own checkpoints; {', '.join(clash)} cannot be combined with it "
+                          "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
+    overrides = list(args.overrides)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None and flag != "benchmark" and key.startswith(("eval.", "model.")):
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    if args.no_knowledge_filter:
+        overrides.append("eval.knowledge_filter=false")
+    score_run(args.run, benchmarks=args.benchmark, overrides=overrides)
+    print(format_trajectory(RunDir(args.run).metrics()))
+    print(f"\nresults: {args.run}/metrics.csv")
+    return 0
+
+
+def _study_parser(sub, verb: str) -> None:
+    what = ("train a model and score every checkpoint, then plot the trajectory" if verb == "study" else
+            "train a model, scoring every checkpoint (the study without the plot; runs under accelerate launch)")
+    p = sub.add_parser(verb, help=what, description=what[0].upper() + what[1:] + ". Rerunning the same command "
+                       "resumes from the latest checkpoint.")
+    p.add_argument("config", help="YAML config file, or a shipped preset name: quickstart, "
+                                  "paper/llama2-7b-alpaca-lora, ...")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-5 "
+                                                                     "eval.every=50 out=runs/mine")
+
+
+def cmd_study(args) -> int:
+    from ctxrel.report import format_trajectory
+    from ctxrel.results import RunDir
+    from ctxrel.train.study import load_study_config, run_study
+
+    cfg = load_study_config(args.config, args.overrides)
+    summary = run_study(cfg, plot=args.verb == "study")
+    if summary.get("processes", 1) > 1 and not _is_main_process():
+        return 0
+    print(format_trajectory(RunDir(cfg.out).metrics()))
+    t, e, w = summary["train_s"], summary["eval_s"], summary["wall_s"]
+    print(f"\ntime: {w:.0f} s wall (this command); training {t:.0f} s, evaluation {e:.0f} s over the whole run "
+          f"(evaluation / training = {e / max(t, 1e-9):.2f})")
+    where = f"plot: {summary['plot']}, " if "plot" in summary else ""
+    print(f"{where}metrics: {cfg.out}/metrics.csv, per-item records: {cfg.out}/evals/, "
+          f"checkpoints: {cfg.out}/checkpoints/")
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _ci(row) -> str:
@@ -162,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     b = sub.add_parser("benchmarks", help="list registered benchmarks")
     b.add_argument("action", choices=["list"], nargs="?", default="list")
+    _study_parser(sub, "study")
+    _study_parser(sub, "train")
     t = sub.add_parser("theory", help="simulate the study's one-layer attention theory (seconds, CPU)")
     t.add_argument("--preset", required=True, choices=["prop1", "prop2", "prop3", "theorem1", "mitigation"])
     t.add_argument("--out", help="run directory (default runs/theory-PRESET)")
@@ -175,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory}
+    handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
+                "train": cmd_study}
     try:
         return handlers[args.verb](args)
     except CtxrelError as e:

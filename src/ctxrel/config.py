@@ -53,8 +53,75 @@ class RunConfig:
     out: str = "runs/eval"
 
 
+@dataclass
+class MixtureConfig:
+    """The built-in instruction mixture (DESIGN §2: C / C+S / S); proportions must sum to 1."""
+    n: int = 2000  # examples generated
+    c: float = 0.2  # context-critical: invented entities, the answer is only in the context
+    cs: float = 0.6  # non-context-critical: real facts, the context repeats what the model knows
+    s: float = 0.2  # subject-critical: real facts, no context (pure recall)
+
+
+@dataclass
+class DataConfig:
+    source: str = "mixture"  # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id
+    format: str = "auto"  # auto | alpaca | chat | squad  (auto = from the record fields)
+    split: str = "train"  # split of an HF dataset
+    template: str = "auto"  # auto | alpaca | tulu | chat  (auto = chat if the tokenizer has one, else alpaca)
+    max_length: int = 256  # tokens per example; longer ones are truncated (counted and reported)
+    limit: int | None = None  # examples used, after a seeded shuffle (None = all)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 128  # the study's rank; higher = more trainable parameters and memory
+    alpha: float = 256.0  # scale = alpha / rank
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["all-linear"])  # module names, or all-linear
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "lora"  # lora | full | qk (only attention query/key projections)
+    qk_lora: bool = False  # qk mode: LoRA on q/k (true) or their full weights (false)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    lr: float = 1e-4
+    schedule: str = "linear"  # linear | cosine | constant  (after warmup)
+    warmup: float = 0.03  # share of the steps spent warming up linearly from 0
+    weight_decay: float = 0.0
+    clip: float = 1.0  # max gradient norm (0 = no clipping)
+    epochs: int = 2
+    max_steps: int | None = None  # stop earlier than `epochs` (None = all epochs)
+    batch_size: int = 8  # examples per optimizer step, over all processes
+    micro_batch_size: int | None = None  # examples per forward pass and process (None = batch_size / processes)
+    seed: int = 0
+    keep_weights: bool = True  # keep every evaluated checkpoint's weights (for `ctxrel eval --run`); the latest
+    #                            checkpoint is always kept with its optimizer state so a rerun resumes
+    tensorboard: bool = True  # log loss, lr and metrics under <out>/tensorboard when tensorboard is installed
+
+
+@dataclass
+class StudyEvalConfig(EvalConfig):
+    every: int = 50  # evaluate (and checkpoint) every this many optimizer steps; step 0 is always evaluated
+    early: list[int] = field(default_factory=list)  # extra steps, e.g. [5, 10, 20] (the peak often comes early)
+
+
+@dataclass
+class StudyConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: StudyEvalConfig = field(default_factory=StudyEvalConfig)
+    out: str = "runs/study"
+
+
 CHOICES = {"eval.template": ("auto", "alpaca", "tulu", "chat", "plain"),
-           "eval.mode": ("generate", "likelihood")}
+           "eval.mode": ("generate", "likelihood"),
+           "data.format": ("auto", "alpaca", "chat", "squad"),
+           "data.template": ("auto", "alpaca", "tulu", "chat"),
+           "train.mode": ("lora", "full", "qk"),
+           "train.schedule": ("linear", "cosine", "constant")}
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
@@ -80,6 +147,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return [_check_type(v, inner, key) for v in value]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -180,7 +180,11 @@ def eval_settings(bench: LoadedBenchmark, cfg: EvalConfig, extra: dict[str, Any]
 def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder: PromptBuilder, run: RunDir,
                        *, checkpoint: str = "model", reference: LM | None = None,
                        reference_builder: PromptBuilder | None = None,
-                       extra_settings: dict[str, Any] | None = None) -> BenchmarkResult:
+                       extra_settings: dict[str, Any] | None = None,
+                       known_checkpoint: str | None = None) -> BenchmarkResult:
+    """Score one benchmark at one checkpoint. `known_checkpoint` names the checkpoint whose knowledge-filter
+    answers define the known subset (a study uses step 0, the base model, for every checkpoint so the subset
+    stays fixed along the trajectory); those answers must already exist unless it is this checkpoint."""
     skipped = list(bench.skipped)
     run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
 
@@ -193,8 +197,16 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
 
     known = None
     if cfg.knowledge_filter:
-        known = knowledge_filter(items, reference or lm, reference_builder or builder, cfg,
-                                 run.eval_file(checkpoint, bench.name, "nocontext"))
+        source = known_checkpoint or checkpoint
+        known_path = run.eval_file(source, bench.name, "nocontext")
+        if source != checkpoint:
+            have = {r["id"] for r in read_records(known_path)}
+            missing = [it.id for it in items if it.id not in have]
+            if missing:
+                raise CtxrelError(f"knowledge-filter answers of {source} for {bench.name} are missing "
+                                  f"({len(missing)} items, e.g. {missing[0]}) in {known_path}; evaluate "
+                                  f"{source} first")
+        known = knowledge_filter(items, reference or lm, reference_builder or builder, cfg, known_path)
 
     path = run.eval_file(checkpoint, bench.name)
     per_sample = 1 if cfg.mode == "likelihood" else cfg.samples
@@ -262,10 +274,14 @@ def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
                          render_chat=lm.render_chat if has_chat else None)
 
 
-def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> list[BenchmarkResult]:
+def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
+             row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
+             ) -> list[BenchmarkResult]:
     """`ctxrel eval` as a function: load benchmarks and model(s), evaluate, write the run directory.
 
     `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
+    A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
+    tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     """
     from ctxrel.benchmarks.registry import load_benchmark
     from ctxrel.config import to_dict
@@ -284,7 +300,7 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
     standard = [_load_standard(b, cfg) for b in standard_args]
-    run = RunDir(config.out)
+    run = RunDir(config.out, row_defaults=row_meta)
     if checkpoint is None:
         adapter = config.model.adapter
         checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
@@ -295,7 +311,8 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
     for b in benches:  # refuse mixed settings before writing anything
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
-    run.write_config(to_dict(config))
+    if write_config:
+        run.write_config(to_dict(config))
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model)
     builder = _builder(lm, cfg)
@@ -304,7 +321,8 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None) -> 
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
     results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
-                                  reference_builder=ref_builder, extra_settings=extra) for b in benches]
+                                  reference_builder=ref_builder, extra_settings=extra,
+                                  known_checkpoint=known_checkpoint) for b in benches]
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
     return results

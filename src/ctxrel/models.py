@@ -166,8 +166,14 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
 
 
 def attach_adapter(model, adapter: str):
-    """Wrap `model` with a PEFT adapter directory (safetensors only)."""
+    """Wrap `model` with a PEFT adapter directory (safetensors only), or load the trained weights of a full / qk
+    study checkpoint (`trainable.safetensors`) into it."""
     path = Path(adapter)
+    if (path / "trainable.safetensors").exists():  # a full / qk checkpoint of `ctxrel study`
+        from ctxrel.train.checkpoints import load_weights
+
+        load_weights(model, path)
+        return model
     if not (path / "adapter_config.json").exists():
         raise CtxrelError(f"--adapter {adapter}: no adapter_config.json there (a PEFT adapter directory is "
                           "expected; for full weights pass the directory as --model)")
@@ -177,3 +183,81 @@ def attach_adapter(model, adapter: str):
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+# -- trainable parameters (train.mode) -------------------------------------------------------------------------
+
+_Q_NAMES = ("q_proj", "query", "q")
+_K_NAMES = ("k_proj", "key", "k")
+_FUSED_QKV = ("query_key_value", "qkv_proj", "c_attn", "Wqkv")  # only GPT-NeoX's layout is supported below
+
+
+def _qk_modules(model) -> tuple[list[str], list[str]]:
+    """Names of the attention query/key linear layers (separate), and of fused q|k|v layers."""
+    import torch
+
+    separate, fused = [], []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in _Q_NAMES + _K_NAMES and ("attn" in name or "attention" in name):
+            separate.append(name)
+        elif leaf in _FUSED_QKV:
+            fused.append(name)
+    return separate, fused
+
+
+def select_trainable(model, train_cfg):
+    """Make the parameters of `train.mode` trainable and freeze the rest; return the model to train (a PEFT
+    model for LoRA). Modes: `lora` (adapters on `train.lora.targets`), `full` (every weight), `qk` (only the
+    attention query and key projections: their full weights, or LoRA on them when `train.qk_lora`).
+
+    Only weights train in qk mode (biases stay). A fused q|k|v layer (GPT-NeoX's query_key_value, whose rows are
+    per head [q | k | v]) trains only its q and k rows: a gradient hook zeroes the v rows, and the layer gets no
+    weight decay, so v stays exactly as loaded."""
+    import torch
+
+    mode = train_cfg.mode
+    if mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if mode == "lora" or (mode == "qk" and train_cfg.qk_lora):
+        from peft import LoraConfig, get_peft_model
+
+        lo = train_cfg.lora
+        if mode == "qk":
+            separate, fused = _qk_modules(model)
+            if not separate:
+                raise CtxrelError("train.qk_lora: this model has no separate query/key projections"
+                                  + (f" (fused {fused[0]})" if fused else "") + "; use train.qk_lora=false")
+            targets = sorted({n.rsplit(".", 1)[-1] for n in separate})
+        else:
+            targets = lo.targets[0] if lo.targets == ["all-linear"] else lo.targets
+        cfg = LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
+                         task_type="CAUSAL_LM")
+        return get_peft_model(model, cfg)
+    if mode == "qk":
+        separate, fused = _qk_modules(model)
+        if not separate and not fused:
+            raise CtxrelError("train.mode=qk: found no attention query/key projections in this model")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for name in separate:
+            model.get_submodule(name).weight.requires_grad_(True)
+        for name in fused:
+            mod = model.get_submodule(name)
+            heads = getattr(model.config, "num_attention_heads", None)
+            if not name.endswith("query_key_value") or not heads or mod.weight.shape[0] % (3 * heads):
+                raise CtxrelError(f"train.mode=qk: fused attention layer {name} has an unsupported layout (only "
+                                  "GPT-NeoX's query_key_value is known); use train.mode=lora or full")
+            keep = torch.ones(heads, 3, mod.weight.shape[0] // (3 * heads), 1, dtype=mod.weight.dtype,
+                              device=mod.weight.device)
+            keep[:, 2] = 0  # (heads, q|k|v, head_dim, 1): the v rows get no gradient
+            keep = keep.reshape(-1, 1)
+            mod.weight.requires_grad_(True)
+            mod.weight.register_hook(lambda g, keep=keep: g * keep)
+            mod.weight._ctxrel_no_decay = True
+        return model
+    raise CtxrelError(f"unknown train.mode {mode!r}; choose lora, full or qk")

@@ -81,8 +81,11 @@ def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, row_defaults: dict[str, Any] | None = None):
+        """`row_defaults` fill columns a metric row leaves out (a study passes the checkpoint's epoch and
+        tokens seen)."""
         self.path = Path(path)
+        self.row_defaults = dict(row_defaults or {})
         if self.path.exists() and not self.path.is_dir():
             raise CtxrelError(f"--out {self.path}: exists and is not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,7 @@ class RunDir:
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Insert or replace rows (one transaction), then refresh metrics.csv."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rows = [{**self.row_defaults, **{k: v for k, v in r.items() if v is not None}} for r in rows]
         con = self._db()
         try:
             with con:

@@ -1,0 +1,1 @@
+"""Instruction finetuning: data, trainable parameters, the loop, and studies (train + evaluate + plot)."""

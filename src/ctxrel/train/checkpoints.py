@@ -1,0 +1,171 @@
+"""Checkpoints of a study: what is saved, where, and how a rerun resumes from it (no pickle anywhere).
+
+    checkpoints/step-000050/
+      adapter_config.json, adapter_model.safetensors   LoRA modes (a PEFT adapter: `ctxrel eval --adapter` reads it)
+      trainable.safetensors                            full / qk modes: the trained weights only
+      checkpoint.json                                  step, epoch, tokens seen, mode, base model
+      state/                                           only in the latest checkpoint: what resuming needs
+        optimizer.safetensors + optimizer.json         AdamW moments and param groups
+        rng-<rank>.safetensors                         torch RNG of each process (dropout)
+        progress.json                                  scheduler state, loss history, train/eval seconds
+
+A checkpoint is written into a temporary folder and renamed into place, so a crash leaves either a complete
+checkpoint or none. The schedule of checkpoint steps is a pure function of the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ctxrel.errors import CtxrelError
+
+STEP_DIR = re.compile(r"step-(\d{6,})")
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
+    """Steps evaluated by a study: 0, every `every` steps, the `early` extras, and the last step."""
+    if every < 1:
+        raise CtxrelError(f"eval.every must be at least 1, got {every}")
+    bad = [s for s in early if s < 0]
+    if bad:
+        raise CtxrelError(f"eval.early: steps must be >= 0, got {bad}")
+    steps = {0, total} | set(range(every, total + 1, every)) | {s for s in early if s <= total}
+    return sorted(steps)
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with checkpoint.json), ordered by step."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            m = STEP_DIR.fullmatch(d.name)
+            if m and (d / "checkpoint.json").exists():
+                found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def latest_resumable(run_dir: Path) -> Path | None:
+    for _, d in reversed(list_checkpoints(run_dir)):
+        if (d / "state" / "progress.json").exists():
+            return d
+    return None
+
+
+def _trainable_state(model) -> dict[str, Any]:
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(model, folder: Path, meta: dict[str, Any]) -> None:
+    """The trained weights: a PEFT adapter for LoRA, else the trainable tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(folder), safe_serialization=True)
+    else:
+        save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
+    (folder / "checkpoint.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def load_weights(model, folder: Path) -> None:
+    """Put a checkpoint's trained weights into a model prepared the same way (select_trainable)."""
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        f = folder / "adapter_model.safetensors"
+        if not f.exists():
+            raise CtxrelError(f"{folder}: adapter_model.safetensors missing (train.mode changed since the run "
+                              "started?)")
+        result = set_peft_model_state_dict(model, load_file(str(f)))
+        if getattr(result, "unexpected_keys", None):
+            raise CtxrelError(f"{f}: unexpected adapter keys {result.unexpected_keys[:3]}")
+        return
+    f = folder / "trainable.safetensors"
+    if not f.exists():
+        raise CtxrelError(f"{folder}: trainable.safetensors missing (train.mode changed since the run started?)")
+    state = load_file(str(f))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise CtxrelError(f"{f}: weights {unknown[:3]} do not exist in the model")
+    import torch
+
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+def save_state(folder: Path, optimizer, progress: dict[str, Any]) -> None:
+    """Optimizer moments (flattened into safetensors) and progress; written by the main process."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors = {f"{idx}.{key}": value.detach().to("cpu").contiguous()
+               for idx, st in sd["state"].items() for key, value in st.items()}
+    (folder / "state").mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "state" / "optimizer.safetensors"))
+    (folder / "state" / "optimizer.json").write_text(json.dumps(sd["param_groups"]))
+    (folder / "state" / "progress.json").write_text(json.dumps(progress, indent=1))
+
+
+def save_rng(folder: Path, rank: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    (folder / "state").mkdir(parents=True, exist_ok=True)
+    t = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        t["cuda"] = torch.cuda.get_rng_state()
+    save_file(t, str(folder / "state" / f"rng-{rank}.safetensors"))
+
+
+def load_state(folder: Path, optimizer, rank: int) -> dict[str, Any]:
+    """Restore optimizer moments and this process's RNG; return the saved progress."""
+    import torch
+    from safetensors.torch import load_file
+
+    state_dir = folder / "state"
+    flat = load_file(str(state_dir / "optimizer.safetensors"))
+    groups = json.loads((state_dir / "optimizer.json").read_text())
+    nested: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        idx, name = key.split(".", 1)
+        nested.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": nested, "param_groups": groups})
+    rng_file = state_dir / f"rng-{rank}.safetensors"
+    if rng_file.exists():
+        rng = load_file(str(rng_file))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return json.loads((state_dir / "progress.json").read_text())
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Rename a fully written temporary checkpoint into place (replacing a stale one of the same step)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def prune(run_dir: Path, keep_weights: bool) -> None:
+    """Drop resume state from all but the latest checkpoint; without `keep_weights`, drop older checkpoints."""
+    cps = list_checkpoints(run_dir)
+    for _, d in cps[:-1]:
+        if keep_weights:
+            shutil.rmtree(d / "state", ignore_errors=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    for d in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""`ctxrel study` / `ctxrel train` as functions: finetune, score every checkpoint on the live model, plot.
+
+A study evaluates step 0 (the base model) first; its knowledge-filter answers define the `known` subset for
+every later checkpoint, so the subset does not drift as the model learns. Evaluation goes through `run_eval`,
+the same code as `ctxrel eval`, with the live model (no reload) and the checkpoint's epoch and tokens seen in
+every metric row. `score_run` does the same after the fact from saved checkpoints (`ctxrel eval --run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctxrel import config as C
+from ctxrel.errors import CtxrelError
+from ctxrel.train import checkpoints as ckpt
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+KNOWN_FROM = ckpt.step_name(0)
+# config sections a resumed run must share with the run it continues (eval settings are guarded per benchmark)
+_RESUME_KEYS = ("data", "train")
+
+
+def preset_path(name_or_path: str) -> Path:
+    """A config file path, or the name of a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    shipped = PRESETS_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(str(f.relative_to(PRESETS_DIR))[:-5] for f in PRESETS_DIR.rglob("*.yaml"))
+    raise CtxrelError(f"config {name_or_path!r}: no such file, and not a shipped preset ({', '.join(names)})")
+
+
+def load_study_config(name_or_path: str, overrides: list[str] = ()) -> C.StudyConfig:
+    return C.load(preset_path(name_or_path), overrides, cls=C.StudyConfig)
+
+
+def _eval_config(cfg: C.StudyConfig, benchmarks: list[str] | None = None) -> C.RunConfig:
+    fields = {f.name for f in dataclasses.fields(C.EvalConfig)}
+    ev = C.EvalConfig(**{k: v for k, v in dataclasses.asdict(cfg.eval).items() if k in fields})
+    if benchmarks:
+        ev.benchmarks = list(benchmarks)
+    return C.RunConfig(model=dataclasses.replace(cfg.model, adapter=None), eval=ev, out=cfg.out)
+
+
+def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
+    """Refuse to continue a run with other data or training settings (its checkpoints would be meaningless)."""
+    path = out / "config.yaml"
+    if not path.exists() or ckpt.latest_resumable(out) is None:
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = C.to_dict(cfg)
+    diffs = [f"{sec}.{k}: {old.get(sec, {}).get(k)!r} -> {v!r}" for sec in _RESUME_KEYS
+             for k, v in new[sec].items() if old.get(sec, {}).get(k) != v]
+    if old.get("model", {}).get("name") != cfg.model.name:
+        diffs.append(f"model.name: {old.get('model', {}).get('name')!r} -> {cfg.model.name!r}")
+    if diffs:
+        raise CtxrelError(f"{out} holds a run started with other settings ({'; '.join(diffs)}); use another "
+                          "out=, or delete the directory to start over")
+
+
+def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
+    """Train with evaluation at every checkpoint; write the trajectory plot. Resumable. Returns the summary."""
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.evaluate import run_eval
+    from ctxrel.results import RunDir
+    from ctxrel.train.loop import train
+
+    out = Path(cfg.out)
+    _check_resume(out, cfg)
+    RunDir(out).write_config(C.to_dict(cfg))
+    eval_cfg = _eval_config(cfg)
+    results_by_step: dict[int, list] = {}
+
+    def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
+        lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{ckpt.step_name(step)}",
+                       batch_size=cfg.model.batch_size)
+        results_by_step[step] = run_eval(eval_cfg, checkpoint=ckpt.step_name(step), lm=lm, write_config=False,
+                                         row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM)
+
+    t0 = time.perf_counter()
+    summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    if plot and _is_main():
+        from ctxrel.report import plot_trajectory
+
+        summary["plot"] = str(plot_trajectory(out, epoch_boundaries=summary["epoch_boundaries"]))
+    return summary
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list[str] = (),
+              log=print) -> list[tuple[int, list]]:
+    """`ctxrel eval --run DIR`: score every saved checkpoint of a study (step 0 first: it defines the known
+    subset), on the study's benchmarks or `benchmarks`. Resumable like any evaluation."""
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.evaluate import run_eval
+    from ctxrel.models import load_model
+
+    out = Path(run_dir)
+    if not (out / "config.yaml").exists():
+        raise CtxrelError(f"--run {run_dir}: no config.yaml there (not a study run directory)")
+    try:
+        data = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CtxrelError(f"{out / 'config.yaml'}: invalid YAML: {e}") from None
+    for o in overrides:
+        C.apply_override(data, o)
+    data["out"] = str(out)
+    cfg = C.from_dict(C.StudyConfig, data)
+    cps = ckpt.list_checkpoints(out)
+    if not cps:
+        raise CtxrelError(f"--run {run_dir}: no saved checkpoints under {out / 'checkpoints'} (train.keep_weights "
+                          "was false, or the run has not reached its first checkpoint)")
+    if cps[0][0] != 0:
+        raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset")
+    eval_cfg = _eval_config(cfg, benchmarks)
+    done = []
+    for step, folder in cps:
+        meta = json.loads((folder / "checkpoint.json").read_text())
+        model, tok, _ = load_model(cfg.model.name, adapter=str(folder), device=cfg.model.device,
+                                   trust_remote_code=cfg.model.trust_remote_code)
+        lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
+        log(f"ctxrel: scoring {folder.name}")
+        done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
+                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
+                                    known_checkpoint=KNOWN_FROM)))
+    return done

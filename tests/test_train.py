@@ -1,0 +1,195 @@
+"""The training loop on a tiny random Llama: labels, schedules, trainable parameters, and the golden equivalences
+(batch 4 = batch 1 x 4 accumulation; a resumed run = an uninterrupted one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ctxrel import config as C  # noqa: E402
+from ctxrel.errors import CtxrelError, InputError  # noqa: E402
+from ctxrel.train import checkpoints as ckpt  # noqa: E402
+from ctxrel.train.data import IGNORE, Example, load_examples, render_segments, tokenize, to_example  # noqa: E402
+from ctxrel.train.loop import lr_factor, make_plan, train  # noqa: E402
+
+ALPACA = [{"instruction": f"Name city number {i}.", "input": "Paris Lyon" if i % 2 else "",
+           "output": f"City {i} is Lyon."} for i in range(32)]
+
+
+def write_json(path: Path, records) -> Path:
+    path.write_text(json.dumps(records))
+    return path
+
+
+def study_cfg(model_dir, tmp_path, **train) -> C.StudyConfig:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = write_json(tmp_path / "alpaca.json", ALPACA)
+    t = dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.0), lr=1e-2, epochs=1, batch_size=4,
+             tensorboard=False, warmup=0.0)
+    t.update(train)
+    return C.from_dict(C.StudyConfig, dict(
+        model=dict(name=str(model_dir), device="cpu"), data=dict(source=str(data), max_length=48), train=t,
+        eval=dict(every=100), out=str(tmp_path / "run")))
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("template", ["alpaca", "tulu", "chat"])
+def test_labels_cover_exactly_the_response(tok, template):
+    ex = to_example(ALPACA[1], "alpaca", "x.json:1")
+    t = tokenize([ex], tok, template=template, max_length=512)
+    ids, labels = t.input_ids[0], t.labels[0]
+    trained = [i for i, y in zip(ids, labels) if y != IGNORE]
+    assert all(y in (IGNORE, i) for i, y in zip(ids, labels))
+    text = tok.decode(trained)
+    assert text.startswith("City 1 is Lyon.")  # the response and its end marker, nothing of the prompt
+    assert "Name city" not in text and "Paris" not in text
+    assert text.rstrip().endswith(("</s>", "<|im_end|>"))
+    full = tok.decode(ids)
+    assert full.index("Name city") < full.index("City 1 is Lyon.")
+
+
+def test_chat_multi_turn_trains_every_assistant_turn(tok):
+    ex = to_example({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Paris"},
+                                  {"role": "user", "content": "And?"}, {"role": "assistant", "content": "Lyon"}]},
+                    "chat", "c.jsonl:1")
+    t = tokenize([ex], tok, template="chat", max_length=512)
+    text = tok.decode([i for i, y in zip(t.input_ids[0], t.labels[0]) if y != IGNORE])
+    assert "Paris" in text and "Lyon" in text and "Hi" not in text and "And?" not in text
+
+
+def test_truncation_is_counted_and_empty_examples_dropped(tok):
+    long = dict(instruction="Paris " * 200, input="", output="Lyon")
+    short = tokenize([to_example(ALPACA[0], "alpaca", "f")], tok, template="alpaca", max_length=512)
+    limit = len(short.input_ids[0]) + 2
+    cut = dict(ALPACA[0], output="Lyon " * 50)
+    t = tokenize([to_example(r, "alpaca", "f") for r in (ALPACA[0], long, cut)], tok, template="alpaca",
+                 max_length=limit)
+    assert t.stats["truncated"] == 2 and t.stats["dropped"] == 1 and len(t.input_ids) == 2
+    assert len(t.input_ids[1]) == limit and t.labels[1][-1] != IGNORE  # cut inside the response: kept
+    with pytest.raises(CtxrelError, match="max_length"):
+        tokenize([to_example(long, "alpaca", "f")], tok, template="alpaca", max_length=limit)
+
+
+def test_bad_records_name_file_line_and_key(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ALPACA[0]) + "\n" + json.dumps({"instruction": 3, "output": "x"}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:2 \[instruction\]"):
+        load_examples(C.DataConfig(source=str(bad)))
+    with pytest.raises(CtxrelError, match="no such file"):
+        load_examples(C.DataConfig(source=str(tmp_path / "missing.json")))
+    squad = write_json(tmp_path / "squad.json", [{"context": "Lyon is big.", "question": "Which city?",
+                                                  "answers": {"text": ["Lyon"], "answer_start": [0]}}])
+    ex = load_examples(C.DataConfig(source=str(squad)))[0]
+    assert ex.messages[-1]["content"] == "Lyon" and "Background: Lyon is big." in ex.messages[0]["content"]
+
+
+def test_alpaca_template_refuses_conversations():
+    ex = Example([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                  {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}], source="t.jsonl:4")
+    with pytest.raises(InputError, match="t.jsonl:4.*single-turn"):
+        render_segments(ex, "alpaca", None, "</s>")
+
+
+# -- schedule and plan -----------------------------------------------------------------------------------------
+
+def test_lr_schedule_shapes():
+    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in (0, 1, 2, 6, 9)] == [0.5, 1.0, 1.0, 0.5, 0.125]
+    assert lr_factor(2, 10, 2, "cosine") == pytest.approx(1.0)
+    assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5)
+    assert lr_factor(9, 10, 0, "constant") == 1.0
+
+
+def test_plan_checkpoints_and_errors():
+    t, e = C.TrainConfig(batch_size=4, epochs=2), C.StudyEvalConfig(every=5, early=[1, 2])
+    p = make_plan(20, t, e, world=1)
+    assert (p.steps_per_epoch, p.total, p.checkpoints) == (5, 10, [0, 1, 2, 5, 10])
+    assert p.epoch_boundaries() == [5]
+    assert sorted(p.global_batch(0, 0) + p.global_batch(1, 0) + p.global_batch(2, 0) + p.global_batch(3, 0)
+                  + p.global_batch(4, 0)) == list(range(20))  # an epoch sees every example once
+    assert p.global_batch(5, 0) != p.global_batch(0, 0)  # reshuffled per epoch
+    with pytest.raises(CtxrelError, match="multiple of the 3 process"):
+        make_plan(20, t, e, world=3)
+    with pytest.raises(CtxrelError, match="only 3 training examples"):
+        make_plan(3, t, e, world=1)
+    with pytest.raises(CtxrelError, match="micro_batch_size=3"):
+        make_plan(20, C.TrainConfig(batch_size=4, micro_batch_size=3), e, world=1)
+
+
+# -- trainable parameters --------------------------------------------------------------------------------------
+
+def _snapshots(cfg):
+    snaps = {}
+
+    def grab(*, step, model, **_):
+        snaps[step] = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
+
+    cfg.eval.every = 1
+    train(cfg, on_checkpoint=grab, log=lambda *a: None)
+    return snaps
+
+
+@pytest.mark.parametrize("mode,qk_lora", [("lora", False), ("full", False), ("qk", False), ("qk", True)])
+def test_trainable_parameters_change_and_frozen_ones_do_not(tiny_model_dir, tmp_path, mode, qk_lora):
+    # LoRA's B starts at zero, so A's gradient is zero on the first step: LoRA modes are checked after two steps
+    steps = 2 if mode == "lora" or qk_lora else 1
+    cfg = study_cfg(tiny_model_dir, tmp_path, mode=mode, qk_lora=qk_lora, max_steps=steps)
+    snaps = _snapshots(cfg)
+    before, after = snaps[0], snaps[steps]
+    trainable = [n for n, (_, g) in after.items() if g]
+    frozen = [n for n, (_, g) in after.items() if not g]
+    assert trainable
+    for n in trainable:
+        assert not torch.equal(before[n][0], after[n][0]), f"{n} is trainable but did not change"
+    for n in frozen:
+        assert torch.equal(before[n][0], after[n][0]), f"{n} is frozen but changed"
+    if mode == "qk":
+        assert all(("q_proj" in n or "k_proj" in n) for n in trainable)
+        if not qk_lora:
+            assert len(trainable) == 4  # 2 layers x (q, k)
+    if mode == "full":
+        assert not frozen
+
+
+# -- golden equivalences ---------------------------------------------------------------------------------------
+
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
+
+
+def _adapter(run: Path, step: int) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / ckpt.step_name(step) / "adapter_model.safetensors"))
+
+
+def test_batch_4_equals_batch_1_times_4_accumulation(tiny_model_dir, tmp_path):
+    a = study_cfg(tiny_model_dir, tmp_path / "a", max_steps=6)
+    b = study_cfg(tiny_model_dir, tmp_path / "b", max_steps=6, micro_batch_size=1)
+    for cfg in (a, b):
+        train(cfg, log=lambda *x: None)
+    la, lb = _losses(Path(a.out)), _losses(Path(b.out))
+    assert len(la) == 6 and la[-1] < la[0]
+    assert lb == pytest.approx(la, rel=1e-5)
+    wa, wb = _adapter(Path(a.out), 6), _adapter(Path(b.out), 6)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+
+
+def test_rerun_of_a_finished_run_trains_nothing(tiny_model_dir, tmp_path):
+    cfg = study_cfg(tiny_model_dir, tmp_path, max_steps=3)
+    train(cfg, log=lambda *x: None)
+    seen = []
+    train(cfg, on_checkpoint=lambda **kw: seen.append(kw["step"]), log=lambda *x: None)
+    assert seen == [3] and len(_losses(Path(cfg.out))) == 3
