@@ -66,6 +66,18 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
                           "out=, or delete the directory to start over")
 
 
+def _check_benchmarks(cfg: C.StudyConfig) -> None:
+    """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
+    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.evaluate import _load_standard, _standard_name
+
+    for b in cfg.eval.benchmarks:
+        if _standard_name(b):
+            _load_standard(b, cfg.eval)
+        else:
+            load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+
+
 def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
     """Train with evaluation at every checkpoint; write the trajectory plot. Resumable. Returns the summary."""
     from ctxrel.backends.hf import HFBackend
@@ -75,6 +87,7 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
     out = Path(cfg.out)
     _check_resume(out, cfg)
+    _check_benchmarks(cfg)
     RunDir(out).write_config(C.to_dict(cfg))
     eval_cfg = _eval_config(cfg)
     results_by_step: dict[int, list] = {}
