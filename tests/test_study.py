@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -89,8 +90,11 @@ def test_study_writes_the_run_directory_and_eval_run_rescores(tiny_model_dir, tm
 
 
 def test_rerun_with_other_training_settings_is_refused(tiny_model_dir, tmp_path, capsys):
-    cfg = write_config(tmp_path, tiny_model_dir, train=dict(max_steps=2), eval=dict(every=2, early=[]))
+    cfg = write_config(tmp_path, tiny_model_dir, train=dict(max_steps=2, tensorboard=True),
+                       eval=dict(every=2, early=[]))
     assert main(["train", str(cfg)]) == 0
+    if importlib.util.find_spec("tensorboard"):
+        assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert main(["train", str(cfg), "train.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "train.lr: 0.01 -> 0.5" in err
@@ -163,3 +167,15 @@ def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, cap
     assert summary["data"]["truncated"] > 0  # real Alpaca has long examples; they are cut and counted
     rows = [r for r in RunDir(run).metrics() if r["metric"] == "cf_acc" and r["subset"] == "all"]
     assert [r["step"] for r in rows] == [0, 3, 6]
+
+
+def test_shipped_presets_load():
+    from ctxrel.train.study import PRESETS_DIR, load_study_config
+
+    names = sorted(str(p.relative_to(PRESETS_DIR))[:-5] for p in PRESETS_DIR.rglob("*.yaml"))
+    assert "quickstart" in names and "paper/llama2-7b-alpaca-lora" in names and len(names) >= 8
+    for n in names:
+        cfg = load_study_config(n)
+        assert cfg.out.startswith("runs/")
+    q = load_study_config("quickstart", ["train.lr=1e-5"])
+    assert q.train.lr == 1e-5 and q.data.source == "mixture" and q.model.name == "smollm2-135m-instruct"

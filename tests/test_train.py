@@ -95,6 +95,13 @@ def test_bad_records_name_file_line_and_key(tmp_path):
     assert ex.messages[-1]["content"] == "Lyon" and "Background: Lyon is big." in ex.messages[0]["content"]
 
 
+def test_hub_dataset_offline_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CtxrelError, match="tatsu-lab/alpaca.*(datasets|offline)"):
+        load_examples(C.DataConfig(source="tatsu-lab/alpaca"))
+
+
 def test_alpaca_template_refuses_conversations():
     ex = Example([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                   {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}], source="t.jsonl:4")

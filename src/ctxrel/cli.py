@@ -114,11 +114,11 @@ def _study_parser(sub, verb: str) -> None:
 def cmd_study(args) -> int:
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
-    from ctxrel.train.study import load_study_config, run_study
+    from ctxrel.train.study import is_main_process, load_study_config, run_study
 
     cfg = load_study_config(args.config, args.overrides)
     summary = run_study(cfg, plot=args.verb == "study")
-    if summary.get("processes", 1) > 1 and not _is_main_process():
+    if not is_main_process():  # under accelerate launch, one process reports
         return 0
     print(format_trajectory(RunDir(cfg.out).metrics()))
     t, e, w = summary["train_s"], summary["eval_s"], summary["wall_s"]
@@ -128,12 +128,6 @@ def cmd_study(args) -> int:
     print(f"{where}metrics: {cfg.out}/metrics.csv, per-item records: {cfg.out}/evals/, "
           f"checkpoints: {cfg.out}/checkpoints/")
     return 0
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _ci(row) -> str:

@@ -117,6 +117,8 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
     for it in todo:
         by_prompt[builder.without_context(it.question)].append(it)
     prompts = list(by_prompt)
+    if not prompts:  # all answered already (a resumed run, or a study's later checkpoint)
+        return {it.id: bool(done[it.id]["known"]) for it in items}
     bar = _progress(len(prompts), "knowledge filter")
     for chunk in chunked(prompts, max(1, getattr(ref, "batch_size", 16)) * 4):
         outs = ref.generate(chunk, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)

@@ -101,14 +101,15 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     t0 = time.perf_counter()
     summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
-    if plot and _is_main():
+    if plot and is_main_process():
         from ctxrel.report import plot_trajectory
 
         summary["plot"] = str(plot_trajectory(out, epoch_boundaries=summary["epoch_boundaries"]))
     return summary
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """True outside a distributed launch, and on rank 0 inside one (set by torchrun / accelerate launch)."""
     import os
 
     return os.environ.get("RANK", "0") == "0"
