@@ -76,7 +76,7 @@ def test_truncation_is_counted_and_empty_examples_dropped(tok):
     cut = dict(ALPACA[0], output="Lyon " * 50)
     t = tokenize([to_example(r, "alpaca", "f") for r in (ALPACA[0], long, cut)], tok, template="alpaca",
                  max_length=limit)
-    assert t.stats["truncated"] == 2 and t.stats["dropped"] == 1 and len(t.input_ids) == 2
+    assert t.stats["truncated"] == 1 and t.stats["dropped"] == 1 and len(t.input_ids) == 2
     assert len(t.input_ids[1]) == limit and t.labels[1][-1] != IGNORE  # cut inside the response: kept
     with pytest.raises(CtxrelError, match="max_length"):
         tokenize([to_example(long, "alpaca", "f")], tok, template="alpaca", max_length=limit)
@@ -132,6 +132,17 @@ def test_plan_checkpoints_and_errors():
         make_plan(3, t, e, world=1)
     with pytest.raises(CtxrelError, match="micro_batch_size=3"):
         make_plan(20, C.TrainConfig(batch_size=4, micro_batch_size=3), e, world=1)
+
+
+def test_bad_training_values_are_named_before_any_model_loads(tmp_path):
+    from ctxrel.train.loop import check_train_config
+
+    cfg = C.from_dict(C.StudyConfig, dict(train=dict(lr=-1, warmup=2, lora=dict(dropout=1.0)), data=dict(limit=0)))
+    with pytest.raises(CtxrelError) as e:
+        check_train_config(cfg)
+    for key in ("train.lr=-1", "train.warmup=2", "train.lora.dropout=1.0", "data.limit=0"):
+        assert key in str(e.value)
+    check_train_config(C.StudyConfig())  # the defaults are valid
 
 
 # -- trainable parameters --------------------------------------------------------------------------------------
@@ -200,3 +211,24 @@ def test_rerun_of_a_finished_run_trains_nothing(tiny_model_dir, tmp_path):
     seen = []
     train(cfg, on_checkpoint=lambda **kw: seen.append(kw["step"]), log=lambda *x: None)
     assert seen == [3] and len(_losses(Path(cfg.out))) == 3
+
+
+def test_training_tokens_equal_whole_text_tokens_for_sentencepiece_style_tokenizers():
+    """A Metaspace tokenizer marks the start of every call with a word-start piece; labels must still sit on the
+    token stream that evaluation sees (the prompt tokenised whole)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    corpus = [r["instruction"] + " " + r["output"] for r in ALPACA] * 5 + ["### Instruction: ### Response:"]
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    sp = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    for template in ("alpaca", "tulu"):
+        ex = to_example(ALPACA[2], "alpaca", "x")
+        t = tokenize([ex], sp, template=template, max_length=512)
+        whole = "".join(text for text, _ in render_segments(ex, template, None, "</s>"))
+        assert t.input_ids[0] == sp(whole)["input_ids"]
+        trained = sp.decode([i for i, y in zip(t.input_ids[0], t.labels[0]) if y != IGNORE])
+        assert trained.replace(" ", "").startswith("City2isLyon.") and "Name" not in trained

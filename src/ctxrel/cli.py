@@ -87,14 +87,11 @@ def _eval_run(args) -> int:
     if clash:
         raise CtxrelError(f"--run scores a study's own checkpoints; {', '.join(clash)} cannot be combined with it "
                           "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
-    overrides = list(args.overrides)
-    for flag, key in _FLAG_KEYS.items():
-        value = getattr(args, flag)
-        if value is not None and flag != "benchmark" and key.startswith(("eval.", "model.")):
-            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    settings = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()
+                if getattr(args, flag) is not None and flag != "benchmark" and key.startswith(("eval.", "model."))}
     if args.no_knowledge_filter:
-        overrides.append("eval.knowledge_filter=false")
-    score_run(args.run, benchmarks=args.benchmark, overrides=overrides)
+        settings["eval.knowledge_filter"] = False
+    score_run(args.run, benchmarks=args.benchmark, overrides=list(args.overrides), settings=settings)
     print(format_trajectory(RunDir(args.run).metrics()))
     print(f"\nresults: {args.run}/metrics.csv")
     return 0

@@ -310,6 +310,8 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     # evaluating an adapter means the base model *without* the adapter.
     ref_name = config.model.reference if cfg.knowledge_filter else None
     separate_ref = ref_name is not None and (ref_name != config.model.name or config.model.adapter is not None)
+    if known_checkpoint is not None and known_checkpoint != checkpoint:
+        separate_ref = False  # the known subset was decided at known_checkpoint; no reference model is asked
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
     for b in benches:  # refuse mixed settings before writing anything
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)

@@ -249,7 +249,8 @@ def select_trainable(model, train_cfg):
         for name in fused:
             mod = model.get_submodule(name)
             heads = getattr(model.config, "num_attention_heads", None)
-            if not name.endswith("query_key_value") or not heads or mod.weight.shape[0] % (3 * heads):
+            if (getattr(model.config, "model_type", "") != "gpt_neox" or not heads
+                    or mod.weight.shape[0] % (3 * heads)):
                 raise CtxrelError(f"train.mode=qk: fused attention layer {name} has an unsupported layout (only "
                                   "GPT-NeoX's query_key_value is known); use train.mode=lora or full")
             keep = torch.ones(heads, 3, mod.weight.shape[0] // (3 * heads), 1, dtype=mod.weight.dtype,

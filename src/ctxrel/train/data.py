@@ -232,8 +232,8 @@ def render_segments(ex: Example, template: str, render_chat: Callable | None, eo
 
 
 def tokenize(examples: list[Example], tok, *, template: str, max_length: int) -> Tokenized:
-    """Token ids and labels (-100 outside responses). Segments are tokenised separately and concatenated, so a
-    label boundary never falls inside a token. BOS is added once, unless the template text already has it."""
+    """Token ids and labels (-100 outside responses). BOS is added once, unless the template text already has it.
+    `truncated` counts the kept examples that were cut; `dropped` those left with no response token."""
     def render_chat(msgs, add_generation_prompt):
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
 
@@ -243,21 +243,13 @@ def tokenize(examples: list[Example], tok, *, template: str, max_length: int) ->
     out = Tokenized([], [], [], dict(examples=len(examples), truncated=0, dropped=0, tokens=0, label_tokens=0))
     for ex in examples:
         segs = render_segments(ex, template, render_chat if has_chat else None, eos if template != "chat" else "")
-        ids: list[int] = []
-        labels: list[int] = []
-        for k, (text, trainable) in enumerate(segs):
-            add = k == 0 and not (bos and text.startswith(bos))
-            piece = tok(text, add_special_tokens=add)["input_ids"]
-            if k == 0 and add and eos and piece and piece[-1] == tok.eos_token_id and not text.endswith(eos):
-                piece = piece[:-1]  # some tokenizers append EOS with the special tokens; only responses end in it
-            ids += piece
-            labels += piece if trainable else [IGNORE] * len(piece)
-        if len(ids) > max_length:
-            ids, labels = ids[:max_length], labels[:max_length]
-            out.stats["truncated"] += 1
+        ids, labels = _label(segs, tok, bos)
+        cut = len(ids) > max_length
+        ids, labels = ids[:max_length], labels[:max_length]
         if all(x == IGNORE for x in labels[1:]):
             out.stats["dropped"] += 1
             continue
+        out.stats["truncated"] += cut
         out.input_ids.append(ids)
         out.labels.append(labels)
         out.kinds.append(ex.kind)
@@ -266,6 +258,29 @@ def tokenize(examples: list[Example], tok, *, template: str, max_length: int) ->
     if not out.input_ids:
         raise CtxrelError(f"no training example has a response token within data.max_length={max_length}")
     return out
+
+
+def _label(segs: list[tuple[str, bool]], tok, bos: str | None) -> tuple[list[int], list[int]]:
+    """Tokenise the joined text once -- exactly as evaluation tokenises a prompt, which matters for SentencePiece
+    tokenizers that add a word-start marker to every separate call -- and label a token when its first character
+    lies in a trainable segment (character offsets from the fast tokenizer)."""
+    text = "".join(t for t, _ in segs)
+    add = not (bos and text.startswith(bos))
+    enc = tok(text, add_special_tokens=add, return_offsets_mapping=True)
+    trainable = []
+    pos = 0
+    for t, train in segs:
+        if train:
+            trainable.append((pos, pos + len(t)))
+        pos += len(t)
+    ids, labels = list(enc["input_ids"]), []
+    for i, (a, b) in zip(ids, enc["offset_mapping"]):
+        inside = b > a and any(lo <= a < hi for lo, hi in trainable)
+        labels.append(i if inside else IGNORE)
+    eos_id = tok.eos_token_id
+    if add and ids and ids[-1] == eos_id and labels[-1] == IGNORE and len(ids) > 1:
+        ids, labels = ids[:-1], labels[:-1]  # a tokenizer that appends EOS as a special token: only replies end so
+    return ids, labels
 
 
 def resolve_data_template(template: str, tok) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ctxrel.errors import CtxrelError
-from ctxrel.results import append_records, atomic_write_text
+from ctxrel.results import append_records, atomic_write_text, read_records
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
 
@@ -45,9 +46,13 @@ class ResponseLoss(torch.nn.Module):
         self.decoder = base.get_decoder()
         self.head = base.get_output_embeddings()
         self.softcap = getattr(base.config, "final_logit_softcapping", None)
+        for attr in ("logit_scale", "logits_scaling"):  # Cohere / Granite scale logits inside forward()
+            if getattr(base.config, attr, None) not in (None, 1, 1.0):
+                raise CtxrelError(f"models with config.{attr} are not supported by the training loss yet")
 
     def forward(self, input_ids, attention_mask, labels):
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
+        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).last_hidden_state  # (B, T, C)
         targets = labels[:, 1:]  # token t predicts t+1
         keep = targets != IGNORE  # (B, T-1)
         logits = self.head(hidden[:, :-1][keep]).float()  # (N, V): only labelled positions
@@ -99,6 +104,27 @@ class Plan:
         return [k * self.steps_per_epoch for k in range(1, math.ceil(self.total / self.steps_per_epoch))]
 
 
+def check_train_config(cfg) -> None:
+    """Values the loop cannot use, named by key -- checked before any model loads."""
+    t, lo = cfg.train, cfg.train.lora
+    problems = [(k, v, why) for k, v, ok, why in [
+        ("train.lr", t.lr, t.lr > 0, "must be > 0"),
+        ("train.warmup", t.warmup, 0 <= t.warmup <= 1, "is a share of the steps, in [0, 1]"),
+        ("train.clip", t.clip, t.clip >= 0, "must be >= 0 (0 = no clipping)"),
+        ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
+        ("train.epochs", t.epochs, t.epochs >= 1, "must be >= 1"),
+        ("train.max_steps", t.max_steps, t.max_steps is None or t.max_steps >= 1, "must be >= 1 (or null)"),
+        ("train.micro_batch_size", t.micro_batch_size, t.micro_batch_size is None or t.micro_batch_size >= 1,
+         "must be >= 1 (or null)"),
+        ("train.lora.rank", lo.rank, lo.rank >= 1, "must be >= 1"),
+        ("train.lora.dropout", lo.dropout, 0 <= lo.dropout < 1, "must be in [0, 1)"),
+        ("data.limit", cfg.data.limit, cfg.data.limit is None or cfg.data.limit >= 1, "must be >= 1 (or null)"),
+        ("data.max_length", cfg.data.max_length, cfg.data.max_length >= 2, "must be >= 2"),
+    ] if not ok]
+    if problems:
+        raise CtxrelError("; ".join(f"{k}={v!r} {why}" for k, v, why in problems))
+
+
 def make_plan(n_examples: int, train_cfg, eval_cfg, world: int) -> Plan:
     b = train_cfg.batch_size
     if b < 1 or b % world:
@@ -136,16 +162,22 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
     """Finetune `cfg.model` on `cfg.data` with `cfg.train`; at each checkpoint step save weights and resume state,
     then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on the main process (the study
     evaluates there). Rerunning with the same config resumes from the latest checkpoint. Returns a summary."""
-    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
     from accelerate.utils import set_seed
 
     from ctxrel.models import default_device, load_model, select_trainable
     from ctxrel.train.data import load_examples, resolve_data_template, tokenize
 
     tc, out = cfg.train, Path(cfg.out)
+    check_train_config(cfg)
+    examples = load_examples(cfg.data, seed=tc.seed) if tokenized is None else None  # bad data fails before the model
     cpu = (cfg.model.device or default_device()) == "cpu"
     acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals run on rank 0
+    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        raise CtxrelError(f"accelerate is set up for {acc.distributed_type}; the ctxrel loop supports plain data "
+                          "parallelism (DDP) only so far -- sharded optimizers and weights (FSDP, DeepSpeed) need "
+                          "gathered checkpoints and evaluation, which are not built yet")
     main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
     say = log if main else (lambda *a, **k: None)
 
@@ -162,8 +194,7 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
     n_all = sum(p.numel() for p in model.parameters())
     if tokenized is None:
         template = resolve_data_template(cfg.data.template, tok)
-        tokenized = tokenize(load_examples(cfg.data, seed=tc.seed), tok, template=template,
-                             max_length=cfg.data.max_length)
+        tokenized = tokenize(examples, tok, template=template, max_length=cfg.data.max_length)
     plan = make_plan(len(tokenized.input_ids), tc, cfg.eval, world)
     st = tokenized.stats
     say(f"ctxrel: {len(tokenized.input_ids)} examples ({st['truncated']} truncated to {cfg.data.max_length} "
@@ -186,6 +217,10 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
         ckpt.load_weights(model, latest)
         progress = ckpt.load_state(latest, optimizer, rank)
         scheduler.load_state_dict(progress.pop("scheduler"))
+        if main:  # steps logged after the checkpoint are trained again; keep one row per step
+            log_file = out / "train_log.jsonl"
+            kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
+            atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
         say(f"ctxrel: resuming from {latest.name} ({progress['step']} of {plan.total} steps done)")
     step = progress["step"]
 
@@ -199,7 +234,8 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
         if not (final / "state" / "progress.json").exists():
             tmp = out / "checkpoints" / f".tmp-{name}"
             if main:
-                tmp.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt's files must not be committed
+                tmp.mkdir(parents=True)
             acc.wait_for_everyone()
             ckpt.save_rng(tmp, rank)
             acc.wait_for_everyone()
@@ -211,12 +247,12 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
             acc.wait_for_everyone()
         if on_checkpoint is not None and main:
             t0 = time.perf_counter()
-            rng = torch.get_rng_state()  # evaluation must not move the training RNG (resume equality)
             model.eval()
-            with torch.no_grad(), acc.autocast():
+            # evaluation must not move the training RNG (CPU or GPU), or a resumed run would differ
+            devices = [acc.device] if acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), acc.autocast():
                 on_checkpoint(step=step, epoch=meta["epoch"], tokens=meta["tokens"], model=model, tokenizer=tok)
             model.train()
-            torch.set_rng_state(rng)
             progress["eval_s"] += time.perf_counter() - t0
             if writer is not None:
                 writer.flush()

@@ -42,6 +42,15 @@ def load_study_config(name_or_path: str, overrides: list[str] = ()) -> C.StudyCo
     return C.load(preset_path(name_or_path), overrides, cls=C.StudyConfig)
 
 
+def _eval_template(cfg: C.StudyConfig, eval_cfg: C.RunConfig, tokenizer) -> None:
+    """`eval.template: auto` in a study means the template the model is trained with (for a tokenizer without a
+    chat template, `ctxrel eval` alone would pick plain, but training picks alpaca)."""
+    from ctxrel.train.data import resolve_data_template
+
+    if cfg.eval.template == "auto":
+        eval_cfg.eval.template = resolve_data_template(cfg.data.template, tokenizer)
+
+
 def _eval_config(cfg: C.StudyConfig, benchmarks: list[str] | None = None) -> C.RunConfig:
     fields = {f.name for f in dataclasses.fields(C.EvalConfig)}
     ev = C.EvalConfig(**{k: v for k, v in dataclasses.asdict(cfg.eval).items() if k in fields})
@@ -95,6 +104,7 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
         lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{ckpt.step_name(step)}",
                        batch_size=cfg.model.batch_size)
+        _eval_template(cfg, eval_cfg, tokenizer)
         results_by_step[step] = run_eval(eval_cfg, checkpoint=ckpt.step_name(step), lm=lm, write_config=False,
                                          row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM)
 
@@ -116,9 +126,10 @@ def is_main_process() -> bool:
 
 
 def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list[str] = (),
-              log=print) -> list[tuple[int, list]]:
+              settings: dict[str, Any] | None = None, log=print) -> list[tuple[int, list]]:
     """`ctxrel eval --run DIR`: score every saved checkpoint of a study (step 0 first: it defines the known
-    subset), on the study's benchmarks or `benchmarks`. Resumable like any evaluation."""
+    subset), on the study's benchmarks or `benchmarks`. `overrides` are KEY=VALUE strings, `settings` already
+    typed values by dotted key (CLI flags). Resumable like any evaluation."""
     from ctxrel.backends.hf import HFBackend
     from ctxrel.evaluate import run_eval
     from ctxrel.models import load_model
@@ -132,6 +143,9 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
         raise CtxrelError(f"{out / 'config.yaml'}: invalid YAML: {e}") from None
     for o in overrides:
         C.apply_override(data, o)
+    for key, value in (settings or {}).items():
+        section, _, leaf = key.rpartition(".")
+        data.setdefault(section, {})[leaf] = value
     data["out"] = str(out)
     cfg = C.from_dict(C.StudyConfig, data)
     cps = ckpt.list_checkpoints(out)
@@ -139,7 +153,8 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
         raise CtxrelError(f"--run {run_dir}: no saved checkpoints under {out / 'checkpoints'} (train.keep_weights "
                           "was false, or the run has not reached its first checkpoint)")
     if cps[0][0] != 0:
-        raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset")
+        raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset (was the run "
+                          "trained with train.keep_weights=false?)")
     eval_cfg = _eval_config(cfg, benchmarks)
     done = []
     for step, folder in cps:
@@ -147,6 +162,7 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
         model, tok, _ = load_model(cfg.model.name, adapter=str(folder), device=cfg.model.device,
                                    trust_remote_code=cfg.model.trust_remote_code)
         lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
+        _eval_template(cfg, eval_cfg, tok)
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
