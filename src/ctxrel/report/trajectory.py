@@ -11,13 +11,13 @@ without a step (e.g. `model`, a base model scored on its own) are not part of a 
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ctxrel.errors import CtxrelError
+from ctxrel.results import atomic_write_bytes
 
 # Metrics a trajectory follows, in column order. cf_acc/par_acc come from generate mode, m_c from likelihood
 # mode, id_accuracy from the standard tasks (its own benchmark, always subset "all").
@@ -214,15 +214,7 @@ def plot_trajectory(run_dir: str | Path, out: str | Path | None = None, epoch_bo
     fig.tight_layout()
 
     dest = Path(out) if out is not None else run_path / "report" / "trajectory.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".png", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(dest, buf.getvalue())
     return dest
