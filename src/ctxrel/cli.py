@@ -61,20 +61,22 @@ def cmd_eval(args) -> int:
 
     if args.run:
         return _eval_run(args)
-    cfg = C.load(args.config, args.overrides)
-    data = C.to_dict(cfg)
-    for flag, key in _FLAG_KEYS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            section, _, leaf = key.rpartition(".")
-            (data[section] if section else data)[leaf] = value
-    if args.no_knowledge_filter:
-        data["eval"]["knowledge_filter"] = False
+    data = C.to_dict(C.load(args.config, args.overrides))
+    for key, value in _flag_settings(args).items():
+        C.set_key(data, key, value)
     cfg = C.from_dict(C.RunConfig, data)
     results = run_eval(cfg)
     print(format_table(results))
     print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")
     return 0
+
+
+def _flag_settings(args) -> dict:
+    """The flags the user gave, as dotted config keys with typed values."""
+    settings = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag) is not None}
+    if args.no_knowledge_filter:
+        settings["eval.knowledge_filter"] = False
+    return settings
 
 
 def _eval_run(args) -> int:
@@ -87,10 +89,8 @@ def _eval_run(args) -> int:
     if clash:
         raise CtxrelError(f"--run scores a study's own checkpoints; {', '.join(clash)} cannot be combined with it "
                           "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
-    settings = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()
-                if getattr(args, flag) is not None and flag != "benchmark" and key.startswith(("eval.", "model."))}
-    if args.no_knowledge_filter:
-        settings["eval.knowledge_filter"] = False
+    settings = {k: v for k, v in _flag_settings(args).items()
+                if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
     score_run(args.run, benchmarks=args.benchmark, overrides=list(args.overrides), settings=settings)
     print(format_trajectory(RunDir(args.run).metrics()))
     print(f"\nresults: {args.run}/metrics.csv")

@@ -189,13 +189,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise CtxrelError(f"override {assignment!r}: expected KEY=VALUE, e.g. eval.limit=20")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    parts = key.strip().split(".")
+    set_key(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "", what=f"override {assignment!r}")
+
+
+def set_key(data: dict[str, Any], key: str, value: Any, *, what: str | None = None) -> None:
+    """Set dotted `key` (e.g. eval.limit) in nested dict `data` to an already typed value."""
+    parts = key.split(".")
     node = data
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise CtxrelError(f"override {assignment!r}: {p} is not a section")
+            raise CtxrelError(f"{what or 'config key ' + key}: {p} is not a section")
     node[parts[-1]] = value
 
 

@@ -16,6 +16,7 @@ SQLite transaction; the CSV is rewritten to a temporary file and renamed into pl
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sqlite3
@@ -157,15 +158,8 @@ class RunDir:
             con.close()
 
     def export_csv(self) -> None:
-        rows = self.metrics()
-        path = self.path / "metrics.csv"
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.csv.", dir=self.path)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-                w.writeheader()
-                w.writerows(rows)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+        w.writeheader()
+        w.writerows(self.metrics())
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue())

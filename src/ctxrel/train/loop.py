@@ -14,12 +14,14 @@ no Trainer subclass. Choices that matter for the science:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +38,7 @@ from ctxrel.train.data import IGNORE, collate
 
 
 class ResponseLoss(torch.nn.Module):
-    """Summed cross-entropy over labelled positions, and their count. Wraps the model so that DDP sees one
+    """Summed cross-entropy over labelled positions. Wraps the model so that DDP sees one
     forward; the decoder runs on every position, the output projection only where a label is."""
 
     def __init__(self, model):
@@ -58,7 +60,7 @@ class ResponseLoss(torch.nn.Module):
         logits = self.head(hidden[:, :-1][keep]).float()  # (N, V): only labelled positions
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+        return F.cross_entropy(logits, targets[keep], reduction="sum")
 
 
 def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
@@ -74,10 +76,11 @@ def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+@functools.lru_cache(maxsize=2)  # pure; every step of an epoch reads the same order
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n))
     random.Random(f"ctxrel-{seed}-{epoch}").shuffle(order)
-    return order
+    return tuple(order)
 
 
 @dataclass
@@ -95,7 +98,7 @@ class Plan:
 
     def global_batch(self, step: int, seed: int) -> list[int]:
         epoch, i = divmod(step, self.steps_per_epoch)
-        return epoch_order(self.n_examples, seed, epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        return list(epoch_order(self.n_examples, seed, epoch)[i * self.batch_size:(i + 1) * self.batch_size])
 
     def epoch_at(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -273,8 +276,8 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
             ids, mask, labels = (t.to(acc.device) for t in collate(
                 [tokenized.input_ids[i] for i in idx], [tokenized.labels[i] for i in idx], tok.pad_token_id))
             sync = k == plan.accum - 1
-            with (acc.no_sync(wrapped) if not sync and world > 1 else _nullcontext()):
-                s, _ = wrapped(ids, mask, labels)
+            with (acc.no_sync(wrapped) if not sync and world > 1 else nullcontext()):
+                s = wrapped(ids, mask, labels)
                 acc.backward(s * world / n_labels)  # DDP averages over processes; undo that to get the mean
             loss_sum += s.detach()
         grad_norm = acc.clip_grad_norm_(trainable, tc.clip) if tc.clip > 0 else None
@@ -311,14 +314,6 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
             writer.close()
     acc.wait_for_everyone()
     return summary
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tensorboard(path: Path, step: int):

@@ -99,13 +99,11 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     _check_benchmarks(cfg)
     RunDir(out).write_config(C.to_dict(cfg))
     eval_cfg = _eval_config(cfg)
-    results_by_step: dict[int, list] = {}
-
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
         lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{ckpt.step_name(step)}",
                        batch_size=cfg.model.batch_size)
         _eval_template(cfg, eval_cfg, tokenizer)
-        results_by_step[step] = run_eval(eval_cfg, checkpoint=ckpt.step_name(step), lm=lm, write_config=False,
+        run_eval(eval_cfg, checkpoint=ckpt.step_name(step), lm=lm, write_config=False,
                                          row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM)
 
     t0 = time.perf_counter()
@@ -144,8 +142,7 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
     for o in overrides:
         C.apply_override(data, o)
     for key, value in (settings or {}).items():
-        section, _, leaf = key.rpartition(".")
-        data.setdefault(section, {})[leaf] = value
+        C.set_key(data, key, value)
     data["out"] = str(out)
     cfg = C.from_dict(C.StudyConfig, data)
     cps = ckpt.list_checkpoints(out)
