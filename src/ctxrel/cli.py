@@ -117,7 +117,13 @@ def cmd_study(args) -> int:
     summary = run_study(cfg, plot=args.verb == "study")
     if not is_main_process():  # under accelerate launch, one process reports
         return 0
-    print(format_trajectory(RunDir(cfg.out).metrics()))
+    rows = RunDir(cfg.out).metrics()
+    print(format_trajectory(rows))
+    if any(r["subset"] == "known" for r in rows):
+        print(format_trajectory(rows, "known"))
+    print("cf-acc / par-acc = share of outputs containing the context / parametric answer (both can hold), "
+          "[95% bootstrap CI];\nknown = items the base model (step 0) answers with the parametric answer when "
+          "asked without context")
     t, e, w = summary["train_s"], summary["eval_s"], summary["wall_s"]
     print(f"\ntime: {w:.0f} s wall (this command); training {t:.0f} s, evaluation {e:.0f} s over the whole run "
           f"(evaluation / training = {e / max(t, 1e-9):.2f})")
