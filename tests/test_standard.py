@@ -280,3 +280,53 @@ def test_real_squad(test_data):
     assert first.prompt.endswith("\n\nQuestion: Which NFL team represented the AFC at Super Bowl 50?\n\nAnswer:")
     mmlu = stratified_limit(load_task("mmlu", test_data / "mmlu"), 200, seed=0)
     assert len(mmlu) == 200 and len({i.category for i in mmlu}) == 57
+
+
+# ------------------------------------------------------------------------------- hub schema, config selection
+
+def test_hub_rows_give_the_same_items_as_local_files(tmp_path):
+    """Rows in the hub datasets' schemas (what `load_task_hub` reads) make the very items the local files make."""
+    from ctxrel.standard import items_from_hub_rows
+
+    local = load_task("mmlu", write_mmlu(tmp_path / "mmlu"))
+    test = [dict(question=f"{s} test q{i}, really?", subject=s, choices=["w", "x", "y", "z"], answer=(i + 1) % 4)
+            for s in ("anatomy", "abstract_algebra") for i in range(3)]  # subject order must not matter
+    dev = [dict(question=f"{s} dev q{i}?", subject=s, choices=[f"a{i}", f"b{i}", f"c{i}", f"d{i}"], answer=i % 4)
+           for s in ("abstract_algebra", "anatomy") for i in range(5)]
+    assert items_from_hub_rows("mmlu", test, dev, 5) == local
+
+    arc_local = load_task("arc_challenge", write_arc(tmp_path / "arc"))
+    arc_hub = [dict(id="q1", question="Which is a gas?", answerKey="B",
+                    choices=dict(text=["rock", "air", "wood", "iron"], label=list("ABCD"))),
+               dict(id="q2", question="Pick three.", answerKey="3",
+                    choices=dict(text=["one", "two", "three"], label=list("123")))]
+    assert items_from_hub_rows("arc_challenge", arc_hub, [], 0) == arc_local
+
+    rows = [dict(question=f"q{i}?", answer=f"work\n#### {i}") for i in range(4)]
+    gsm = items_from_hub_rows("gsm8k", rows[2:], rows, 2)
+    assert [g.id for g in gsm] == ["gsm8k/0", "gsm8k/1"] and gsm[0].answers == ("2",)
+    assert gsm[0].prompt == "Question: q0?\nAnswer: work\n#### 0\n\nQuestion: q1?\nAnswer: work\n#### 1\n\n" \
+                            "Question: q2?\nAnswer:"
+    sq = items_from_hub_rows("squad", [dict(id="x", title="T", context="C.", question="Q?",
+                                            answers=dict(text=["a", "a", "b"], answer_start=[0, 0, 1]))], [], 0)
+    assert sq[0].answers == ("a", "b") and sq[0].prompt == "Title: T\n\nBackground: C.\n\nQuestion: Q?\n\nAnswer:"
+
+
+def test_standard_tasks_come_from_benchmarks_and_eval_standard(tmp_path, monkeypatch):
+    from ctxrel.config import EvalConfig
+    from ctxrel.evaluate import load_standard, standard_tasks
+
+    cfg = EvalConfig(benchmarks=["cf_capitals", "mmlu"], standard=[f"arc_challenge={write_arc(tmp_path / 'a')}"])
+    assert standard_tasks(cfg) == ["mmlu", f"arc_challenge={tmp_path / 'a'}"]
+    with pytest.raises(CtxrelError, match="eval.standard: 'cf_capitals' is not a standard task"):
+        standard_tasks(EvalConfig(standard=["cf_capitals"]))
+    with pytest.raises(CtxrelError, match="mmlu named twice"):
+        standard_tasks(EvalConfig(benchmarks=["mmlu"], standard=["mmlu"]))
+
+    write_mmlu(tmp_path / "data" / "mmlu", n_test=10)
+    monkeypatch.setenv("CTXREL_DATA", str(tmp_path / "data"))
+    name, items = load_standard("mmlu", EvalConfig(limit=3, standard_limit=7))
+    assert name == "mmlu" and len(items) == 7  # standard_limit wins over limit
+    assert len(load_standard("mmlu", EvalConfig(limit=3))[1]) == 3
+    with pytest.raises(CtxrelError, match="holds no gsm8k/ folder"):
+        load_standard("gsm8k", EvalConfig())

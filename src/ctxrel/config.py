@@ -42,6 +42,10 @@ class EvalConfig:
     knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
     skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
     shots: int | None = None  # few-shot examples for standard tasks (None = the task's lm-eval default)
+    # standard tasks (gsm8k, mmlu, arc_challenge, squad; NAME or NAME=PATH) whose mean is `id_accuracy`, the
+    # study's x-axis. Data: NAME=PATH, else $CTXREL_DATA/NAME, else the HF hub (needs network)
+    standard: list[str] = field(default_factory=list)
+    standard_limit: int | None = None  # items per standard task (None = eval.limit); same items every checkpoint
     seed: int = 0
     bootstrap: int = 1000  # bootstrap resamples for 95% intervals
 

@@ -298,10 +298,10 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
         raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
     if cfg.mode == "likelihood" and cfg.samples > 1:
         raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
-    standard_args = [b for b in cfg.benchmarks if _standard_name(b)]
+    standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
-    standard = [_load_standard(b, cfg) for b in standard_args]
+    standard = [load_standard(b, cfg) for b in standard_args]
     run = RunDir(config.out, row_defaults=row_meta)
     if checkpoint is None:
         adapter = config.model.adapter
@@ -339,23 +339,42 @@ def _standard_name(arg: str) -> str | None:
     return name if name in STANDARD_TASKS else None
 
 
-def _load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
-    """`gsm8k`, `mmlu`, `arc_challenge`, `squad` (data under $CTXREL_DATA/<name>) or `name=PATH`."""
+def standard_tasks(cfg: EvalConfig) -> list[str]:
+    """The standard tasks to score: those named in eval.benchmarks, then eval.standard (each once, by name)."""
+    from ctxrel.standard.tasks import STANDARD_TASKS
+
+    for arg in cfg.standard:
+        if not _standard_name(arg):
+            raise CtxrelError(f"config key eval.standard: {arg!r} is not a standard task; choose from "
+                              f"{', '.join(STANDARD_TASKS)} (NAME or NAME=PATH)")
+    args = [b for b in cfg.benchmarks if _standard_name(b)] + list(cfg.standard)
+    names = [_standard_name(a) for a in args]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CtxrelError(f"standard task {', '.join(twice)} named twice (eval.benchmarks and eval.standard); "
+                          "name each task once")
+    return args
+
+
+def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
+    """`gsm8k`, `mmlu`, `arc_challenge`, `squad` or `name=PATH`: the task's items, subsampled to
+    eval.standard_limit (or eval.limit). Data: PATH, else $CTXREL_DATA/<name>, else the HF hub."""
     import os
     from pathlib import Path
 
-    from ctxrel.standard.tasks import load_task, stratified_limit
+    from ctxrel.standard.tasks import load_task, load_task_hub, stratified_limit
 
     name, _, path = arg.partition("=")
     name, path = name.strip(), path.strip()
-    if not path:
-        root = os.environ.get("CTXREL_DATA")
-        if not root or not (Path(root) / name).exists():
-            raise CtxrelError(f"standard task {name!r} needs its data: pass --benchmark {name}=PATH or set "
-                              f"CTXREL_DATA to a folder holding {name}/ (looked in {root or '$CTXREL_DATA, unset'})")
+    root = os.environ.get("CTXREL_DATA")
+    if not path and root:
+        if not (Path(root) / name).exists():
+            raise CtxrelError(f"standard task {name!r}: CTXREL_DATA={root} holds no {name}/ folder; add it, pass "
+                              f"--benchmark {name}=PATH, or unset CTXREL_DATA to read the task from the HF hub")
         path = str(Path(root) / name)
-    items = load_task(name, path, shots=cfg.shots)
-    return name, stratified_limit(items, cfg.limit, cfg.seed)
+    items = load_task(name, path, shots=cfg.shots) if path else load_task_hub(name, shots=cfg.shots)
+    limit = cfg.standard_limit if cfg.standard_limit is not None else cfg.limit
+    return name, stratified_limit(items, limit, cfg.seed)
 
 
 def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, run: RunDir, *,

@@ -5,7 +5,9 @@
 
 from ctxrel.standard.scoring import (gsm8k_correct, gsm8k_extract, mc_scores, score_generation, squad_em_f1,
                                      truncate_at_stop)
-from ctxrel.standard.tasks import STANDARD_TASKS, GenItem, MCItem, load_task, stratified_limit
+from ctxrel.standard.tasks import (STANDARD_TASKS, GenItem, MCItem, items_from_hub_rows, load_task, load_task_hub,
+                                   stratified_limit)
 
-__all__ = ["STANDARD_TASKS", "GenItem", "MCItem", "load_task", "stratified_limit", "mc_scores", "gsm8k_extract",
-           "gsm8k_correct", "squad_em_f1", "score_generation", "truncate_at_stop"]
+__all__ = ["STANDARD_TASKS", "GenItem", "MCItem", "load_task", "load_task_hub", "items_from_hub_rows",
+           "stratified_limit", "mc_scores", "gsm8k_extract", "gsm8k_correct", "squad_em_f1", "score_generation",
+           "truncate_at_stop"]

@@ -211,11 +211,14 @@ def _load_mmlu(path: str | Path, shots: int) -> list[MCItem]:
                 raise InputError(f"has {len(dev)} examples, fewer than the {shots} shots asked for",
                                  path=str(dev_file))
             prefix = fewshot_prefix([(mmlu_text(q, c), MMLU_LETTERS[a]) for _, q, c, a in dev[:shots]], prefix)
-        for n, (_, q, c, a) in enumerate(_mmlu_rows(test_file)):
-            items.append(MCItem(id=f"mmlu/{subject}/{n}", task="mmlu", category=subject,
-                                prompt=prefix + mmlu_text(q, c),
-                                choices=tuple(TARGET_DELIMITER + x for x in MMLU_LETTERS), gold=a))
+        items += _mmlu_items(subject, prefix, [(q, c, a) for _, q, c, a in _mmlu_rows(test_file)])
     return items
+
+
+def _mmlu_items(subject: str, prefix: str, rows: Sequence[tuple[str, Sequence[str], int]]) -> list[MCItem]:
+    return [MCItem(id=f"mmlu/{subject}/{n}", task="mmlu", category=subject, prompt=prefix + mmlu_text(q, c),
+                   choices=tuple(TARGET_DELIMITER + x for x in MMLU_LETTERS), gold=a)
+            for n, (q, c, a) in enumerate(rows)]
 
 
 # ------------------------------------------------------------------------------------------------- arc_challenge
@@ -259,17 +262,18 @@ def _load_arc(path: str | Path, shots: int) -> list[MCItem]:
         if qid in seen:
             raise InputError(f"duplicate id {qid!r}", path=str(test_file), line=line, key="id")
         seen.add(qid)
-        items.append(MCItem(id=f"arc_challenge/{qid}", task="arc_challenge", category="arc_challenge",
-                            prompt=prefix + qa_text(stem), choices=tuple(TARGET_DELIMITER + c for c in choices),
-                            gold=gold))
+        items.append(_arc_item(qid, prefix, stem, choices, gold))
     return items
+
+
+def _arc_item(qid: str, prefix: str, stem: str, choices: Sequence[str], gold: int) -> MCItem:
+    return MCItem(id=f"arc_challenge/{qid}", task="arc_challenge", category="arc_challenge",
+                  prompt=prefix + qa_text(stem), choices=tuple(TARGET_DELIMITER + c for c in choices), gold=gold)
 
 
 # --------------------------------------------------------------------------------------------------------- gsm8k
 
 def _load_gsm8k(path: str | Path, shots: int) -> list[GenItem]:
-    from ctxrel.standard.scoring import gsm8k_normalize
-
     file = _resolve("gsm8k", path, ["test.jsonl", "test.jsonl.gz"])
     rows = []
     for line, row in _jsonl(file):
@@ -280,10 +284,16 @@ def _load_gsm8k(path: str | Path, shots: int) -> list[GenItem]:
         rows.append((question, answer))
     if len(rows) <= shots:
         raise InputError(f"has {len(rows)} rows; {shots} shots would leave nothing to evaluate", path=str(file))
-    prefix = fewshot_prefix([(qa_text(q), a) for q, a in rows[:shots]])
+    return _gsm8k_items(rows[shots:], rows[:shots], first=shots)
+
+
+def _gsm8k_items(rows: Sequence[tuple[str, str]], shots: Sequence[tuple[str, str]], first: int = 0) -> list[GenItem]:
+    """Items for (question, worked answer) rows numbered from `first`, after the (question, answer) shots."""
+    from ctxrel.standard.scoring import gsm8k_normalize
+
+    prefix = fewshot_prefix([(qa_text(q), a) for q, a in shots])
     return [GenItem(id=f"gsm8k/{n}", task="gsm8k", category="gsm8k", prompt=prefix + qa_text(q),
-                    answers=(gsm8k_normalize(a),), stop=GSM8K_STOP)
-            for n, (q, a) in enumerate(rows) if n >= shots]
+                    answers=(gsm8k_normalize(a),), stop=GSM8K_STOP) for n, (q, a) in enumerate(rows, first)]
 
 
 # --------------------------------------------------------------------------------------------------------- squad
@@ -328,10 +338,13 @@ def _load_squad(path: str | Path, shots: int) -> list[GenItem]:
                 if qid in seen:
                     raise bad(f"duplicate question id {qid!r}", f"{at}.id")
                 seen.add(qid)
-                items.append(GenItem(id=f"squad/{qid}", task="squad", category="squad",
-                                     prompt=squad_prompt(title, context, question),
-                                     answers=tuple(dict.fromkeys(x["text"] for x in answers)), stop=SQUAD_STOP))
+                items.append(_squad_item(qid, title, context, question, [x["text"] for x in answers]))
     return items
+
+
+def _squad_item(qid: str, title: str, context: str, question: str, answers: Sequence[str]) -> GenItem:
+    return GenItem(id=f"squad/{qid}", task="squad", category="squad", prompt=squad_prompt(title, context, question),
+                   answers=tuple(dict.fromkeys(answers)), stop=SQUAD_STOP)
 
 
 # ------------------------------------------------------------------------------------------------------- entries
@@ -346,6 +359,64 @@ def load_task(name: str, path: str | Path, *, shots: int | None = None) -> list[
     if name not in _LOADERS:
         raise CtxrelError(f"unknown standard task {name!r}; choose from {', '.join(STANDARD_TASKS)}")
     return _LOADERS[name](path, _check_shots(name, shots))
+
+
+# ----------------------------------------------------------------------------------------------------- HF hub
+
+HUB = {"mmlu": ("cais/mmlu", "all"), "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
+       "gsm8k": ("openai/gsm8k", "main"), "squad": ("rajpurkar/squad", None)}
+
+
+def items_from_hub_rows(name: str, test: Sequence[dict], shots_from: Sequence[dict], shots: int) -> list:
+    """Items from rows in the hub datasets' schemas (those lm-eval reads), with the first `shots` rows of
+    `shots_from` as the few-shot examples: mmlu test/dev (grouped by `subject`), arc_challenge test/train,
+    gsm8k test/train, squad validation."""
+    if name == "mmlu":
+        by_subject: dict[str, list] = defaultdict(list)
+        for r in test:
+            by_subject[r["subject"]].append((r["question"], tuple(r["choices"]), int(r["answer"])))
+        dev: dict[str, list] = defaultdict(list)
+        for r in shots_from:
+            dev[r["subject"]].append((mmlu_text(r["question"], r["choices"]), MMLU_LETTERS[int(r["answer"])]))
+        return [it for subject in sorted(by_subject)
+                for it in _mmlu_items(subject, fewshot_prefix(dev[subject][:shots], mmlu_description(subject)),
+                                      by_subject[subject])]
+    if name == "arc_challenge":
+        def parts(r):
+            labels = list(r["choices"]["label"])
+            return r["question"], tuple(r["choices"]["text"]), labels.index(r["answerKey"])
+        prefix = fewshot_prefix([(qa_text(q), c[g]) for q, c, g in map(parts, shots_from[:shots])])
+        return [_arc_item(str(r["id"]), prefix, *parts(r)) for r in test]
+    if name == "gsm8k":
+        return _gsm8k_items([(r["question"], r["answer"]) for r in test],
+                            [(r["question"], r["answer"]) for r in shots_from[:shots]])
+    if name == "squad":
+        return [_squad_item(r["id"], r["title"], r["context"], r["question"], r["answers"]["text"]) for r in test]
+    raise CtxrelError(f"unknown standard task {name!r}; choose from {', '.join(STANDARD_TASKS)}")
+
+
+def load_task_hub(name: str, *, shots: int | None = None) -> list[MCItem] | list[GenItem]:
+    """A standard task read from the HF hub with `datasets` (the same datasets lm-eval reads)."""
+    if name not in HUB:
+        raise CtxrelError(f"unknown standard task {name!r}; choose from {', '.join(STANDARD_TASKS)}")
+    k = _check_shots(name, shots)
+    if name == "squad" and k:
+        raise CtxrelError(f"squad is 0-shot (as lm-eval's squadv2); got shots={k}")
+    try:
+        import datasets
+    except ImportError:
+        raise CtxrelError(f"standard task {name!r}: no local data given and the `datasets` library is missing; "
+                          f"pass --benchmark {name}=PATH, set CTXREL_DATA, or pip install 'ctxrel[train]'") from None
+    repo, config = HUB[name]
+    test_split, shot_split = {"mmlu": ("test", "dev"), "squad": ("validation", None)}.get(name, ("test", "train"))
+    try:
+        test = datasets.load_dataset(repo, config, split=test_split)
+        shot_rows = datasets.load_dataset(repo, config, split=shot_split) if k else []
+    except Exception as e:  # offline, unknown repo, ...: datasets raises many types
+        raise CtxrelError(f"standard task {name!r}: could not read {repo} from the HF hub ({type(e).__name__}: "
+                          f"{str(e)[:200]}); offline, pass --benchmark {name}=PATH or set CTXREL_DATA to a folder "
+                          f"holding {name}/") from None
+    return items_from_hub_rows(name, list(test), list(shot_rows), k)
 
 
 def stratified_limit(items: Sequence[T], limit: int | None, seed: int = 0) -> list[T]:

@@ -78,13 +78,13 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate import _load_standard, _standard_name
+    from ctxrel.evaluate import _standard_name, load_standard, standard_tasks
 
     for b in cfg.eval.benchmarks:
-        if _standard_name(b):
-            _load_standard(b, cfg.eval)
-        else:
+        if not _standard_name(b):
             load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+    for b in standard_tasks(cfg.eval):
+        load_standard(b, cfg.eval)
 
 
 def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
