@@ -358,7 +358,8 @@ def standard_tasks(cfg: EvalConfig) -> list[str]:
 
 def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
     """`gsm8k`, `mmlu`, `arc_challenge`, `squad` or `name=PATH`: the task's items, subsampled to
-    eval.standard_limit (or eval.limit). Data: PATH, else $CTXREL_DATA/<name>, else the HF hub."""
+    eval.standard_limit (or eval.limit). Data: PATH, else $CTXREL_DATA/<name> if that folder exists, else the HF
+    hub (offline, that fails with a message saying how to pass local files)."""
     import os
     from pathlib import Path
 
@@ -367,10 +368,7 @@ def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
     name, _, path = arg.partition("=")
     name, path = name.strip(), path.strip()
     root = os.environ.get("CTXREL_DATA")
-    if not path and root:
-        if not (Path(root) / name).exists():
-            raise CtxrelError(f"standard task {name!r}: CTXREL_DATA={root} holds no {name}/ folder; add it, pass "
-                              f"--benchmark {name}=PATH, or unset CTXREL_DATA to read the task from the HF hub")
+    if not path and root and (Path(root) / name).exists():
         path = str(Path(root) / name)
     items = load_task(name, path, shots=cfg.shots) if path else load_task_hub(name, shots=cfg.shots)
     limit = cfg.standard_limit if cfg.standard_limit is not None else cfg.limit

@@ -156,4 +156,11 @@ def build_cf_capitals() -> list[ConflictItem]:
     return items
 
 
-BUILTINS: dict[str, Callable[[], list[ConflictItem]]] = {"cf_capitals": build_cf_capitals}
+def _build_biographies() -> list[ConflictItem]:
+    from ctxrel.benchmarks.biographies import build_biographies
+
+    return build_biographies()
+
+
+BUILTINS: dict[str, Callable[[], list[ConflictItem]]] = {"cf_capitals": build_cf_capitals,
+                                                         "biographies": _build_biographies}

@@ -47,6 +47,9 @@ REGISTRY: dict[str, BenchmarkSpec] = {s.name: s for s in [
     BenchmarkSpec("cf_capitals", 1, "built-in: counterfactual capital cities, 3 context templates placing the "
                   "answer first/middle/last (ctxrel's own country table)",
                   builder=lambda: _builtin("cf_capitals")()),
+    BenchmarkSpec("biographies", 1, "built-in: who-did-it questions on 45 short biographies (ctxrel's own), the "
+                  "person swapped for 3 substitutes each by the leak-checked substitution engine",
+                  builder=lambda: _builtin("biographies")()),
     BenchmarkSpec("memotrap", 1, "MemoTrap (Liu & Liu): instructions that contradict a memorised ending "
                   "(the 4 CSVs, or the Inverse Scaling Prize JSONL)", loader=loaders.load_memotrap,
                   data=("memotrap",)),
