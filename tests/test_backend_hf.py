@@ -115,3 +115,28 @@ def test_stop_strings_cut_generation(tiny_lm):
     for (f,), (c,) in zip(full, cut):
         first = min((k for k in (f.find(s) for s in stops) if k >= 0), default=len(f))
         assert c == f[:first].strip()
+
+
+def test_attention_to_spans_matches_an_unbatched_eager_pass(tiny_lm):
+    """Left-padded batches give the same attention mass as one prompt alone, computed here by hand."""
+    import torch
+
+    prompts = ["The capital of France is Lyon. What is the capital of France?", "Short one. Why?"]
+    spans = [[(0, 30), (31, len(prompts[0]))], [(0, 10), (11, 15)]]
+    batched = tiny_lm.attention_to_spans(prompts, spans, batch_size=2)
+    model, tok = tiny_lm.model, tiny_lm.tok
+    assert model.config._attn_implementation != "eager"  # switched back afterwards
+    model.set_attn_implementation("eager")
+    try:
+        for prompt, sp, got in zip(prompts, spans, batched):
+            enc = tok(prompt, return_offsets_mapping=True)
+            ids = torch.tensor([tiny_lm.encode(prompt)])
+            with torch.no_grad():
+                att = model(input_ids=ids, output_attentions=True).attentions
+            last = torch.stack([a[0, :, -1, :] for a in att]).mean(dim=(0, 1))  # (T,)
+            offsets = enc["offset_mapping"][:ids.shape[1]]
+            want = [float(sum(last[t] for t, (a, b) in enumerate(offsets) if b > a and a < e and b > s))
+                    for s, e in sp]
+            assert got == pytest.approx(want, abs=1e-5)
+    finally:
+        model.set_attn_implementation("sdpa")

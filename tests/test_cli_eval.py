@@ -251,5 +251,24 @@ def test_standard_tasks_and_id_accuracy(tiny_model_dir, tmp_path, test_data, cap
 
 def test_standard_task_without_data_is_clear(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("CTXREL_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no local data, hub off: a clear error at once, no network wait
     run_eval(tiny_model_dir, tmp_path / "run", "--benchmark", "mmlu", expect=2)
     assert "mmlu=PATH" in capsys.readouterr().err
+
+
+def test_attention_to_context_rows_and_records(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    run_eval(tiny_model_dir, out, "--benchmark", "cf_capitals", "--limit", "5", "--attention")
+    recs = read_records(out / "evals" / "model" / "cf_capitals.attention.jsonl")
+    assert len(recs) == 5
+    for r in recs:
+        assert 0 < r["attention_context"] < 1 and 0 < r["attention_question"] < 1
+        assert r["attention_context"] + r["attention_question"] <= 1 + 1e-6
+    df = pd.read_csv(out / "metrics.csv")
+    row = df[(df.metric == "attention_context") & (df.subset == "all")].iloc[0]
+    assert row.n == 5 and row.value == pytest.approx(sum(r["attention_context"] for r in recs) / 5)
+    assert row.ci_low <= row.value <= row.ci_high
+    assert {"all", "known"} == set(df[df.metric == "attention_question"].subset)
+    before = (out / "evals" / "model" / "cf_capitals.attention.jsonl").read_bytes()
+    run_eval(tiny_model_dir, out, "--benchmark", "cf_capitals", "--limit", "5", "--attention")  # resumes
+    assert (out / "evals" / "model" / "cf_capitals.attention.jsonl").read_bytes() == before

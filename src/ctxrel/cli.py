@@ -36,6 +36,9 @@ def _eval_parser(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-knowledge-filter", action="store_true", default=None)
+    p.add_argument("--attention", action="store_true", default=None,
+                   help="also record the mean attention from the answer position to the context's and the "
+                        "question's tokens (over layers and heads; the study's Fig. 3b)")
     p.add_argument("--skip-invalid", action="store_true", default=None,
                    help="skip and count invalid rows / over-long prompts instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true", default=None)
@@ -52,7 +55,7 @@ _FLAG_KEYS = {"model": "model.name", "adapter": "model.adapter", "reference_mode
               "template": "eval.template", "prompt": "eval.prompt", "instruct": "eval.instruct",
               "limit": "eval.limit", "samples": "eval.samples", "temperature": "eval.temperature",
               "max_new_tokens": "eval.max_new_tokens", "mode": "eval.mode", "skip_invalid": "eval.skip_invalid",
-              "seed": "eval.seed", "shots": "eval.shots", "out": "out"}
+              "seed": "eval.seed", "shots": "eval.shots", "attention": "eval.attention", "out": "out"}
 
 
 def cmd_eval(args) -> int:

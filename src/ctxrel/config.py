@@ -39,6 +39,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0 = greedy
     max_new_tokens: int = 32
     mode: str = "generate"  # generate (containment metrics) | likelihood (M_C from answer log-probs)
+    attention: bool = False  # also record attention from the answer position to context vs question tokens
     knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
     skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
     shots: int | None = None  # few-shot examples for standard tasks (None = the task's lm-eval default)

@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ctxrel.backends.base import LM
@@ -26,7 +27,7 @@ from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.config import EvalConfig
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.matching import match
-from ctxrel.metrics import conflict_metrics, m_c
+from ctxrel.metrics import bootstrap_ci, conflict_metrics, m_c
 from ctxrel.prompts import PromptBuilder, continuation_delimiter
 from ctxrel.results import RunDir, append_records, read_records
 
@@ -250,8 +251,56 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
             for subset, ms in metrics.items() for m in ms]
     rows += [dict(checkpoint=checkpoint, step=step, benchmark=bench.name, subset="all", metric=k, value=v, n=v)
              for k, v in counts.items() if v >= 0]
+    if cfg.attention:
+        rows += attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name,
+                               known=known)
     run.write_metrics(rows)
     return BenchmarkResult(bench.name, counts, metrics, skipped)
+
+
+def attention_spans(item: ConflictItem, prompt: str) -> list[tuple[int, int]] | None:
+    """Character spans of the item's context and question inside its prompt (None when the prompt does not
+    contain them verbatim, e.g. a benchmark's own pre-rendered prompt)."""
+    c, q = prompt.find(item.context), prompt.rfind(item.question)
+    if c < 0 or q < 0 or not item.context or not item.question:
+        return None
+    return [(c, c + len(item.context)), (q, q + len(item.question))]
+
+
+def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
+                   checkpoint: str, benchmark: str, known: dict[str, bool] | None) -> list[dict[str, Any]]:
+    """`--attention`: mean attention from the answer position to the context's and the question's tokens
+    (averaged over layers and heads; the study's Fig. 3b), per item in evals/<ckpt>/<bench>.attention.jsonl
+    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals."""
+
+    if not hasattr(lm, "attention_to_spans"):
+        raise CtxrelError(f"{lm.name}: this backend cannot report attention weights; drop --attention")
+    path = run.eval_file(checkpoint, benchmark, "attention")
+    done = {r["id"]: r for r in read_records(path)}
+    spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
+    todo = [it for it in items if it.id not in done and spans[it.id] is not None]
+    bar = _progress(len(todo), f"{benchmark} (attention)")
+    for chunk in chunked(todo, 16):
+        values = lm.attention_to_spans([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
+                                       on_done=bar.update)
+        recs = [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
+                for it, v in zip(chunk, values)]
+        append_records(path, recs)
+        done.update({r["id"]: r for r in recs})
+    bar.close()
+    measured = [done[it.id] for it in items if it.id in done]
+    subsets = {"all": measured}
+    if known is not None:
+        subsets["known"] = [r for r in measured if known.get(r["id"])]
+    rows = []
+    names = ("attention_context", "attention_question")
+    for subset, recs in subsets.items():
+        matrix = np.array([[r[m] for m in names] for r in recs], dtype=float).reshape(-1, len(names))
+        lo, hi = bootstrap_ci(matrix, n_boot=cfg.bootstrap, seed=cfg.seed)
+        rows += [dict(checkpoint=checkpoint, step=step_of(checkpoint), benchmark=benchmark, subset=subset,
+                      metric=m, value=float(matrix[:, k].mean()) if len(recs) else float("nan"), n=len(recs),
+                      ci_low=float(lo[k]), ci_high=float(hi[k])) for k, m in enumerate(names)]
+    return rows
 
 
 def _load_lm(spec: str, adapter: str | None, model_cfg) -> LM:

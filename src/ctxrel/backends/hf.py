@@ -180,3 +180,51 @@ class HFBackend:
                 target = torch.tensor(c[1:], device=logp.device)
                 scores[r] += float(logp[r, :len(c) - 1].gather(1, target[:, None]).sum())
         return scores
+
+    # -- attention ----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def attention_to_spans(self, prompts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                           batch_size: int = 4, on_done: Callable[[int], None] | None = None
+                           ) -> list[list[float]]:
+        """For each prompt, the attention mass its last token (the position that predicts the answer's first
+        token) puts on each character span [start, end) of the prompt, averaged over layers and heads (the
+        study's Fig. 3b measure). A token counts toward a span when its characters overlap it.
+
+        Attention weights need the eager attention kernel, so it is switched on for these forward passes and
+        switched back after; batches are small because every layer's (B, H, T, T) weights are materialised."""
+        owner = self.model if hasattr(self.model, "set_attn_implementation") else self.model.get_base_model()
+        before = owner.config._attn_implementation
+        owner.set_attn_implementation("eager")
+        try:
+            out: list[list[float]] = [[] for _ in prompts]
+            order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+            for k in range(0, len(order), batch_size):
+                batch = order[k:k + batch_size]
+                encs = [self._offsets(prompts[i]) for i in batch]
+                ids, mask = self._left_pad([ids for ids, _ in encs])
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                att = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, output_attentions=True,
+                                 logits_to_keep=1).attentions  # L x (B, H, T, T)
+                last = torch.stack([a[:, :, -1, :].float() for a in att]).mean(dim=(0, 2))  # (B, T)
+                width = ids.shape[1]
+                for j, i in enumerate(batch):
+                    tok_ids, offsets = encs[j]
+                    shift = width - len(tok_ids)  # left padding
+                    out[i] = [float(sum(last[j, shift + t] for t, (a, b) in enumerate(offsets)
+                                        if b > a and a < end and b > start)) for start, end in spans[i]]
+                if on_done:
+                    on_done(len(batch))
+            return out
+        finally:
+            owner.set_attn_implementation(before)
+
+    def _offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids (as `encode` makes them) and each token's character span in `text`."""
+        bos = self.tok.bos_token
+        add = not (bos and text.startswith(bos))
+        enc = self.tok(text, add_special_tokens=add, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        if ids != self.encode(text):  # encode() drops a trailing EOS some tokenizers append
+            n = len(self.encode(text))
+            ids, offsets = ids[:n], offsets[:n]
+        return ids, offsets

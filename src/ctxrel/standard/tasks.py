@@ -402,6 +402,13 @@ def load_task_hub(name: str, *, shots: int | None = None) -> list[MCItem] | list
     k = _check_shots(name, shots)
     if name == "squad" and k:
         raise CtxrelError(f"squad is 0-shot (as lm-eval's squadv2); got shots={k}")
+    import os
+
+    local = (f"pass --benchmark {name}=PATH (eval.standard: [{name}=PATH]) or set CTXREL_DATA to a folder holding "
+             f"{name}/")
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        raise CtxrelError(f"standard task {name!r}: no local data given and the HF hub is off (HF_HUB_OFFLINE / "
+                          f"HF_DATASETS_OFFLINE); {local}")
     try:
         import datasets
     except ImportError:
@@ -414,8 +421,7 @@ def load_task_hub(name: str, *, shots: int | None = None) -> list[MCItem] | list
         shot_rows = datasets.load_dataset(repo, config, split=shot_split) if k else []
     except Exception as e:  # offline, unknown repo, ...: datasets raises many types
         raise CtxrelError(f"standard task {name!r}: could not read {repo} from the HF hub ({type(e).__name__}: "
-                          f"{str(e)[:200]}); offline, pass --benchmark {name}=PATH or set CTXREL_DATA to a folder "
-                          f"holding {name}/") from None
+                          f"{str(e)[:200]}); offline, {local}") from None
     return items_from_hub_rows(name, list(test), list(shot_rows), k)
 
 
