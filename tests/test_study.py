@@ -158,8 +158,10 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path):
 
 def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, capsys):
     src = test_data / "alpaca" / "alpaca_data.json.gz"
+    standard = [f"mmlu={test_data / 'mmlu'}", f"arc_challenge={test_data / 'arc_challenge'}"]
     cfg = write_config(tmp_path, tiny_model_dir, data=dict(source=str(src), limit=40, max_length=96),
-                       train=dict(max_steps=6), eval=dict(every=3, early=[]))
+                       train=dict(max_steps=6), eval=dict(every=3, early=[], standard=standard, standard_limit=3,
+                                                          attention=True))
     assert main(["study", str(cfg)]) == 0
     run = tmp_path / "run"
     summary = json.loads((run / "train_summary.json").read_text())
@@ -167,12 +169,23 @@ def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, cap
     assert summary["data"]["truncated"] > 0  # real Alpaca has long examples; they are cut and counted
     rows = [r for r in RunDir(run).metrics() if r["metric"] == "cf_acc" and r["subset"] == "all"]
     assert [r["step"] for r in rows] == [0, 3, 6]
+    # ID accuracy at every checkpoint, on the same standard items each time (paired differences)
+    idacc = [r for r in RunDir(run).metrics() if r["metric"] == "id_accuracy"]
+    assert [r["step"] for r in idacc] == [0, 3, 6] and all(r["n"] == 2 for r in idacc)
+    ids = {d.name: [r["id"] for r in read_records(d / "mmlu.jsonl")] for d in sorted((run / "evals").iterdir())}
+    assert len(ids) == 3 and len(set(map(tuple, ids.values()))) == 1 and len(ids["step-000000"]) == 3
+    att = [r for r in RunDir(run).metrics() if r["metric"] == "attention_context" and r["subset"] == "all"]
+    assert [r["step"] for r in att] == [0, 3, 6] and all(0 < r["value"] < 1 for r in att)
 
 
 def test_shipped_presets_load():
     from ctxrel.train.study import PRESETS_DIR, load_study_config
 
-    names = sorted(str(p.relative_to(PRESETS_DIR))[:-5] for p in PRESETS_DIR.rglob("*.yaml"))
+    names = sorted(str(p.relative_to(PRESETS_DIR))[:-5] for p in PRESETS_DIR.rglob("*.yaml")
+                   if p.parent.name != "synth")  # synth presets are `ctxrel synth`'s, not studies'
+    alpaca = load_study_config("paper/llama2-7b-alpaca-lora")
+    assert alpaca.eval.standard == ["mmlu", "arc_challenge", "squad"] and alpaca.eval.standard_limit == 200
+    assert "gsm8k" in load_study_config("paper/llama2-7b-tulu-lora").eval.standard
     assert "quickstart" in names and "paper/llama2-7b-alpaca-lora" in names and len(names) >= 8
     for n in names:
         cfg = load_study_config(n)

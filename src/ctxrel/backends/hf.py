@@ -47,9 +47,9 @@ class HFBackend:
         stops = {self.tok.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
         self.stop_ids = sorted(i for i in stops if i is not None)
         # transformers 5.x renamed `past_key_values` to `cache` in forward(); accept both
-        params = inspect.signature(type(getattr(model, "base_model", model)).forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params or "cache" in inspect.signature(
-            type(model).forward).parameters else "past_key_values"
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(type(inner).forward).parameters \
+            else "past_key_values"
 
     # -- tokenisation -------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
