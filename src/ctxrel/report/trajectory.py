@@ -37,10 +37,11 @@ def trajectory_rows(rows: list[dict[str, Any]], subset: str = "all") -> dict[str
         {"step": int, "epoch": float | None, "tokens": int | None, "n": int | None,
          "cf_acc": (value, ci_low, ci_high) | None, "par_acc": ..., "m_c": ..., "id_accuracy": ...}
 
-    Conflict benchmarks come first (by name), `id_accuracy` last. Only the metrics a benchmark has at some step appear as keys; a metric missing at one step is None there,
-    so all entries of a benchmark share their keys. `n` is the metric rows' item count (what the interval is
-    over). Benchmarks without any trajectory metric (count rows, standard tasks' own acc) are left out. Two
-    checkpoints with the same step cannot be told apart on a step axis: the later row (by checkpoint name) wins.
+    Conflict benchmarks come first (by name), `id_accuracy` last. Only the metrics a benchmark has at some step
+    appear as keys; a metric missing at one step is None there, so all entries of a benchmark share their keys.
+    `n` is the metric rows' item count (what the interval is over). Benchmarks without any trajectory metric
+    (count rows, standard tasks' own acc) are left out. Two checkpoints with the same step cannot be told apart
+    on a step axis: the later row (by checkpoint name) wins.
     Pure: metric rows (RunDir.metrics()) in, plain data out.
     """
     by_bench: dict[str, dict[int, dict[str, Any]]] = {}

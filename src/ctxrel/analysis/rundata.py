@@ -1,0 +1,140 @@
+"""Read what the analysis needs from run directories (results.py contract) and shape it into trajectories.
+
+This is the I/O edge of `analysis/`: metric rows, per-item records, the resolved config and the training
+summary are read here, once; everything downstream (inversion.py, flips.py) is pure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxrel.analysis.inversion import Point
+from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
+from ctxrel.errors import CtxrelError
+
+
+@dataclass
+class Run:
+    """One run directory, read: metric rows, conflict records per (checkpoint, benchmark), config, summary."""
+    path: Path
+    label: str
+    rows: list[dict[str, Any]]
+    records: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)  # checkpoint -> step (checkpoints with a step only)
+    epochs: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    train_summary: dict[str, Any] | None = None
+
+    @property
+    def epoch_boundaries(self) -> list[int]:
+        return list((self.train_summary or {}).get("epoch_boundaries") or [])
+
+    def benchmarks(self) -> list[str]:
+        """Conflict benchmarks with records at some checkpoint with a step, sorted."""
+        return sorted({b for (c, b) in self.records if c in self.steps})
+
+    def mode(self, benchmark: str) -> str:
+        for (c, b), recs in self.records.items():
+            if b == benchmark and recs:
+                return record_mode(recs)
+        return "generate"
+
+
+def load_run(path: str | Path, label: str | None = None) -> Run:
+    """Read a run directory; CtxrelError naming the directory when it has no metrics or no records."""
+    from ctxrel.evaluate import step_of
+    from ctxrel.results import RunDir, read_records
+
+    p = Path(path)
+    if not p.is_dir():
+        raise CtxrelError(f"{p}: no such run directory")
+    if not (p / "metrics.sqlite").exists():
+        raise CtxrelError(f"no metrics in {p} (metrics.sqlite missing): run ctxrel study/eval first")
+    rows = RunDir(p).metrics()
+    if not rows:
+        raise CtxrelError(f"no metrics in {p}: run ctxrel study/eval first")
+    steps: dict[str, int] = {}
+    epochs: dict[str, float] = {}
+    safe_names = {r["benchmark"].replace("/", "_"): r["benchmark"] for r in rows}
+    scored = {(r["checkpoint"], r["benchmark"]) for r in rows}
+    for r in rows:
+        if r.get("step") is not None:
+            steps[r["checkpoint"]] = int(r["step"])
+            if r.get("epoch") is not None:
+                epochs[r["checkpoint"]] = float(r["epoch"])
+    records: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    evals = p / "evals"
+    for d in sorted(evals.iterdir()) if evals.is_dir() else []:
+        if not d.is_dir():
+            continue
+        if d.name not in steps and step_of(d.name) is not None:
+            steps[d.name] = step_of(d.name)
+        for f in sorted(d.glob("*.jsonl")):
+            if f.name.endswith(".nocontext.jsonl"):
+                continue
+            bench = safe_names.get(f.stem, f.stem)
+            if (d.name, bench) not in scored:
+                continue  # records without metric rows: an evaluation still running (or crashed) there
+            recs = read_records(f)
+            if recs and is_conflict_record(recs[0]):
+                records[(d.name, bench)] = recs
+    if not records:
+        raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
+    config = _yaml(p / "config.yaml")
+    summary = json.loads((p / "train_summary.json").read_text()) if (p / "train_summary.json").exists() else None
+    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, summary)
+
+
+def _yaml(path: Path) -> dict[str, Any] | None:
+    import yaml
+
+    if not path.exists():
+        return None
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CtxrelError(f"{path}: not valid YAML ({e})") from None
+
+
+def trajectory_points(runs: list[Run], benchmark: str, metric: str, subset: str = "all",
+                      category: str | None = None) -> list[Point]:
+    """One Point per step present in every run (runs = seeds of one study), item values per run, by step.
+    Checkpoints without a step (a lone `model` evaluation) are not part of a trajectory."""
+    per_run: list[dict[int, tuple[str, dict[str, float]]]] = []
+    for run in runs:
+        got = {}
+        for (ckpt, bench), recs in run.records.items():
+            if bench == benchmark and ckpt in run.steps:
+                got[run.steps[ckpt]] = (ckpt, item_values(recs, metric, subset, category))
+        per_run.append(got)
+    common = sorted(set.intersection(*(set(g) for g in per_run))) if per_run else []
+    first = runs[0] if runs else None
+    points = []
+    for s in common:
+        ckpt = per_run[0][s][0]
+        items = [g[s][1] for g in per_run]
+        if all(items):
+            points.append(Point(s, ckpt, items, epoch=first.epochs.get(ckpt) if first else None))
+    return points
+
+
+def outcomes_at(run: Run, benchmark: str, checkpoint: str, subset: str = "all") -> dict[str, dict[str, Any]]:
+    recs = run.records.get((checkpoint, benchmark))
+    if recs is None:
+        raise CtxrelError(f"{run.path}: no records of {benchmark} at {checkpoint} "
+                          f"(evals/{checkpoint}/{benchmark.replace('/', '_')}.jsonl)")
+    return item_outcomes(recs, subset)
+
+
+def metric_series(run: Run, benchmark: str, metric: str, subset: str = "all") -> list[tuple[int, float, float | None,
+                                                                                           float | None]]:
+    """(step, value, ci_low, ci_high) of a metric-table series (ID accuracy, attention), by step; NaN skipped."""
+    out = {}
+    for r in run.rows:
+        if (r["benchmark"] == benchmark and r["metric"] == metric and r["subset"] == subset
+                and r.get("step") is not None and r.get("value") is not None):
+            out[int(r["step"])] = (int(r["step"]), float(r["value"]), r.get("ci_low"), r.get("ci_high"))
+    return [out[s] for s in sorted(out)]

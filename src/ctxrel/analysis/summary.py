@@ -1,0 +1,110 @@
+"""The summary of a study (or of several seeds of one): every statistic the report shows, as JSON-ready data.
+
+Per conflict benchmark: trajectory statistics and verdict for the followed metric (cf-acc; M_C in likelihood
+mode), unfiltered (`all`) and knowledge-filtered (`known`) side by side, the same per category, the per-step
+series the plots draw (mean over seeds, 95% item-bootstrap CI), and the item flips between two checkpoints
+(peak -> final by default) of each run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
+from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, trajectory_stats
+from ctxrel.analysis.items import categories
+from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points
+from ctxrel.metrics import bootstrap_ci
+
+SUBSETS = ("all", "known")
+SERIES_METRICS = {"generate": ("cf_acc", "par_acc"), "likelihood": ("m_c",)}
+ATTENTION_METRICS = ("attention_context", "attention_question")
+
+
+def series(points: list[Point], *, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """[{step, epoch, value, ci_low, ci_high, n}] per point: mean over seeds and items, with a 95% bootstrap
+    interval over (seed-averaged) items."""
+    out = []
+    for p in points:
+        vals = np.array([[v] for v in mean_over_seeds(p.items).values()])
+        lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=seed) if len(vals) else ([np.nan], [np.nan])
+        out.append(dict(step=p.step, epoch=p.epoch, value=p.value, ci_low=float(lo[0]), ci_high=float(hi[0]),
+                        n=len(vals)))
+    return out
+
+
+def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boot: int = 2000, seed: int = 0,
+                      flips_from: str = "peak", flips_to: str = "final", flips_subset: str = "all"
+                      ) -> dict[str, Any]:
+    mode = runs[0].mode(benchmark)
+    metric = "m_c" if mode == "likelihood" else "cf_acc"
+    out: dict[str, Any] = dict(benchmark=benchmark, mode=mode, metric=metric, subsets={}, series={},
+                               categories={}, category_series={}, attention={})
+    for subset in SUBSETS:
+        pts = trajectory_points(runs, benchmark, metric, subset)
+        if not pts:
+            continue
+        out["subsets"][subset] = trajectory_stats(pts, smooth_window=smooth, n_boot=n_boot, seed=seed)
+        out["series"][subset] = {m: series(pts if m == metric else trajectory_points(runs, benchmark, m, subset),
+                                           n_boot=min(n_boot, 1000), seed=seed)
+                                 for m in SERIES_METRICS[mode]}
+    recs = [r for run in runs for (c, b), rs in run.records.items() if b == benchmark for r in rs]
+    cats = categories(recs)
+    for cat in cats if len(cats) > 1 else []:  # one category: the benchmark's own statistics say it all
+        for subset in SUBSETS:
+            pts = trajectory_points(runs, benchmark, metric, subset, category=cat)
+            if len(pts) and all(p.items and p.items[0] for p in pts):
+                out["categories"].setdefault(cat, {})[subset] = trajectory_stats(
+                    pts, smooth_window=smooth, n_boot=n_boot, seed=seed)
+                out["category_series"].setdefault(cat, {})[subset] = series(pts, n_boot=200, seed=seed)
+    for subset in SUBSETS:
+        att = {m: [dict(step=s, value=v, ci_low=lo, ci_high=hi) for s, v, lo, hi in
+                   metric_series(runs[0], benchmark, m, subset)] for m in ATTENTION_METRICS}
+        if any(att.values()):
+            out["attention"][subset] = att
+    if mode == "generate" and flips_subset in out["subsets"]:
+        marks = anchors(trajectory_points(runs, benchmark, metric, flips_subset), smooth)
+        out["flips"] = [run_flips(run, benchmark, marks, flips_from, flips_to, flips_subset) for run in runs]
+    return out
+
+
+def run_flips(run: Run, benchmark: str, marks: dict[str, int], frm: str, to: str, subset: str) -> dict[str, Any]:
+    """Flips of one run between two checkpoints named as in flips.resolve_checkpoint; `marks` are the
+    trajectory's anchors (inversion.anchors: start, peak, trough, final -> step)."""
+    steps = sorted((s, c) for (c, b) in run.records if b == benchmark and c in run.steps
+                   for s in [run.steps[c]])
+    a_step, a_ckpt = resolve_checkpoint(frm, steps, marks)
+    b_step, b_ckpt = resolve_checkpoint(to, steps, marks)
+    oa = outcomes_at(run, benchmark, a_ckpt, subset)
+    ob = outcomes_at(run, benchmark, b_ckpt, subset)
+    table = flips_by_category(oa, ob)
+    examples = {k: [dict(id=i, category=oa[i]["category"], question=oa[i]["question"],
+                         context_answer=oa[i]["context_answer"], parametric_answer=oa[i]["parametric_answer"],
+                         output_from=oa[i]["output"], output_to=ob[i]["output"]) for i in table["all"][k]]
+                for k in ("to_parametric", "to_context")}
+    return {"run": run.label, "subset": subset, "from": dict(spec=str(frm), step=a_step, checkpoint=a_ckpt),
+            "to": dict(spec=str(to), step=b_step, checkpoint=b_ckpt), "by_category": table, "items": examples}
+
+
+def id_accuracy(run: Run) -> list[dict[str, Any]]:
+    return [dict(step=s, value=v, ci_low=lo, ci_high=hi) for s, v, lo, hi in metric_series(run, "id_accuracy",
+                                                                                          "id_accuracy")]
+
+
+def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
+    """Summary of one group of runs (one run, or seeds of one study) over all its conflict benchmarks.
+    Keyword arguments go to benchmark_summary (smooth, n_boot, seed, flips_from, flips_to, flips_subset)."""
+    benches = sorted(set.intersection(*(set(r.benchmarks()) for r in runs)))
+    return dict(label=label, runs=[str(r.path) for r in runs], n_seeds=len(runs),
+                epoch_boundaries=runs[0].epoch_boundaries,
+                id_accuracy=id_accuracy(runs[0]) if len(runs) == 1 else _mean_id_accuracy(runs),
+                benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches})
+
+
+def _mean_id_accuracy(runs: list[Run]) -> list[dict[str, Any]]:
+    """ID accuracy averaged over seeds at the steps every seed has (no interval: the seeds' own are per run)."""
+    per = [{d["step"]: d["value"] for d in id_accuracy(r)} for r in runs]
+    steps = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    return [dict(step=s, value=float(np.mean([p[s] for p in per])), ci_low=None, ci_high=None) for s in steps]

@@ -1,0 +1,132 @@
+"""Verbs `ctxrel report` and `ctxrel flips`. Standard library only at the top: `ctxrel --help` stays instant;
+numpy, scipy and matplotlib are imported inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+CHECKPOINT_HELP = "start, peak, trough, final, a step number (48) or a checkpoint name (step-000048)"
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "report", help="statistics, verdict, plots and item flips of studies, as one HTML page",
+        description="Find the context-parametric inversion in one study, or compare studies: trajectory "
+                    "statistics with paired bootstrap CIs, an inversion verdict, plots, item flips (exact "
+                    "McNemar). Writes index.html (self-contained), summary.json and PNGs to --out.",
+        epilog="Runs sharing a label are seeds of one study. Default --out: RUN/report/ for one study, "
+               "FIRST_RUN/report/compare-LABEL-LABEL/ for a comparison.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (ctxrel study / eval --run)")
+    p.add_argument("--labels", help="comma-separated, one per run (default: directory names); repeat a label "
+                                    "to group runs as seeds, e.g. base,base,qk")
+    p.add_argument("--seeds", action="store_true", help="all runs are seeds of one study")
+    p.add_argument("--out", help="report directory (see below for the default)")
+    p.add_argument("--smooth", type=int, default=0, metavar="N",
+                   help="statistics on a centred moving average over N checkpoints (labelled; default off)")
+    p.add_argument("--from", dest="frm", default="peak", metavar="CKPT",
+                   help=f"flips from: {CHECKPOINT_HELP} (default peak)")
+    p.add_argument("--to", default="final", metavar="CKPT", help="flips to (default final)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
+    p.set_defaults(handler=cmd_report)
+
+    f = sub.add_parser("flips", help="items that switched between context and parametric answers, exact McNemar",
+                       description="Between two checkpoints of a study: which items moved context -> parametric "
+                                   "and back, per category, with an exact McNemar test on the context answer.")
+    f.add_argument("run", metavar="RUN", help="run directory")
+    f.add_argument("--from", dest="frm", default="peak", metavar="CKPT", help=f"{CHECKPOINT_HELP} (default peak)")
+    f.add_argument("--to", default="final", metavar="CKPT", help=f"{CHECKPOINT_HELP} (default final)")
+    f.add_argument("--benchmark", help="conflict benchmark (default: every one in the run)")
+    f.add_argument("--subset", choices=["all", "known"], default="all",
+                   help="known = items the base model knows without context (default all)")
+    f.add_argument("--smooth", type=int, default=0, metavar="N", help="locate peak on an N-checkpoint moving average")
+    f.add_argument("--show", type=int, default=10, metavar="K", help="flipped items listed per direction (default 10)")
+    f.set_defaults(handler=cmd_flips)
+
+
+def _ci(diffs: list[dict]) -> str:
+    out = []
+    for d in diffs:
+        lo, hi = d["ci_low"], d["ci_high"]
+        if d["basis"] != "none" and not (lo is None or math.isnan(lo)):
+            out.append(f"[{lo:+.3f}, {hi:+.3f}] {d['basis']}")
+    return f"{diffs[0]['estimate']:+.3f} " + "; ".join(out) if diffs else "-"
+
+
+def format_stats(label: str, bench: str, subset: str, st: dict) -> str:
+    if not st.get("peak"):
+        return f"{label} {bench} [{subset}]: {st['verdict_text']}"
+    pk, fn, s0 = st["peak"], st["final"], st["start"]
+    return (f"{label}  {bench} [{subset}, {st['n_items']} items]: start {s0['value']:.3f} @ {s0['step']}, "
+            f"peak {pk['value']:.3f} @ {pk['step']}, final {fn['value']:.3f} @ {fn['step']}\n"
+            f"    rise {_ci(st['rise'])}   drop {_ci(st['drop'])}\n    verdict: {st['verdict_text']}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ctxrel.report.build import build_report
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    res = build_report(args.runs, labels=labels, out=args.out, seeds=args.seeds, smooth=args.smooth,
+                       n_boot=args.bootstrap, flips_from=args.frm, flips_to=args.to)
+    for g in res["groups"]:
+        for bench, b in g["benchmarks"].items():
+            for subset, st in b["subsets"].items():
+                print(format_stats(g["label"], bench, subset, st))
+            for fl in b.get("flips", []):
+                t = fl["by_category"]["all"]
+                print(f"    flips {fl['run']} {fl['from']['checkpoint']} -> {fl['to']['checkpoint']}: "
+                      f"{t['lost']} lost / {t['gained']} gained the context answer of {t['n']} "
+                      f"(exact McNemar p = {t['p_value']:.3g})")
+    print(f"\nreport: {res['index']}\nsummary: {res['summary']}\nfigures: {len(sum(res['figures'].values(), []))} "
+          f"PNGs in {res['out']}")
+    return 0
+
+
+def cmd_flips(args: argparse.Namespace) -> int:
+    from ctxrel.analysis.inversion import anchors
+    from ctxrel.analysis.rundata import load_run, trajectory_points
+    from ctxrel.analysis.summary import run_flips
+    from ctxrel.errors import CtxrelError
+
+    run = load_run(args.run)
+    benches = run.benchmarks()
+    if args.benchmark:
+        if args.benchmark not in benches:
+            raise CtxrelError(f"{args.run}: no records of benchmark {args.benchmark!r} at checkpoints with a step; "
+                              f"it has: {', '.join(benches) or 'none'}")
+        benches = [args.benchmark]
+    for bench in benches:
+        if run.mode(bench) != "generate":
+            print(f"{bench}: likelihood mode, no generations to flip (skipped)")
+            continue
+        pts = trajectory_points([run], bench, "cf_acc", args.subset)
+        try:
+            fl = run_flips(run, bench, anchors(pts, args.smooth), args.frm, args.to, args.subset)
+        except ValueError as e:
+            raise CtxrelError(f"{args.run}: {e}") from None
+        print(format_flips(bench, fl, args.show))
+    return 0
+
+
+def format_flips(bench: str, fl: dict, show: int = 10) -> str:
+    a, b = fl["from"], fl["to"]
+    lines = [f"{bench} [{fl['subset']}]: {a['checkpoint']} ({a['spec']}) -> {b['checkpoint']} ({b['spec']})",
+             f"  {'category':<22}{'items':>6}{'cf before':>10}{'cf after':>9}{'lost':>6}{'gained':>7}"
+             f"{'ctx->par':>9}{'par->ctx':>9}  McNemar p"]
+    for cat, t in fl["by_category"].items():
+        cf_a = "-" if t["cf_a"] is None or math.isnan(t["cf_a"]) else f"{t['cf_a']:.3f}"
+        cf_b = "-" if t["cf_b"] is None or math.isnan(t["cf_b"]) else f"{t['cf_b']:.3f}"
+        lines.append(f"  {cat or '(none)':<22}{t['n']:>6}{cf_a:>10}{cf_b:>9}{t['lost']:>6}{t['gained']:>7}"
+                     f"{len(t['to_parametric']):>9}{len(t['to_context']):>9}  {t['p_value']:.3g}")
+    for kind, title in (("to_parametric", "context -> parametric"), ("to_context", "parametric -> context")):
+        items = fl["items"][kind]
+        if items and show > 0:
+            lines.append(f"  {title} ({len(items)}):")
+            for it in items[:show]:
+                lines.append(f"    {it['id']}: {it['question']!r} ctx {it['context_answer']!r} par "
+                             f"{it['parametric_answer']!r}: {it['output_from']!r} -> {it['output_to']!r}")
+            if len(items) > show:
+                lines.append(f"    ... {len(items) - show} more (--show K)")
+    lines.append("  lost/gained = items whose output contains the context answer before only / after only "
+                 "(McNemar's discordant pairs; exact two-sided binomial test)")
+    return "\n".join(lines)
