@@ -92,12 +92,12 @@ def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: i
     else:
         path = Path(spec).expanduser()
         if path.exists():
-            pairs, kind = D._read_file(path), "file"
+            pairs, kind = D.read_file(path), "file"
         elif spec.startswith((".", "/", "~")) or spec.endswith((".json", ".jsonl", ".gz")):
             raise CtxrelError(f"--data {spec}: no such file")
         else:
             try:
-                pairs, kind, path = D._read_hub(spec, split), "hub", None
+                pairs, kind, path = D.read_hub(spec, split), "hub", None
             except CtxrelError as e:  # the trainer's message names its config key; here the flag is --data
                 raise CtxrelError(str(e).replace("data.source", "--data", 1)) from None
         if not pairs:

@@ -37,7 +37,7 @@ def default_batch_size(device: str) -> int:
 def record_sequences(records: list[Record], tok, *, template: str, max_length: int):
     """Token ids and labels for every record: (record index, 'with'|'without', ids, labels), truncated at
     `max_length` (the trainer's rule: cut at the end)."""
-    from ctxrel.train.data import _label, render_segments, to_example
+    from ctxrel.train.data import label_segments, render_segments, to_example
 
     def render_chat(msgs, add_generation_prompt):
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -51,7 +51,7 @@ def record_sequences(records: list[Record], tok, *, template: str, max_length: i
             variants.append(("without", without_context(rec.data, rec.fmt)))
         for name, data in variants:
             ex = to_example(data, rec.fmt, rec.where)
-            ids, labels = _label(render_segments(ex, template, chat, eos), tok, tok.bos_token)
+            ids, labels = label_segments(render_segments(ex, template, chat, eos), tok, tok.bos_token)
             out.append((rec.index, name, ids[:max_length], labels[:max_length]))
     return out
 

@@ -52,7 +52,7 @@ class Tokenized:
 
 # -- reading records ----------------------------------------------------------------------------------------
 
-def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
+def read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     stem = path.name[:-3] if path.suffix == ".gz" else path.name
     try:
@@ -81,7 +81,7 @@ def _read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
     return [(r, f"{path}:record {i}") for i, r in enumerate(data)]
 
 
-def _read_hub(name: str, split: str) -> list[tuple[dict[str, Any], str]]:
+def read_hub(name: str, split: str) -> list[tuple[dict[str, Any], str]]:
     try:
         import datasets
     except ImportError:
@@ -178,11 +178,11 @@ def load_examples(data_cfg, *, seed: int = 0) -> list[Example]:
     else:
         path = Path(data_cfg.source).expanduser()
         if path.exists():
-            pairs = _read_file(path)
+            pairs = read_file(path)
         elif data_cfg.source.startswith((".", "/", "~")) or data_cfg.source.endswith((".json", ".jsonl", ".gz")):
             raise CtxrelError(f"data.source {data_cfg.source}: no such file")
         else:
-            pairs = _read_hub(data_cfg.source, data_cfg.split)
+            pairs = read_hub(data_cfg.source, data_cfg.split)
         if not pairs:
             raise CtxrelError(f"data.source {data_cfg.source}: no records")
         fmt = data_cfg.format if data_cfg.format != "auto" else sniff_format(pairs[0][0])
@@ -243,7 +243,7 @@ def tokenize(examples: list[Example], tok, *, template: str, max_length: int) ->
     out = Tokenized([], [], [], dict(examples=len(examples), truncated=0, dropped=0, tokens=0, label_tokens=0))
     for ex in examples:
         segs = render_segments(ex, template, render_chat if has_chat else None, eos if template != "chat" else "")
-        ids, labels = _label(segs, tok, bos)
+        ids, labels = label_segments(segs, tok, bos)
         cut = len(ids) > max_length
         ids, labels = ids[:max_length], labels[:max_length]
         if all(x == IGNORE for x in labels[1:]):
@@ -260,7 +260,7 @@ def tokenize(examples: list[Example], tok, *, template: str, max_length: int) ->
     return out
 
 
-def _label(segs: list[tuple[str, bool]], tok, bos: str | None) -> tuple[list[int], list[int]]:
+def label_segments(segs: list[tuple[str, bool]], tok, bos: str | None) -> tuple[list[int], list[int]]:
     """Tokenise the joined text once -- exactly as evaluation tokenises a prompt, which matters for SentencePiece
     tokenizers that add a word-start marker to every separate call -- and label a token when its first character
     lies in a trainable segment (character offsets from the fast tokenizer)."""
