@@ -232,7 +232,7 @@ def test_bad_row_names_file_and_line(tmp_path, case):
     path = _write(tmp_path / "bad.jsonl", GOOD + b"\n\n" + line + b"\n" + GOOD.replace(b"Lyon", b"Nice") + b"\n")
     with pytest.raises(InputError) as err:
         load_ctxrel_jsonl(path, name="b")
-    assert f"bad.jsonl:3" in str(err.value) and expected in str(err.value), str(err.value)
+    assert "bad.jsonl:3" in str(err.value) and expected in str(err.value), str(err.value)
     assert err.value.line == 3
 
     result = load_ctxrel_jsonl(path, name="b", skip_invalid=True)

@@ -19,12 +19,10 @@ engine's output change.
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from dataclasses import dataclass
-from importlib.resources import files
 
+from ctxrel.benchmarks.builtin import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
 from ctxrel.curate.substitute import SubstitutionResult, parse_name, substitute
 from ctxrel.errors import InputError
@@ -62,18 +60,8 @@ class Biography:
 
 def load_biographies() -> list[Biography]:
     """Read `facts/biographies.csv` shipped inside the package, checking each row's shape."""
-    path = f"ctxrel/benchmarks/facts/{FACTS_FILE}"
-    text = (files("ctxrel.benchmarks") / "facts" / FACTS_FILE).read_text(encoding="utf-8")
-    reader = csv.reader(io.StringIO(text))
-    if (header := next(reader, None)) != HEADER:
-        raise InputError(f"header must be {','.join(HEADER)}, found {header}", path=path, line=1)
     rows = []
-    for row in reader:
-        line = reader.line_num
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) != len(HEADER):
-            raise InputError(f"expected {len(HEADER)} columns, found {len(row)}", path=path, line=line)
+    for path, line, row in fact_rows(FACTS_FILE, HEADER):
         person, gender, category, aliases, bio, questions = (c.strip() for c in row)
         if gender not in SUBSTITUTES:
             raise InputError(f"gender must be one of {sorted(SUBSTITUTES)}", path=path, line=line, key="gender")

@@ -72,21 +72,27 @@ class CountryFact:
     line: int = 0
 
 
-def load_country_facts() -> list[CountryFact]:
-    """Read `facts/countries.csv` shipped inside the package, checking each row's shape."""
-    path = f"ctxrel/benchmarks/facts/{FACTS_FILE}"
-    text = (files("ctxrel.benchmarks") / "facts" / FACTS_FILE).read_text(encoding="utf-8")
+def fact_rows(file_name: str, header: list[str]):
+    """(path shown in errors, line, cells) for every non-blank row of a CSV shipped in `benchmarks/facts/`,
+    after checking the header and each row's column count."""
+    path = f"ctxrel/benchmarks/facts/{file_name}"
+    text = (files("ctxrel.benchmarks") / "facts" / file_name).read_text(encoding="utf-8")
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header != HEADER:
-        raise InputError(f"header must be {','.join(HEADER)}, found {header}", path=path, line=1)
-    facts = []
+    if (found := next(reader, None)) != header:
+        raise InputError(f"header must be {','.join(header)}, found {found}", path=path, line=1)
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(HEADER):
-            raise InputError(f"expected {len(HEADER)} columns, found {len(row)}", path=path, line=line)
+        if len(row) != len(header):
+            raise InputError(f"expected {len(header)} columns, found {len(row)}", path=path, line=line)
+        yield path, line, row
+
+
+def load_country_facts() -> list[CountryFact]:
+    """Read `facts/countries.csv` shipped inside the package, checking each row's shape."""
+    facts = []
+    for path, line, row in fact_rows(FACTS_FILE, HEADER):
         country, capital = row[0].strip(), row[1].strip()
         others = tuple(c.strip() for c in row[2].split(";") if c.strip())
         aliases = tuple(c.strip() for c in row[3].split(";") if c.strip())
