@@ -1,2 +1,24 @@
 """Synthetic lab: a generated world of facts, a tiny transformer pretrained on it from scratch, then
-instruction-finetuned on C / C+S / S mixtures and scored as a ctxrel study (DESIGN §3)."""
+instruction-finetuned on C / C+S / S mixtures and scored as a ctxrel study (DESIGN §3).
+
+world.py    facts, subject pools, vocabulary, token formats (pure)
+mixture.py  the finetuning mixture and the evaluation sets (pure)
+model.py    TinyGPT (nanoGPT-like) with readable attention; loss, greedy decoding, answer log-probs
+measure.py  scoring of one checkpoint: conflict records, metric rows, the theory's diagnostics
+lab.py      config dataclasses, schedule, training steps, safetensors state
+study.py    `run_synth`: pretrain -> finetune -> score -> plot, into a resumable run directory
+presets.py  YAML presets under ctxrel/configs/synth (with `base:` inheritance)
+cli.py      the `ctxrel synth` verb
+"""
+
+__all__ = ["preset_names", "resolve", "run_synth"]
+
+
+def __getattr__(name):  # imported on first use: `ctxrel --help` loads synth.cli and must not pay for torch or yaml
+    if name == "run_synth":
+        from ctxrel.synth.study import run_synth
+        return run_synth
+    if name in ("preset_names", "resolve"):
+        from ctxrel.synth import presets
+        return getattr(presets, name)
+    raise AttributeError(name)
