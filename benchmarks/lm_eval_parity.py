@@ -147,9 +147,9 @@ def lm_eval_scores(model, tok, task, items, data, shots, batch_size):
             if task in ("mmlu", "arc_challenge"):
                 per_item[item_id] = dict(acc=s["acc"], acc_norm=s.get("acc_norm"))
             elif task == "gsm8k":
-                # lm-eval's two filters; ctxrel's exact_match takes strict when present, else flexible
-                per_item[item_id] = dict(output=s["resps"][0][0], strict=s.get("exact_match,strict-match"),
-                                         flexible=s.get("exact_match,flexible-extract"))
+                # one sample per lm-eval filter (strict-match, flexible-extract), each with its exact_match
+                entry = per_item.setdefault(item_id, dict(output=s["resps"][0][0]))
+                entry[{"strict-match": "strict", "flexible-extract": "flexible"}[s["filter"]]] = s["exact_match"]
             else:
                 text = s["resps"][0][0]
                 per_item[item_id] = dict(output=text, **score_generation(by_id[item_id], text))
