@@ -9,6 +9,7 @@ for all items and for the known subset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -412,16 +413,24 @@ def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
     import os
     from pathlib import Path
 
-    from ctxrel.standard.tasks import load_task, load_task_hub, stratified_limit
+    from ctxrel.standard.tasks import stratified_limit
 
     name, _, path = arg.partition("=")
     name, path = name.strip(), path.strip()
     root = os.environ.get("CTXREL_DATA")
     if not path and root and (Path(root) / name).exists():
         path = str(Path(root) / name)
-    items = load_task(name, path, shots=cfg.shots) if path else load_task_hub(name, shots=cfg.shots)
     limit = cfg.standard_limit if cfg.standard_limit is not None else cfg.limit
-    return name, stratified_limit(items, limit, cfg.seed)
+    return name, stratified_limit(_task_items(name, path, cfg.shots), limit, cfg.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _task_items(name: str, path: str, shots: int | None) -> tuple:
+    """A standard task's items, read once per process: a study asks for them at every checkpoint, and MMLU's
+    14k rows (or a hub download) are not worth re-reading. Items are frozen dataclasses, safe to share."""
+    from ctxrel.standard.tasks import load_task, load_task_hub
+
+    return tuple(load_task(name, path, shots=shots) if path else load_task_hub(name, shots=shots))
 
 
 def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, run: RunDir, *,

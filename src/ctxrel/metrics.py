@@ -58,6 +58,15 @@ def bootstrap_means(matrix: np.ndarray, *, n_boot: int = 1000, seed: int = 0) ->
                            for k in range(0, n_boot, step)])
 
 
+def mean_of_tasks(values: Sequence[float], replicates: Sequence[np.ndarray], *,
+                  level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of several tasks' scores: the interval is the percentile interval of the tasks'
+    bootstrap replicates averaged replicate by replicate (tasks resampled independently) -- `id_accuracy`."""
+    mean_reps = np.mean(np.stack(list(replicates)), axis=0)
+    alpha = (1 - level) / 2
+    return float(np.mean(values)), float(np.quantile(mean_reps, alpha)), float(np.quantile(mean_reps, 1 - alpha))
+
+
 def bootstrap_ci(matrix: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap over rows of an (n_items, n_metrics) matrix; returns (low, high) per column.

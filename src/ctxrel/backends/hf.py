@@ -223,8 +223,5 @@ class HFBackend:
         bos = self.tok.bos_token
         add = not (bos and text.startswith(bos))
         enc = self.tok(text, add_special_tokens=add, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-        if ids != self.encode(text):  # encode() drops a trailing EOS some tokenizers append
-            n = len(self.encode(text))
-            ids, offsets = ids[:n], offsets[:n]
-        return ids, offsets
+        n = len(self.encode(text))  # encode() drops a trailing EOS some tokenizers append
+        return list(enc["input_ids"])[:n], [tuple(o) for o in enc["offset_mapping"]][:n]

@@ -78,6 +78,8 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
 def id_accuracy_row(results: dict[str, tuple[list[dict], np.ndarray]], *, checkpoint: str = "model",
                     step=None) -> dict[str, Any] | None:
     """The mean of the tasks' primary metrics, with a 95% interval from averaged bootstrap replicates."""
+    from ctxrel.metrics import mean_of_tasks
+
     values, reps = [], []
     for task, (rows, rep) in results.items():
         row = next((r for r in rows if r["metric"] == PRIMARY.get(task)), None)
@@ -87,7 +89,6 @@ def id_accuracy_row(results: dict[str, tuple[list[dict], np.ndarray]], *, checkp
         reps.append(rep)
     if not values:
         return None
-    mean_reps = np.mean(np.stack(reps), axis=0)
+    value, lo, hi = mean_of_tasks(values, reps)
     return dict(checkpoint=checkpoint, step=step, benchmark="id_accuracy", subset="all", metric="id_accuracy",
-                value=float(np.mean(values)), n=len(values), ci_low=float(np.quantile(mean_reps, 0.025)),
-                ci_high=float(np.quantile(mean_reps, 0.975)))
+                value=value, n=len(values), ci_low=lo, ci_high=hi)

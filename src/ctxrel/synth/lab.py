@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from ctxrel.errors import CtxrelError
 from ctxrel.synth.model import ModelConfig, TinyGPT, batch, lm_loss
 from ctxrel.synth.world import WorldConfig
+from ctxrel.train.checkpoints import optimizer_tensors, restore_optimizer
 
 
 @dataclass
@@ -102,10 +103,6 @@ def validate(cfg: SynthConfig) -> None:
         raise CtxrelError("synth config: need world.n_values >= 2, world.answer_len >= 1, world.n_conflict >= 1")
 
 
-def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
-    return sorted({0, total} | set(range(every, total + 1, max(every, 1))) | {s for s in early if 0 <= s <= total})
-
-
 def lr_at(step: int, base: float, warmup: int, total: int, schedule: str, floor: float = 0.1) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -163,10 +160,9 @@ def save_state(path: Path, model: TinyGPT, opt: torch.optim.Optimizer | None, me
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     if opt is not None:
-        sd = opt.state_dict()
-        tensors = {f"{i}.{k}": torch.as_tensor(v).contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+        tensors, groups = optimizer_tensors(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        meta = {**meta, "param_groups": sd["param_groups"]}
+        meta = {**meta, "param_groups": groups}
     (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -176,9 +172,5 @@ def load_state(path: Path, model: TinyGPT, opt: torch.optim.Optimizer | None) ->
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     meta = json.loads((path / "checkpoint.json").read_text())
     if opt is not None:
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, v in load_file(str(path / "optimizer.safetensors")).items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = v
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        restore_optimizer(opt, load_file(str(path / "optimizer.safetensors")), meta["param_groups"])
     return meta

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ctxrel.matching import match
-from ctxrel.metrics import bootstrap_ci, bootstrap_means, conflict_metrics, m_c
+from ctxrel.metrics import bootstrap_ci, bootstrap_means, conflict_metrics, m_c, mean_of_tasks
 from ctxrel.synth.mixture import ConflictItem
 from ctxrel.synth.model import TinyGPT, answer_logprob, batch, greedy, lm_loss
 from ctxrel.synth.world import CTX, Q, Example, World
@@ -118,10 +118,9 @@ def id_rows(model: TinyGPT, world: World, id_context: list[Example], items: list
         rows.append(dict(benchmark=name, subset="all", metric="acc", value=float(m.mean()), n=len(m),
                          ci_low=float(lo[0]), ci_high=float(hi[0])))
         reps.append(bootstrap_means(m, n_boot=n_boot, seed=seed)[:, 0])
-    mean_reps = np.mean(np.stack(reps), axis=0)
-    rows.append(dict(benchmark="id_accuracy", subset="all", metric="id_accuracy",
-                     value=float(np.mean([r["value"] for r in rows])), n=2,
-                     ci_low=float(np.quantile(mean_reps, 0.025)), ci_high=float(np.quantile(mean_reps, 0.975))))
+    value, lo, hi = mean_of_tasks([r["value"] for r in rows], reps)
+    rows.append(dict(benchmark="id_accuracy", subset="all", metric="id_accuracy", value=value, n=2, ci_low=lo,
+                     ci_high=hi))
     return rows
 
 

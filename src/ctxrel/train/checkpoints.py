@@ -106,16 +106,34 @@ def load_weights(model, folder: Path) -> None:
             params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 
+def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An optimizer's state as flat `{"<param index>.<name>": tensor}` (safetensors holds no nesting, and no
+    pickle is used) plus its JSON-able param groups."""
+    import torch
+
+    sd = optimizer.state_dict()
+    tensors = {f"{idx}.{key}": torch.as_tensor(value).detach().to("cpu").contiguous()
+               for idx, st in sd["state"].items() for key, value in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def restore_optimizer(optimizer, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
+    """Inverse of `optimizer_tensors`."""
+    nested: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        nested.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": nested, "param_groups": groups})
+
+
 def save_state(folder: Path, optimizer, progress: dict[str, Any]) -> None:
     """Optimizer moments (flattened into safetensors) and progress; written by the main process."""
     from safetensors.torch import save_file
 
-    sd = optimizer.state_dict()
-    tensors = {f"{idx}.{key}": value.detach().to("cpu").contiguous()
-               for idx, st in sd["state"].items() for key, value in st.items()}
+    tensors, groups = optimizer_tensors(optimizer)
     (folder / "state").mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "state" / "optimizer.safetensors"))
-    (folder / "state" / "optimizer.json").write_text(json.dumps(sd["param_groups"]))
+    (folder / "state" / "optimizer.json").write_text(json.dumps(groups))
     (folder / "state" / "progress.json").write_text(json.dumps(progress, indent=1))
 
 
@@ -136,13 +154,8 @@ def load_state(folder: Path, optimizer, rank: int) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     state_dir = folder / "state"
-    flat = load_file(str(state_dir / "optimizer.safetensors"))
-    groups = json.loads((state_dir / "optimizer.json").read_text())
-    nested: dict[int, dict[str, Any]] = {}
-    for key, value in flat.items():
-        idx, name = key.split(".", 1)
-        nested.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": nested, "param_groups": groups})
+    restore_optimizer(optimizer, load_file(str(state_dir / "optimizer.safetensors")),
+                      json.loads((state_dir / "optimizer.json").read_text()))
     rng_file = state_dir / f"rng-{rank}.safetensors"
     if rng_file.exists():
         rng = load_file(str(rng_file))
