@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers) are imported inside the verbs so `ctxrel -
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ctxrel.errors import CtxrelError
@@ -232,29 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/theory-PRESET)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="model/training knobs, e.g. lr=10 seed=1")
     for module in _VERB_MODULES:
-        _verb_module(module).add_parsers(sub)
+        importlib.import_module(module).add_parsers(sub)
     return parser
 
 
 # Verbs that live with their part: each module's add_parsers(sub) adds its verb(s) and sets `handler` on them
 # with set_defaults(handler=fn); fn(args) -> exit code. The modules must import only the standard library at the top.
 _VERB_MODULES = ("ctxrel.curate.cli", "ctxrel.report.cli", "ctxrel.synth.cli")
-
-
-def _verb_module(name: str):
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if not (name == e.name or name.startswith(f"{e.name}.")):
-            raise
-
-        class _Absent:  # a part not written yet contributes no verb
-            @staticmethod
-            def add_parsers(sub) -> None:
-                return None
-        return _Absent
 
 
 def main(argv: list[str] | None = None) -> int:

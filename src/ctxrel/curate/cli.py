@@ -98,14 +98,9 @@ def add_parsers(sub) -> None:
                    help="share of counterfactual examples in the output (default 0.10)")
     a.set_defaults(handler=cmd_augment)
 
-    try:
-        from ctxrel.curate import substitute
-    except ModuleNotFoundError as e:  # the substitute part may not be written yet
-        if e.name != "ctxrel.curate.substitute":
-            raise
-        substitute = None
-    if substitute is not None and hasattr(substitute, "add_parser"):
-        substitute.add_parser(curate_sub)
+    from ctxrel.curate import substitute  # standard library only, like this module
+
+    substitute.add_parser(curate_sub)
 
 
 def cmd_classify(args) -> int:
