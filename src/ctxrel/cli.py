@@ -134,6 +134,7 @@ def cmd_study(args) -> int:
     where = f"plot: {summary['plot']}, " if "plot" in summary else ""
     print(f"{where}metrics: {cfg.out}/metrics.csv, per-item records: {cfg.out}/evals/, "
           f"checkpoints: {cfg.out}/checkpoints/")
+    print(f"next: ctxrel report {cfg.out}   (inversion verdict with CIs, per-category curves, item flips; HTML)")
     return 0
 
 

@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,6 +62,11 @@ class ResponseLoss(torch.nn.Module):
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return F.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+# peft (not ctxrel) still calls transformers' deprecated `is_gradient_checkpointing`; the warning is noise to a
+# researcher reading a study's output (pytest filters the same message in pyproject.toml)
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
