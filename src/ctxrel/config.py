@@ -64,6 +64,7 @@ class MixtureConfig:
     n: int = 2000  # examples generated
     c: float = 0.2  # context-critical: invented entities, the answer is only in the context
     cs: float = 0.6  # non-context-critical: real facts, the context repeats what the model knows
+    ci: float = 0.0  # non-context-critical, irrelevant context: the context states other facts, memory answers
     s: float = 0.2  # subject-critical: real facts, no context (pure recall)
 
 

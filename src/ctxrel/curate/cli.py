@@ -13,7 +13,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="mixture (the built-in C / C+S / S mixture), a local "
+    p.add_argument("--data", required=True, help="mixture (the built-in C / C+S / S mixture; "
+                                                 "mixture:c=0.2,cs=0.4,ci=0.2,s=0.2 sets its shares), a local "
                                                  ".json/.jsonl(.gz) file (Alpaca, chat messages, SQuAD), or a "
                                                  "Hugging Face dataset id (tatsu-lab/alpaca)")
     p.add_argument("--format", default="auto", choices=["auto", "alpaca", "chat", "squad", "mixture"],

@@ -15,7 +15,7 @@ from ctxrel.curate.dataset import Record, context_of
 from ctxrel.curate.filters import CLASSES, UNSCORED, classify_score
 from ctxrel.errors import CtxrelError
 
-MIXTURE_KIND = {"c": "C", "cs": "C+S", "s": "S"}
+MIXTURE_KIND = {"c": "C", "cs": "C+S", "ci": "C+S", "s": "S"}
 
 
 def _short(text: str, n: int = 160) -> str:

@@ -68,6 +68,27 @@ class Source:
     params: dict[str, Any]
 
 
+def mixture_shares(spec: str) -> dict[str, float]:
+    """The shares a `mixture:c=0.2,cs=0.4,ci=0.2,s=0.2` spec sets (a plain `mixture` sets none: the defaults).
+
+    >>> mixture_shares("mixture:ci=0.25,cs=0.35")
+    {'ci': 0.25, 'cs': 0.35}
+    """
+    _, _, body = spec.partition(":")
+    shares: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in ("c", "cs", "ci", "s"):
+            raise CtxrelError(f"--data {spec}: expected mixture:KIND=SHARE,... with KIND one of c, cs, ci, s; "
+                              f"found {part!r}")
+        try:
+            shares[key] = float(value)
+        except ValueError:
+            raise CtxrelError(f"--data {spec}: share of {key} must be a number, found {value.strip()!r}") from None
+    return shares
+
+
 def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: int | None = None,
                  seed: int = 0) -> tuple[list[Record], Source]:
     """The records of `--data SPEC`: `mixture` (the built-in C / C+S / S mixture: `limit` records, default
@@ -78,13 +99,14 @@ def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: i
 
     if limit is not None and limit < 1:
         raise CtxrelError(f"--limit {limit}: must be >= 1")
-    if spec == "mixture":
+    if spec == "mixture" or spec.startswith("mixture:"):
         from ctxrel.config import MixtureConfig
         from ctxrel.train.mixture import generate_mixture
 
         m = MixtureConfig()
         n = limit or m.n
-        proportions = {"c": m.c, "cs": m.cs, "s": m.s}
+        proportions = {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s}
+        proportions.update(mixture_shares(spec))
         raw = generate_mixture(n, proportions, seed=seed)
         pairs = [(r, f"mixture:{i}") for i, r in enumerate(raw)]
         source = Source(spec, "mixture", None, "mixture", len(pairs), dict(n=n, seed=seed, **proportions))

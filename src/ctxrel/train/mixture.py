@@ -11,6 +11,11 @@ generated, deterministically, from one seed:
   two distractor sentences about other invented entities;
 * **cs**: a real fact from the tables, with a context that states it (and sometimes a distractor sentence
   stating another real fact);
+* **ci**: non-context-critical with an *irrelevant* context: a real fact asked with a context that states
+  only other real facts -- one about another subject of the same relation (so the context offers an answer of
+  the right type that is not the answer) and sometimes one of another relation. The answer must come from
+  memory. The synthetic lab (`ctxrel synth`) found this kind, more than contexts that repeat a known fact,
+  drives the fall of context reliance late in finetuning;
 * **s**: the same kind of real fact as a bare question, with an empty context.
 
 Fact tables (`facts/<relation>.csv`, written by hand for ctxrel from general knowledge; they copy no dataset)
@@ -38,7 +43,8 @@ from importlib.resources import files
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.matching import normalize
 
-KINDS = ("c", "cs", "s")
+KINDS = ("c", "cs", "ci", "s")
+OPTIONAL_KINDS = ("ci",)  # may be left out of the proportions (share 0)
 HEADER = ["subject", "answer", "aliases"]
 REAL_RELATIONS = ("currency", "language", "chemical_symbol", "author", "painter", "inventor", "animal_class")
 CS_DISTRACTOR_RATE = 0.35  # share of cs contexts with one extra real-fact sentence
@@ -251,7 +257,7 @@ def _c_records(count: int, rng: random.Random) -> list[dict]:
 
 
 def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
-    """cs or s records cycling through all real facts in a seeded order.
+    """cs, ci or s records cycling through all real facts in a seeded order.
 
     Each fact gets seeded template offsets; its r-th repetition (when `count` exceeds the tables) moves both
     offsets by r, so a repeated fact comes with another statement and question wording.
@@ -265,6 +271,16 @@ def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
         fact, (s_off, q_off) = facts[index], offsets[index]
         statements, questions = TEMPLATES[fact.relation]
         context = ""
+        if kind == "ci":
+            same = [f for f in facts if f.relation == fact.relation and f.subject != fact.subject
+                    and normalize(f.answer) != normalize(fact.answer)]
+            near = rng.choice(same)
+            sentences = [_state(near.relation, near.subject, near.answer, rng.choice(statements))]
+            if rng.random() < CS_DISTRACTOR_RATE:
+                other = rng.choice([f for f in facts if f.relation != fact.relation])
+                sentences = _insert(rng, sentences, _state(other.relation, other.subject, other.answer,
+                                                           rng.choice(TEMPLATES[other.relation][0])))
+            context = " ".join(sentences)
         if kind == "cs":
             sentences = [_state(fact.relation, fact.subject, fact.answer, statements[(s_off + rep) % len(statements)])]
             if rng.random() < CS_DISTRACTOR_RATE:
@@ -278,7 +294,9 @@ def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
     return records
 
 
-def _check_proportions(proportions: dict[str, float]) -> None:
+def _check_proportions(proportions: dict[str, float]) -> dict[str, float]:
+    """The proportions with every kind present (optional kinds default to 0), after checking them."""
+    proportions = {**dict.fromkeys(OPTIONAL_KINDS, 0.0), **proportions}
     keys = set(proportions)
     if keys != set(KINDS):
         wrong = sorted(keys - set(KINDS)) or sorted(set(KINDS) - keys)
@@ -293,11 +311,12 @@ def _check_proportions(proportions: dict[str, float]) -> None:
     if abs(total - 1) > 1e-6:
         raise CtxrelError(f"mixture proportions must sum to 1, found {total:g} "
                           f"({', '.join(f'{k}={proportions[k]!r}' for k in KINDS)})")
+    return proportions
 
 
 def kind_counts(n: int, proportions: dict[str, float]) -> dict[str, int]:
     """Largest-remainder rounding of n * share: counts sum to exactly n; ties go to the earlier kind."""
-    _check_proportions(proportions)
+    proportions = _check_proportions(proportions)
     quotas = {k: n * proportions[k] for k in KINDS}
     counts = {k: math.floor(q) for k, q in quotas.items()}
     by_remainder = sorted(KINDS, key=lambda k: (-(quotas[k] - counts[k]), KINDS.index(k)))
@@ -316,7 +335,7 @@ def generate_mixture(n: int, proportions: dict[str, float], seed: int = 0) -> li
         raise CtxrelError(f"mixture size n must be a whole number >= 0, found {n!r}")
     counts = kind_counts(n, proportions)
     records = _c_records(counts["c"], random.Random(f"{seed}:c"))
-    for kind in ("cs", "s"):
+    for kind in ("cs", "ci", "s"):
         records += _real_records(kind, counts[kind], random.Random(f"{seed}:{kind}"))
     random.Random(f"{seed}:shuffle").shuffle(records)
     return records
