@@ -9,11 +9,13 @@ import pytest
 
 from ctxrel.errors import CtxrelError
 from ctxrel.matching import normalize
-from ctxrel.train.mixture import (KINDS, REAL_RELATIONS, TEMPLATES, eval_city_names, eval_overlap, generate_mixture,
-                                  load_fact_tables, mixture_counts, training_facts)
+from ctxrel.train.mixture import (KINDS, REAL_RELATIONS, TEMPLATES, eval_city_names, eval_overlap, eval_person_names,
+                                  generate_mixture, load_fact_tables, mixture_counts, training_fact_pool,
+                                  training_facts)
 
 THIRDS = {"c": 0.34, "cs": 0.33, "s": 0.33}
 MIX = {"c": 0.4, "cs": 0.3, "s": 0.3}
+MIX_CI = {"c": 0.2, "cs": 0.3, "ci": 0.3, "s": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,13 @@ def _contains(text: str, phrase: str) -> bool:
     (3, {"c": 1 / 3, "cs": 1 / 3, "s": 1 / 3}, {"c": 1, "cs": 1, "s": 1}),
     (1000, {"c": 0.6, "cs": 0.1, "s": 0.3}, {"c": 600, "cs": 100, "s": 300}),
     (5, {"c": 0.0, "cs": 1.0, "s": 0.0}, {"c": 0, "cs": 5, "s": 0}),
+    (10, MIX_CI, {"c": 2, "cs": 3, "ci": 3, "s": 2}),
+    (7, {"c": 0.0, "cs": 0.0, "ci": 1.0, "s": 0.0}, {"c": 0, "cs": 0, "ci": 7, "s": 0}),
 ])
 def test_counts_follow_proportions_exactly(n, proportions, expected):
     records = generate_mixture(n, proportions, seed=3)
     assert len(records) == n
-    assert mixture_counts(records) == expected
+    assert mixture_counts(records) == {"ci": 0, **expected}
 
 
 def test_same_seed_same_records_other_seed_other_records():
@@ -50,8 +54,11 @@ def test_changing_one_share_keeps_the_other_kinds_records():
     a = {r["id"]: r for r in generate_mixture(100, {"c": 0.2, "cs": 0.4, "s": 0.4}, seed=1)}
     b = {r["id"]: r for r in generate_mixture(100, {"c": 0.6, "cs": 0.2, "s": 0.2}, seed=1)}
     shared = set(a) & set(b)
-    assert {i.split("-")[0] for i in shared} == set(KINDS)
+    assert {i.split("-")[0] for i in shared} == {"c", "cs", "s"}
     assert all(a[i] == b[i] for i in shared)
+    # adding the optional ci kind (share 0 before) leaves the records of the others as they were
+    c = {r["id"]: r for r in generate_mixture(100, {"c": 0.2, "cs": 0.2, "ci": 0.2, "s": 0.4}, seed=1)}
+    assert all(a[i] == c[i] for i in set(a) & set(c)) and any(i.startswith("ci-") for i in c)
 
 
 def test_records_are_shuffled(big):
@@ -93,7 +100,7 @@ def test_record_shape(big):
 
 def test_context_states_the_answer(big):
     for r in big:
-        if r["kind"] != "s":
+        if r["kind"] in ("c", "cs"):
             assert r["answer"].lower() in r["context"].lower(), r
             assert _contains(r["context"], r["answer"]), r
 
@@ -157,9 +164,41 @@ def test_fact_tables_are_clean():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_mixture_is_disjoint_from_cf_capitals(seed):
-    records = generate_mixture(5000, MIX, seed=seed)
+@pytest.mark.parametrize("mix", [MIX, MIX_CI])
+def test_mixture_is_disjoint_from_the_builtin_benchmarks(seed, mix):
+    records = generate_mixture(5000, mix, seed=seed)
     assert eval_overlap(records) == []
+
+
+def test_fact_pool_leaves_out_every_biographies_person():
+    """Rows that name a biographies person (Hamlet -> William Shakespeare) would train the memory the benchmark
+    measures: they are in the tables, but never in the pool the mixture draws from."""
+    tables, pool = load_fact_tables(), training_fact_pool()
+    assert "william shakespeare" in eval_person_names() and "newton" in eval_person_names()
+    left_out = set(tables) - set(pool)
+    assert any(f.answer == "William Shakespeare" for f in left_out)
+    assert not any(f.answer == "William Shakespeare" for f in pool)
+    assert eval_overlap([dict(kind="cs", context="Hamlet was written by William Shakespeare.", question="Who?",
+                              answer="William Shakespeare", subject="Hamlet", relation="author", id="h")])
+    assert len(pool) >= 250 and set(pool) < set(tables)
+
+
+def test_irrelevant_context_offers_a_wrong_answer_of_the_same_relation():
+    """ci: the context states other real facts -- one of the asked relation about another subject, sometimes one
+    of another relation (which may be about the asked subject) -- and never the answer: only memory can answer."""
+    records = [r for r in generate_mixture(2000, MIX_CI, seed=4) if r["kind"] == "ci"]
+    assert len(records) == 600
+    pool = training_fact_pool()
+    by_relation = {}
+    for f in pool:
+        by_relation.setdefault(f.relation, []).append(f)
+    for r in records:
+        assert not _contains(r["context"], r["answer"]), r
+        others = [f for f in by_relation[r["relation"]] if f.subject != r["subject"]]
+        assert any(_contains(r["context"], f.answer) for f in others), r
+        assert (r["subject"], r["relation"]) in training_facts()
+    with_two = sum(r["context"].count(". ") >= 1 for r in records)
+    assert 0.2 * len(records) < with_two < 0.5 * len(records)  # CS_DISTRACTOR_RATE = 0.35
 
 
 def test_eval_overlap_catches_cf_capitals_cities_and_capital_questions():

@@ -128,9 +128,9 @@ def nq_swap_draw(pool: list[Counterfactual], k: int, rng: random.Random) -> list
 def facts_draw(k: int, rng: random.Random) -> list[Counterfactual]:
     """k counterfactual facts from ctxrel's fact tables: a real subject, another row's answer of the same
     relation as the asserted (counterfactual) answer."""
-    from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, load_fact_tables
+    from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, training_fact_pool
 
-    facts = list(load_fact_tables())
+    facts = list(training_fact_pool())
     by_relation: dict[str, list] = {}
     for f in facts:
         by_relation.setdefault(f.relation, []).append(f)

@@ -13,7 +13,8 @@ generated, deterministically, from one seed:
   stating another real fact);
 * **ci**: non-context-critical with an *irrelevant* context: a real fact asked with a context that states
   only other real facts -- one about another subject of the same relation (so the context offers an answer of
-  the right type that is not the answer) and sometimes one of another relation. The answer must come from
+  the right type that is not the answer) and sometimes one of another relation (possibly about the asked
+  subject: "In Saudi Arabia, people pay with the riyal" for a question on its language). The answer must come from
   memory. The synthetic lab (`ctxrel synth`) found this kind, more than contexts that repeat a known fact,
   drives the fall of context reliance late in finetuning;
 * **s**: the same kind of real fact as a bare question, with an empty context.
@@ -141,9 +142,39 @@ def load_fact_tables() -> tuple[Fact, ...]:
     return tuple(facts)
 
 
+@lru_cache(maxsize=1)
+def training_fact_pool() -> tuple[Fact, ...]:
+    """The real facts the mixture may teach: every table row that names no entity of a built-in evaluation
+    benchmark (a biographies person, real or substituted; the tables name no cf_capitals city at all, tested).
+    Teaching "Hamlet was written by William Shakespeare" would train the very memory a biographies conflict
+    measures, so those rows (32 of 314 today) are left out of cs, ci and s examples and of counterfactual
+    augmentation."""
+    pattern = _name_pattern(eval_person_names())
+    return tuple(f for f in load_fact_tables()
+                 if not any(pattern.search(normalize(text)) for text in (f.subject, f.answer, *f.aliases)))
+
+
 def training_facts() -> set[tuple[str, str]]:
-    """The (subject, relation) pairs the real-fact tables hold: what cs and s examples can teach."""
-    return {(f.subject, f.relation) for f in load_fact_tables()}
+    """The (subject, relation) pairs the mixture can teach through cs, ci and s examples."""
+    return {(f.subject, f.relation) for f in training_fact_pool()}
+
+
+@lru_cache(maxsize=1)
+def eval_person_names() -> tuple[str, ...]:
+    """Normalised names of every person the built-in `biographies` benchmark uses (real people, their
+    substitutes, every accepted answer and alias), longest first."""
+    from ctxrel.benchmarks.registry import load_benchmark
+
+    names = set()
+    for item in load_benchmark("biographies").items:
+        names.update(item.context_answers + item.parametric_answers)
+        names.update(str(item.meta.get(k, "")) for k in ("person", "substitute"))
+    return tuple(sorted({normalize(n) for n in names} - {""}, key=lambda n: (-len(n), n)))
+
+
+def _name_pattern(names: tuple[str, ...]) -> re.Pattern:
+    """Whole-word match of any of `names` on normalised text, whose only separator is a single space."""
+    return re.compile(r"(?<!\S)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\S)")
 
 
 @lru_cache(maxsize=1)
@@ -166,15 +197,20 @@ def eval_city_names() -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def _city_pattern() -> re.Pattern:
-    # whole-word match on normalised text, whose only separator is a single space
-    return re.compile(r"(?<!\S)(?:" + "|".join(re.escape(n) for n in eval_city_names()) + r")(?!\S)")
+    return _name_pattern(eval_city_names())
+
+
+@lru_cache(maxsize=1)
+def _person_pattern() -> re.Pattern:
+    return _name_pattern(eval_person_names())
 
 
 @lru_cache(maxsize=1)
 def _forbidden_words() -> frozenset[str]:
-    """Words an invented name may not be: any word of a cf_capitals city or of a real-fact table cell."""
+    """Words an invented name may not be: any word of a cf_capitals city, of a biographies person or of a
+    real-fact table cell."""
     cells = [text for f in load_fact_tables() for text in (f.subject, f.answer, *f.aliases)]
-    return frozenset(w for text in (*eval_city_names(), *cells) for w in normalize(text).split())
+    return frozenset(w for text in (*eval_city_names(), *eval_person_names(), *cells) for w in normalize(text).split())
 
 
 def _invented_word(rng: random.Random) -> str:
@@ -262,7 +298,7 @@ def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
     Each fact gets seeded template offsets; its r-th repetition (when `count` exceeds the tables) moves both
     offsets by r, so a repeated fact comes with another statement and question wording.
     """
-    facts = load_fact_tables()
+    facts = training_fact_pool()
     order = rng.sample(range(len(facts)), len(facts))
     offsets = [(rng.randrange(6), rng.randrange(6)) for _ in facts]
     records = []
@@ -350,13 +386,15 @@ def mixture_counts(records: list[dict]) -> dict[str, int]:
 
 
 def eval_overlap(records: list[dict]) -> list[str]:
-    """Human-readable ways the records touch the cf_capitals evaluation facts; an empty list means disjoint.
+    """Human-readable ways the records touch the built-in evaluation facts (cf_capitals, biographies); an empty
+    list means disjoint.
 
     A record overlaps if its relation or question is about capitals, or if its context, question, answer or
-    subject names a cf_capitals city (a real capital, an alias, or any other city the benchmark uses), matched
-    at word boundaries after `ctxrel.matching.normalize`.
+    subject names a cf_capitals city (a real capital, an alias, or any other city the benchmark uses) or a
+    biographies person (real, substituted, or an alias), matched at word boundaries after
+    `ctxrel.matching.normalize`.
     """
-    pattern, problems = _city_pattern(), []
+    pattern, people, problems = _city_pattern(), _person_pattern(), []
     for record in records:
         rid = record.get("id", "?")
         if "capital" in record.get("relation", "").lower():
@@ -364,6 +402,9 @@ def eval_overlap(records: list[dict]) -> list[str]:
         if "capital" in normalize(record.get("question", "")).split():
             problems.append(f"{rid}: question asks about a capital: {record['question']!r}")
         for field in ("context", "question", "answer", "subject"):
-            for city in sorted(set(pattern.findall(normalize(record.get(field, ""))))):
+            text = normalize(record.get(field, ""))
+            for city in sorted(set(pattern.findall(text))):
                 problems.append(f"{rid}: {field} names cf_capitals city {city!r}: {record[field]!r}")
+            for person in sorted(set(people.findall(text))):
+                problems.append(f"{rid}: {field} names biographies person {person!r}: {record[field]!r}")
     return problems
