@@ -128,6 +128,17 @@ def test_runs_sharing_a_label_are_seeds(tmp_path):
     assert res["groups"][0]["n_seeds"] == 3 and [d["basis"] for d in st["drop"]] == ["items", "seeds"]
     assert st["verdict"] == "inversion"
     assert len(res["groups"][0]["benchmarks"]["cf_test"]["flips"]) == 3  # one flip table per seed
+    # each seed on its own, with its own paired item-bootstrap intervals
+    per = st["per_seed"]
+    assert [p["run"] for p in per] == [r.name for r in runs] and all(p["n_seeds"] == 1 for p in per)
+    assert all([d["basis"] for d in p["drop"]] == ["items"] for p in per)
+
+
+def test_seed_lines_are_printed(tmp_path, capsys):
+    runs = [make_run(tmp_path / f"s{k}", INVERSION, seed=k) for k in range(2)]
+    assert main(["report", *map(str, runs), "--seeds", "--out", str(tmp_path / "rep"), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "2 seeds" in out and out.count("    seed s") >= 2 and "[" in out.split("    seed s0")[1]
 
 
 def test_smoothing_is_labelled(inversion_run, tmp_path):

@@ -57,6 +57,8 @@ def test_study_writes_the_run_directory_and_eval_run_rescores(tiny_model_dir, tm
     out = capsys.readouterr().out
     run = tmp_path / "run"
     assert "cf_capitals" in out and "evaluation / training" in out
+    verdicts = [line for line in out.splitlines() if line.startswith("verdict cf_capitals [all")]
+    assert len(verdicts) == 1 and "peak" in verdicts[0] and "drop" in verdicts[0]  # what `ctxrel report` says
     assert (run / "report" / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(d.name for d in (run / "checkpoints").iterdir()) == [
         "step-000000", "step-000001", "step-000004", "step-000008"]

@@ -134,8 +134,30 @@ def cmd_study(args) -> int:
     where = f"plot: {summary['plot']}, " if "plot" in summary else ""
     print(f"{where}metrics: {cfg.out}/metrics.csv, per-item records: {cfg.out}/evals/, "
           f"checkpoints: {cfg.out}/checkpoints/")
+    for line in _verdict_lines(cfg.out):
+        print(line)
     print(f"next: ctxrel report {cfg.out}   (inversion verdict with CIs, per-category curves, item flips; HTML)")
+    if str(args.config).removesuffix(".yaml").endswith("quickstart"):
+        print("the inversion on a real model (rise, then a significant fall, 3 seeds): `ctxrel study inversion-real` "
+              "(about 25 min on 2 cores; README, 'The inversion on a real model')")
     return 0
+
+
+def _verdict_lines(out: str) -> list[str]:
+    """The inversion verdict of a finished study, one line per conflict benchmark and subset (as `ctxrel report`
+    gives it, without the plots)."""
+    from ctxrel.analysis.rundata import load_run
+    from ctxrel.analysis.summary import summarise
+
+    lines = []
+    for bench, b in summarise([load_run(out)], "study", n_boot=1000)["benchmarks"].items():
+        for subset, st in b["subsets"].items():
+            if st.get("peak"):
+                drop = st["drop"][0]
+                lines.append(f"verdict {bench} [{subset}, {st['n_items']} items]: {st['verdict_text']} (peak "
+                             f"{st['peak']['value']:.3f} @ {st['peak']['step']}, final {st['final']['value']:.3f}; "
+                             f"drop {drop['estimate']:+.3f} [{drop['ci_low']:+.3f}, {drop['ci_high']:+.3f}])")
+    return lines
 
 
 def _ci(row) -> str:

@@ -8,6 +8,7 @@ series the plots draw (mean over seeds, 95% item-bootstrap CI), and the item fli
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,11 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
         if not pts:
             continue
         out["subsets"][subset] = trajectory_stats(pts, smooth_window=smooth, n_boot=n_boot, seed=seed)
+        if len(runs) > 1:  # each seed on its own: its paired item-bootstrap rise and drop
+            out["subsets"][subset]["per_seed"] = [
+                dict(run=Path(run.path).name, **trajectory_stats(trajectory_points([run], benchmark, metric, subset),
+                                                       smooth_window=smooth, n_boot=n_boot, seed=seed))
+                for run in runs]
         out["series"][subset] = {m: series(pts if m == metric else trajectory_points(runs, benchmark, m, subset),
                                            n_boot=min(n_boot, 1000), seed=seed)
                                  for m in SERIES_METRICS[mode]}

@@ -53,13 +53,30 @@ def _ci(diffs: list[dict]) -> str:
     return f"{diffs[0]['estimate']:+.3f} " + "; ".join(out) if diffs else "-"
 
 
-def format_stats(label: str, bench: str, subset: str, st: dict) -> str:
+def _id_at(id_accuracy: list[dict], step: int) -> str:
+    """ID accuracy at a checkpoint step, or '-' when the run has none there."""
+    by_step = {d["step"]: d["value"] for d in id_accuracy or []}
+    return f"{by_step[step]:.3f}" if step in by_step else "-"
+
+
+def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: list[dict] | None = None) -> str:
     if not st.get("peak"):
         return f"{label} {bench} [{subset}]: {st['verdict_text']}"
     pk, fn, s0 = st["peak"], st["final"], st["start"]
-    return (f"{label}  {bench} [{subset}, {st['n_items']} items]: start {s0['value']:.3f} @ {s0['step']}, "
-            f"peak {pk['value']:.3f} @ {pk['step']}, final {fn['value']:.3f} @ {fn['step']}\n"
-            f"    rise {_ci(st['rise'])}   drop {_ci(st['drop'])}\n    verdict: {st['verdict_text']}")
+    seeds = f", {st['n_seeds']} seeds" if st.get("n_seeds", 1) > 1 else ""
+    lines = [f"{label}  {bench} [{subset}, {st['n_items']} items{seeds}]: start {s0['value']:.3f} @ {s0['step']}, "
+             f"peak {pk['value']:.3f} @ {pk['step']}, final {fn['value']:.3f} @ {fn['step']}",
+             f"    rise {_ci(st['rise'])}   drop {_ci(st['drop'])}"]
+    if id_accuracy:
+        lines.append(f"    ID accuracy: start {_id_at(id_accuracy, s0['step'])}, at peak "
+                     f"{_id_at(id_accuracy, pk['step'])}, final {_id_at(id_accuracy, fn['step'])}")
+    for one in st.get("per_seed", []):
+        if one.get("peak"):
+            lines.append(f"    seed {one['run']}: peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final "
+                         f"{one['final']['value']:.3f}; rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; "
+                         f"{one['verdict']}")
+    lines.append(f"    verdict: {st['verdict_text']}")
+    return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -71,7 +88,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
             for subset, st in b["subsets"].items():
-                print(format_stats(g["label"], bench, subset, st))
+                print(format_stats(g["label"], bench, subset, st, g.get("id_accuracy")))
             for fl in b.get("flips", []):
                 t = fl["by_category"]["all"]
                 print(f"    flips {fl['run']} {fl['from']['checkpoint']} -> {fl['to']['checkpoint']}: "
