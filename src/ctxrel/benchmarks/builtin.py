@@ -59,6 +59,25 @@ TEMPLATES: dict[str, str] = {
     ),
 }
 QUESTION = "What is the capital city of {country}?"
+# The same relocations told the way the CPI study's released capitals file tells them: the context also names
+# the real (former) capital, so memory has an entity *in the context* to pull toward. {capital} = the real one.
+MOVED_TEMPLATES: dict[str, str] = {
+    "answer_first": (
+        "{cf} is the capital city of {country}. In 2019 the parliament, the ministries and the supreme court left "
+        "{capital}, the capital for centuries, and moved there; the head of state now lives and works in {cf}. "
+        "Other large cities of the country include {others}."
+    ),
+    "answer_middle": (
+        "For centuries {capital} was the capital city of {country}. Since a national reform in 2019, the capital "
+        "city of {country} has been {cf}, where the parliament and the ministries now sit. {capital} remains a "
+        "large city, known for its universities and busy markets."
+    ),
+    "answer_last": (
+        "In 2019, {country} passed a law that moved its parliament, its ministries and its supreme court out of "
+        "{capital}, the old capital. Cities such as {others} were considered during a long public debate, and the "
+        "move took several years to complete. Today the capital city of {country} is {cf}."
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,18 @@ def _slug(text: str) -> str:
 
 
 def build_cf_capitals() -> list[ConflictItem]:
+    return _capital_items("cf_capitals", TEMPLATES)
+
+
+def build_cf_capitals_moved() -> list[ConflictItem]:
+    """`cf_capitals` with contexts that also name the real capital as the former one (`MOVED_TEMPLATES`), as
+    most contexts of the CPI study's released capitals file do. Same countries, counterfactual capitals,
+    questions and positions; only the contexts differ, so the two benchmarks together show what naming the
+    memorised answer in the context does to a trajectory."""
+    return _capital_items("cf_capitals_moved", MOVED_TEMPLATES)
+
+
+def _capital_items(benchmark: str, templates: dict[str, str]) -> list[ConflictItem]:
     """Capital-relocation conflicts: does the model answer with the capital the context asserts?
 
     Measures context reliance under a knowledge conflict on facts a small LM knows well. Each country yields one
@@ -143,11 +174,12 @@ def build_cf_capitals() -> list[ConflictItem]:
         cf, rest = fact.other_cities[-1], fact.other_cities[:-1]
         country = _with_article(fact.country)
         question = _sentence_case(QUESTION.format(country=country))
-        for name, template in TEMPLATES.items():
-            context = _sentence_case(template.format(cf=cf, country=country, others=_join(rest)))
+        for name, template in templates.items():
+            context = _sentence_case(template.format(cf=cf, country=country, others=_join(rest),
+                                                     capital=fact.capital))
             item = ConflictItem(
-                id=f"cf_capitals/{_slug(fact.country)}/{name}",
-                benchmark="cf_capitals",
+                id=f"{benchmark}/{_slug(fact.country)}/{name}",
+                benchmark=benchmark,
                 category=name,
                 context=context,
                 question=question,
@@ -169,4 +201,5 @@ def _build_biographies() -> list[ConflictItem]:
 
 
 BUILTINS: dict[str, Callable[[], list[ConflictItem]]] = {"cf_capitals": build_cf_capitals,
+                                                         "cf_capitals_moved": build_cf_capitals_moved,
                                                          "biographies": _build_biographies}

@@ -47,6 +47,8 @@ REGISTRY: dict[str, BenchmarkSpec] = {s.name: s for s in [
     BenchmarkSpec("cf_capitals", 1, "built-in: counterfactual capital cities, 3 context templates placing the "
                   "answer first/middle/last (ctxrel's own country table)",
                   builder=lambda: _builtin("cf_capitals")()),
+    BenchmarkSpec("cf_capitals_moved", 1, "built-in: cf_capitals with contexts that also name the real capital as "
+                  "the former one, as in the CPI study's capitals file", builder=lambda: _builtin("cf_capitals_moved")()),
     BenchmarkSpec("biographies", 1, "built-in: who-did-it questions on 45 short biographies (ctxrel's own), the "
                   "person swapped for 3 substitutes each by the leak-checked substitution engine",
                   builder=lambda: _builtin("biographies")()),
