@@ -1,0 +1,223 @@
+"""`eval.probes`: run the probes of ctxrel.probes at one checkpoint and write their rows.
+
+    evals/<checkpoint>/weights.jsonl             one row per (layer, module): ||ΔW||_F, ||W_0||_F, relative
+    evals/<checkpoint>/<benchmark>.heads.jsonl   one row per (item, layer, head): attention mass on the context,
+                                                 the question and the rest of the prompt (they sum to 1)
+    evals/<checkpoint>/<benchmark>.lens.jsonl    one row per (item, layer): log-probabilities of the first token
+                                                 of the context answer and of the parametric answer, log-odds
+
+Every file is tidy (`pandas.read_json(path, lines=True)`) and resumable (items already there are not measured
+again; weights.jsonl is written whole). Metric rows where a single number fits: `weight_change`,
+`weight_change_relative`, `weight_change_qk_share` (benchmark `weights`), `head_attention_context_max`,
+`lens_context_wins`, `lens_decided_layer`, `lens_cross_layer` (per benchmark and subset).
+
+The probes see what the scoring saw: the same items and the same prompts. Only the heads pass uses the eager
+attention kernel; the lens pass runs the model as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ctxrel.backends.base import LM
+from ctxrel.benchmarks.schema import ConflictItem
+from ctxrel.errors import CtxrelError
+from ctxrel.metrics import bootstrap_ci
+from ctxrel.probes import SPANS, crossing_layer, decided_layer, weight_rows, weight_summary
+from ctxrel.prompts import continuation_delimiter
+from ctxrel.results import RunDir, append_records, atomic_write_text, read_records
+
+WEIGHTS_BENCHMARK = "weights"  # the benchmark column of weight-change metric rows (a property of the model)
+CHUNK = 64  # items per append: a crash loses at most this much probe work
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _need(lm: LM, method: str, probe: str) -> None:
+    if not hasattr(lm, method):
+        raise CtxrelError(f"{lm.name}: this backend cannot run the {probe} probe; drop it from eval.probes")
+
+
+def weight_probe(lm: LM, run: RunDir, *, checkpoint: str, step: int | None, base: str,
+                 seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Weight change of every decoder projection from the base model `base` (model.name); rows once per
+    checkpoint, reused on a rerun."""
+    _need(lm, "weight_deltas", "weights")
+    t0 = time.perf_counter()
+    path = run.eval_file(checkpoint, WEIGHTS_BENCHMARK)
+    rows = read_records(path)
+    if not rows:
+        reader = None
+        if not _is_lora(lm):
+            from ctxrel.models import base_weights
+
+            reader = base_weights(base)
+        rows = [dict(checkpoint=checkpoint, step=step, **{k: _round(v) if isinstance(v, float) else v
+                                                          for k, v in r.items()})
+                for r in weight_rows(lm.weight_deltas(reader))]
+        if not rows:
+            raise CtxrelError(f"{lm.name}: the weights probe found no decoder projections to measure")
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    summary = weight_summary(rows)
+    seconds["weights"] = seconds.get("weights", 0.0) + time.perf_counter() - t0
+    return [dict(checkpoint=checkpoint, step=step, benchmark=WEIGHTS_BENCHMARK, subset="all", metric=m, value=v,
+                 n=len(rows)) for m, v in summary.items() if not np.isnan(v)]
+
+
+def _is_lora(lm: LM) -> bool:
+    model = getattr(lm, "model", None)
+    return model is not None and hasattr(model, "peft_config")
+
+
+def _subsets(ids: list[str], known: dict[str, bool] | None) -> dict[str, list[str]]:
+    out = {"all": ids}
+    if known is not None:
+        out["known"] = [i for i in ids if known.get(i)]
+    return out
+
+
+def head_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
+               step: int | None, benchmark: str, known: dict[str, bool] | None,
+               seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Attention from the answer position per layer and head to the context / question / rest of each prompt."""
+    from ctxrel.evaluate import _progress, attention_spans, chunked
+
+    _need(lm, "attention_by_head", "heads")
+    t0 = time.perf_counter()
+    path = run.eval_file(checkpoint, benchmark, "heads")
+    done = {r["id"] for r in read_records(path)}
+    spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
+    todo = [it for it in items if it.id not in done and spans[it.id] is not None]
+    bar = _progress(len(todo), f"{benchmark} (heads)")
+    for chunk in chunked(todo, CHUNK):
+        masses = lm.attention_by_head([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
+                                      on_done=bar.update)
+        recs = [dict(id=it.id, category=it.category, layer=layer, head=head,
+                     **{s: _round(float(m[layer, head, k])) for k, s in enumerate(SPANS)})
+                for it, m in zip(chunk, masses) for layer in range(m.shape[0]) for head in range(m.shape[1])]
+        append_records(path, recs)
+    bar.close()
+    per_item = head_matrices(read_records(path), "context")
+    rows = []
+    for subset, ids in _subsets([it.id for it in items if it.id in per_item], known).items():
+        if ids:
+            mean = np.mean([per_item[i] for i in ids], axis=0)  # (L, H)
+            rows.append(dict(checkpoint=checkpoint, step=step, benchmark=benchmark, subset=subset,
+                             metric="head_attention_context_max", value=float(mean.max()), n=len(ids)))
+    seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - t0
+    return rows
+
+
+def head_matrices(records: list[dict[str, Any]], span: str = "context") -> dict[str, np.ndarray]:
+    """Per item, the (layers, heads) matrix of one span's attention mass from heads.jsonl rows."""
+    by_id: dict[str, dict[tuple[int, int], float]] = {}
+    for r in records:
+        by_id.setdefault(r["id"], {})[(r["layer"], r["head"])] = r[span]
+    out = {}
+    for i, cells in by_id.items():
+        n_l = 1 + max(l for l, _ in cells)
+        n_h = 1 + max(h for _, h in cells)
+        m = np.full((n_l, n_h), np.nan)
+        for (l, h), v in cells.items():
+            m[l, h] = v
+        out[i] = m
+    return out
+
+
+def lens_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
+               step: int | None, benchmark: str, known: dict[str, bool] | None, n_boot: int, seed: int,
+               seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Logit lens of the first token of the context answer and of the parametric answer at every layer."""
+    from ctxrel.evaluate import _progress, chunked
+
+    _need(lm, "answer_lens", "lens")
+    t0 = time.perf_counter()
+    path = run.eval_file(checkpoint, benchmark, "lens")
+    done = {r["id"] for r in read_records(path)}
+    todo = [it for it in items if it.id not in done]
+    bar = _progress(len(todo), f"{benchmark} (lens)")
+    for chunk in chunked(todo, CHUNK):
+        requests = []
+        for it in chunk:
+            p = prompts[it.id]
+            d = continuation_delimiter(p)
+            requests.append((p, [it.context_continuation or d + it.context_answer,
+                                 it.parametric_continuation or d + it.parametric_answer]))
+        lens = lm.answer_lens(requests, on_done=bar.update)
+        recs = []
+        for it, (p, conts), lp in zip(chunk, requests, lens):
+            same = _same_first_token(lm, p, conts)
+            recs += [dict(id=it.id, category=it.category, layer=layer, logp_context=_round(float(lp[layer, 0])),
+                          logp_parametric=_round(float(lp[layer, 1])),
+                          log_odds=_round(float(lp[layer, 0] - lp[layer, 1])), same_first_token=same)
+                     for layer in range(lp.shape[0])]
+        append_records(path, recs)
+    bar.close()
+    curves = lens_curves(read_records(path))
+    rows = []
+    for subset, ids in _subsets([it.id for it in items if it.id in curves], known).items():
+        if not ids:
+            continue
+        meta = dict(checkpoint=checkpoint, step=step, benchmark=benchmark, subset=subset)
+        odds = np.array([curves[i] for i in ids])  # (N, L)
+        wins = (odds[:, -1] > 0).astype(float)[:, None]
+        lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
+        rows.append(dict(meta, metric="lens_context_wins", value=float(wins.mean()), n=len(ids),
+                         ci_low=float(lo[0]), ci_high=float(hi[0])))
+        layers = np.array([[d] for i in ids if (d := decided_layer(list(curves[i]))) is not None], dtype=float)
+        if len(layers):
+            lo, hi = bootstrap_ci(layers, n_boot=n_boot, seed=seed)
+            rows.append(dict(meta, metric="lens_decided_layer", value=float(layers.mean()), n=len(layers),
+                             ci_low=float(lo[0]), ci_high=float(hi[0])))
+        cross = crossing_layer(list(odds.mean(axis=0)))
+        if cross is not None:
+            rows.append(dict(meta, metric="lens_cross_layer", value=cross, n=len(ids)))
+    seconds["lens"] = seconds.get("lens", 0.0) + time.perf_counter() - t0
+    return rows
+
+
+def _same_first_token(lm: LM, prompt: str, conts: list[str]) -> bool:
+    split = getattr(lm, "_split", None)
+    if split is None:
+        return False
+    a, b = (split(prompt, c)[1][:1] for c in conts)
+    return a == b
+
+
+def lens_curves(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per item, its log-odds (context vs parametric first token) by layer, from lens.jsonl rows; items whose two
+    answers begin with the same token (log-odds 0 at every layer) are left out."""
+    by_id: dict[str, dict[int, float]] = {}
+    skip = set()
+    for r in records:
+        by_id.setdefault(r["id"], {})[r["layer"]] = r["log_odds"]
+        if r.get("same_first_token"):
+            skip.add(r["id"])
+    return {i: np.array([c[k] for k in sorted(c)]) for i, c in by_id.items() if i not in skip}
+
+
+def probe_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg, *,
+               checkpoint: str, step: int | None, benchmark: str, known: dict[str, bool] | None,
+               seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """The per-benchmark probes of `cfg.probes` (heads, lens) on one benchmark's items; their metric rows."""
+    rows = []
+    if "heads" in cfg.probes:
+        rows += head_probe(lm, items, prompts, run, checkpoint=checkpoint, step=step, benchmark=benchmark,
+                           known=known, seconds=seconds)
+    if "lens" in cfg.probes:
+        rows += lens_probe(lm, items, prompts, run, checkpoint=checkpoint, step=step, benchmark=benchmark,
+                           known=known, n_boot=cfg.bootstrap, seed=cfg.seed, seconds=seconds)
+    return rows
+
+
+def timing_line(checkpoint: str, total_s: float, seconds: dict[str, float]) -> str:
+    """'step-000016: scoring 20.1 s, probes 6.3 s (weights 0.4 s, heads 3.9 s, lens 2.0 s)'."""
+    probes = sum(seconds.values())
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    return f"ctxrel: {checkpoint}: scoring {total_s - probes:.1f} s, probes {probes:.1f} s ({parts})"
