@@ -147,3 +147,46 @@ def test_unknown_probe_is_a_config_error():
         C.load(None, ["eval.probes=[weights,lense]"])
     assert C.load(None, ["eval.probes=[lens,lens,heads]"]).eval.probes == ["lens", "heads"]
     assert C.load(None, []).eval.probes == []
+
+
+@pytest.mark.integration
+def test_study_with_probes_writes_rows_and_report_figures(tiny_model_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from ctxrel.cli import main
+    from ctxrel.results import RunDir
+    from test_study import write_config
+
+    cfg = write_config(tmp_path, tiny_model_dir, train=dict(max_steps=4), eval=dict(every=2, early=[]))
+    assert main(["study", str(cfg), "eval.probes=[weights,heads,lens]"]) == 0
+    out = capsys.readouterr().out
+    assert "scoring" in out and "probes" in out and "lens" in out  # the time split, per checkpoint
+    run = tmp_path / "run"
+    for ckpt in ("step-000000", "step-000002", "step-000004"):
+        w = pd.read_json(run / "evals" / ckpt / "weights.jsonl", lines=True)
+        assert len(w) == 2 * 7 and set(w.module) == {"q", "k", "v", "o", "gate", "up", "down"}
+        assert (w.delta_norm == 0).all() == (ckpt == "step-000000")  # LoRA's B starts at zero
+        heads = pd.read_json(run / "evals" / ckpt / "cf_capitals.heads.jsonl", lines=True)
+        assert len(heads) == 6 * 2 * 4 and heads.id.nunique() == 6  # items x layers x heads
+        assert ((heads.context + heads.question + heads.rest - 1).abs() < 1e-4).all()
+        lens = pd.read_json(run / "evals" / ckpt / "cf_capitals.lens.jsonl", lines=True)
+        assert len(lens) == 6 * 2 and ((lens.log_odds - (lens.logp_context - lens.logp_parametric)).abs() < 1e-4).all()
+    metrics = pd.DataFrame(RunDir(run).metrics())
+    share = metrics[metrics.metric == "weight_change_qk_share"]
+    assert list(share.step) == [2, 4] and ((share.value > 0) & (share.value < 1)).all()
+    assert set(metrics[metrics.benchmark == "cf_capitals"].metric) >= {
+        "head_attention_context_max", "lens_context_wins", "lens_decided_layer"}
+    assert main(["report", str(run)]) == 0
+    pngs = sorted(p.name for p in (run / "report").glob("*.png"))
+    assert {"probe-weights.png", "cf_capitals-heads.png", "cf_capitals-lens.png"} <= set(pngs)
+    import json
+
+    summary = json.loads((run / "report" / "summary.json").read_text())["groups"][0]
+    assert [p["step"] for p in summary["weights"]["qk_share"]] == [0, 2, 4]
+    probes = summary["benchmarks"]["cf_capitals"]["probes"]
+    assert [c["step"] for c in probes["lens"]["curves"]] == [0, 2, 4]
+    assert probes["heads"]["to_step"] == 4 and len(probes["heads"]["changes"]) == 8
+    # rerun: nothing is measured again
+    before = (run / "evals" / "step-000004" / "cf_capitals.heads.jsonl").read_bytes()
+    assert main(["eval", "--run", str(run), "eval.probes=[weights,heads,lens]"]) == 0
+    assert (run / "evals" / "step-000004" / "cf_capitals.heads.jsonl").read_bytes() == before

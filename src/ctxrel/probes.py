@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import re
+
+import numpy as np
 from typing import Any, Callable, Iterable, Sequence
 
 PROBES = ("weights", "heads", "lens")
@@ -161,3 +163,33 @@ def crossing_layer(curve: Sequence[float]) -> float | None:
         if (a < 0) != (b < 0) and a != b:
             return (k - 1) + a / (a - b)
     return None
+
+
+# -- rows -> arrays (the probe files' shape, shared by the evaluation and the report) --------------------------
+
+def head_matrices(records: list[dict[str, Any]], span: str = "context") -> dict[str, np.ndarray]:
+    """Per item, the (layers, heads) matrix of one span's attention mass from heads.jsonl rows."""
+    by_id: dict[str, dict[tuple[int, int], float]] = {}
+    for r in records:
+        by_id.setdefault(r["id"], {})[(r["layer"], r["head"])] = r[span]
+    out = {}
+    for i, cells in by_id.items():
+        n_l = 1 + max(l for l, _ in cells)
+        n_h = 1 + max(h for _, h in cells)
+        m = np.full((n_l, n_h), np.nan)
+        for (l, h), v in cells.items():
+            m[l, h] = v
+        out[i] = m
+    return out
+
+
+def lens_curves(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per item, its log-odds (context vs parametric first token) by layer, from lens.jsonl rows; items whose two
+    answers begin with the same token (log-odds 0 at every layer) are left out."""
+    by_id: dict[str, dict[int, float]] = {}
+    skip = set()
+    for r in records:
+        by_id.setdefault(r["id"], {})[r["layer"]] = r["log_odds"]
+        if r.get("same_first_token"):
+            skip.add(r["id"])
+    return {i: np.array([c[k] for k in sorted(c)]) for i, c in by_id.items() if i not in skip}

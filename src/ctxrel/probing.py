@@ -27,7 +27,8 @@ from ctxrel.backends.base import LM
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.errors import CtxrelError
 from ctxrel.metrics import bootstrap_ci
-from ctxrel.probes import SPANS, crossing_layer, decided_layer, weight_rows, weight_summary
+from ctxrel.probes import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
+                           weight_summary)
 from ctxrel.prompts import continuation_delimiter
 from ctxrel.results import RunDir, append_records, atomic_write_text, read_records
 
@@ -114,22 +115,6 @@ def head_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: 
     return rows
 
 
-def head_matrices(records: list[dict[str, Any]], span: str = "context") -> dict[str, np.ndarray]:
-    """Per item, the (layers, heads) matrix of one span's attention mass from heads.jsonl rows."""
-    by_id: dict[str, dict[tuple[int, int], float]] = {}
-    for r in records:
-        by_id.setdefault(r["id"], {})[(r["layer"], r["head"])] = r[span]
-    out = {}
-    for i, cells in by_id.items():
-        n_l = 1 + max(l for l, _ in cells)
-        n_h = 1 + max(h for _, h in cells)
-        m = np.full((n_l, n_h), np.nan)
-        for (l, h), v in cells.items():
-            m[l, h] = v
-        out[i] = m
-    return out
-
-
 def lens_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
                step: int | None, benchmark: str, known: dict[str, bool] | None, n_boot: int, seed: int,
                seconds: dict[str, float]) -> list[dict[str, Any]]:
@@ -188,18 +173,6 @@ def _same_first_token(lm: LM, prompt: str, conts: list[str]) -> bool:
         return False
     a, b = (split(prompt, c)[1][:1] for c in conts)
     return a == b
-
-
-def lens_curves(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per item, its log-odds (context vs parametric first token) by layer, from lens.jsonl rows; items whose two
-    answers begin with the same token (log-odds 0 at every layer) are left out."""
-    by_id: dict[str, dict[int, float]] = {}
-    skip = set()
-    for r in records:
-        by_id.setdefault(r["id"], {})[r["layer"]] = r["log_odds"]
-        if r.get("same_first_token"):
-            skip.add(r["id"])
-    return {i: np.array([c[k] for k in sorted(c)]) for i, c in by_id.items() if i not in skip}
 
 
 def probe_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg, *,
