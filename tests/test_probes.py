@@ -190,3 +190,14 @@ def test_study_with_probes_writes_rows_and_report_figures(tiny_model_dir, tmp_pa
     before = (run / "evals" / "step-000004" / "cf_capitals.heads.jsonl").read_bytes()
     assert main(["eval", "--run", str(run), "eval.probes=[weights,heads,lens]"]) == 0
     assert (run / "evals" / "step-000004" / "cf_capitals.heads.jsonl").read_bytes() == before
+
+
+def test_one_pass_serves_both_probes(tiny_lm):
+    """heads + lens in one eager pass give what each gives alone (the lens to kernel rounding)."""
+    spans = [_spans(p) for p in PROMPTS]
+    conts = [[" Lyon", " Paris"]] * len(PROMPTS)
+    heads, lens = tiny_lm.probe_pass(PROMPTS, spans=spans, continuations=conts)
+    for a, b in zip(heads, tiny_lm.attention_by_head(PROMPTS, spans)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(lens, tiny_lm.answer_lens(list(zip(PROMPTS, conts)))):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

@@ -83,68 +83,84 @@ def _subsets(ids: list[str], known: dict[str, bool] | None) -> dict[str, list[st
     return out
 
 
-def head_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
-               step: int | None, benchmark: str, known: dict[str, bool] | None,
-               seconds: dict[str, float]) -> list[dict[str, Any]]:
-    """Attention from the answer position per layer and head to the context / question / rest of each prompt."""
+def _requests(it: ConflictItem, prompt: str) -> list[str]:
+    """The two continuations whose first tokens the lens reads (as likelihood mode scores them)."""
+    d = continuation_delimiter(prompt)
+    return [it.context_continuation or d + it.context_answer, it.parametric_continuation or d + it.parametric_answer]
+
+
+def measure_items(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
+                  benchmark: str, heads: bool, lens: bool, seconds: dict[str, float]) -> None:
+    """Append heads.jsonl / lens.jsonl rows for the items not yet measured. When both probes are on, one forward
+    pass per batch serves both (eager attention kernel; the lens's last layer is still checked against the
+    model's logits), so the two cost one prefill of the prompts, not two."""
     from ctxrel.evaluate import _progress, attention_spans, chunked
 
-    _need(lm, "attention_by_head", "heads")
+    if heads:
+        _need(lm, "probe_pass" if lens else "attention_by_head", "heads")
+    if lens:
+        _need(lm, "answer_lens", "lens")
     t0 = time.perf_counter()
-    path = run.eval_file(checkpoint, benchmark, "heads")
-    done = {r["id"] for r in read_records(path)}
+    hpath, lpath = run.eval_file(checkpoint, benchmark, "heads"), run.eval_file(checkpoint, benchmark, "lens")
     spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
-    todo = [it for it in items if it.id not in done and spans[it.id] is not None]
-    bar = _progress(len(todo), f"{benchmark} (heads)")
+    need_h = {it.id for it in items if heads and spans[it.id] is not None} - {r["id"] for r in read_records(hpath)}
+    need_l = {it.id for it in items if lens} - {r["id"] for r in read_records(lpath)}
+    todo = [it for it in items if it.id in need_h | need_l]
+    names = " + ".join(n for n, on in (("heads", heads), ("lens", lens)) if on)
+    bar = _progress(len(todo), f"{benchmark} ({names})")
     for chunk in chunked(todo, CHUNK):
-        masses = lm.attention_by_head([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
-                                      on_done=bar.update)
-        recs = [dict(id=it.id, category=it.category, layer=layer, head=head,
-                     **{s: _round(float(m[layer, head, k])) for k, s in enumerate(SPANS)})
-                for it, m in zip(chunk, masses) for layer in range(m.shape[0]) for head in range(m.shape[1])]
-        append_records(path, recs)
+        with_h = [it for it in chunk if it.id in need_h]
+        texts = [prompts[it.id] for it in chunk]
+        conts = [_requests(it, prompts[it.id]) for it in chunk]
+        if heads and lens and len(with_h) == len(chunk):
+            masses, lenses = lm.probe_pass(texts, spans=[spans[it.id] for it in chunk], continuations=conts,
+                                           on_done=bar.update)
+        else:
+            masses = lm.attention_by_head([prompts[it.id] for it in with_h], [spans[it.id] for it in with_h]) \
+                if with_h else []
+            lenses = lm.answer_lens(list(zip(texts, conts)), on_done=bar.update) if lens else []
+            masses = dict(zip([it.id for it in with_h], masses))
+            masses = [masses.get(it.id) for it in chunk]
+        h_recs, l_recs = [], []
+        for k, it in enumerate(chunk):
+            m = masses[k] if heads else None
+            if m is not None and it.id in need_h:
+                h_recs += [dict(id=it.id, category=it.category, layer=layer, head=head,
+                                **{s: _round(float(m[layer, head, j])) for j, s in enumerate(SPANS)})
+                           for layer in range(m.shape[0]) for head in range(m.shape[1])]
+            if lens and it.id in need_l:
+                lp, same = lenses[k], _same_first_token(lm, texts[k], conts[k])
+                l_recs += [dict(id=it.id, category=it.category, layer=layer,
+                                logp_context=_round(float(lp[layer, 0])), logp_parametric=_round(float(lp[layer, 1])),
+                                log_odds=_round(float(lp[layer, 0] - lp[layer, 1])), same_first_token=same)
+                           for layer in range(lp.shape[0])]
+        if h_recs:
+            append_records(hpath, h_recs)
+        if l_recs:
+            append_records(lpath, l_recs)
     bar.close()
-    per_item = head_matrices(read_records(path), "context")
+    key = "heads+lens" if heads and lens else names
+    seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
+
+
+def head_rows(run: RunDir, items: list[ConflictItem], *, checkpoint: str, step: int | None, benchmark: str,
+              known: dict[str, bool] | None) -> list[dict[str, Any]]:
+    """Metric rows of the heads probe: the largest mean context attention of any head."""
+    per_item = head_matrices(read_records(run.eval_file(checkpoint, benchmark, "heads")), "context")
     rows = []
     for subset, ids in _subsets([it.id for it in items if it.id in per_item], known).items():
         if ids:
             mean = np.mean([per_item[i] for i in ids], axis=0)  # (L, H)
             rows.append(dict(checkpoint=checkpoint, step=step, benchmark=benchmark, subset=subset,
                              metric="head_attention_context_max", value=float(mean.max()), n=len(ids)))
-    seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - t0
     return rows
 
 
-def lens_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
-               step: int | None, benchmark: str, known: dict[str, bool] | None, n_boot: int, seed: int,
-               seconds: dict[str, float]) -> list[dict[str, Any]]:
-    """Logit lens of the first token of the context answer and of the parametric answer at every layer."""
-    from ctxrel.evaluate import _progress, chunked
-
-    _need(lm, "answer_lens", "lens")
-    t0 = time.perf_counter()
-    path = run.eval_file(checkpoint, benchmark, "lens")
-    done = {r["id"] for r in read_records(path)}
-    todo = [it for it in items if it.id not in done]
-    bar = _progress(len(todo), f"{benchmark} (lens)")
-    for chunk in chunked(todo, CHUNK):
-        requests = []
-        for it in chunk:
-            p = prompts[it.id]
-            d = continuation_delimiter(p)
-            requests.append((p, [it.context_continuation or d + it.context_answer,
-                                 it.parametric_continuation or d + it.parametric_answer]))
-        lens = lm.answer_lens(requests, on_done=bar.update)
-        recs = []
-        for it, (p, conts), lp in zip(chunk, requests, lens):
-            same = _same_first_token(lm, p, conts)
-            recs += [dict(id=it.id, category=it.category, layer=layer, logp_context=_round(float(lp[layer, 0])),
-                          logp_parametric=_round(float(lp[layer, 1])),
-                          log_odds=_round(float(lp[layer, 0] - lp[layer, 1])), same_first_token=same)
-                     for layer in range(lp.shape[0])]
-        append_records(path, recs)
-    bar.close()
-    curves = lens_curves(read_records(path))
+def lens_rows(run: RunDir, items: list[ConflictItem], *, checkpoint: str, step: int | None, benchmark: str,
+              known: dict[str, bool] | None, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Metric rows of the lens probe: share of items whose context first token wins at the last layer, mean
+    layer at which items are decided, and where the mean log-odds curve crosses 0."""
+    curves = lens_curves(read_records(run.eval_file(checkpoint, benchmark, "lens")))
     rows = []
     for subset, ids in _subsets([it.id for it in items if it.id in curves], known).items():
         if not ids:
@@ -163,7 +179,6 @@ def lens_probe(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: 
         cross = crossing_layer(list(odds.mean(axis=0)))
         if cross is not None:
             rows.append(dict(meta, metric="lens_cross_layer", value=cross, n=len(ids)))
-    seconds["lens"] = seconds.get("lens", 0.0) + time.perf_counter() - t0
     return rows
 
 
@@ -179,13 +194,17 @@ def probe_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: 
                checkpoint: str, step: int | None, benchmark: str, known: dict[str, bool] | None,
                seconds: dict[str, float]) -> list[dict[str, Any]]:
     """The per-benchmark probes of `cfg.probes` (heads, lens) on one benchmark's items; their metric rows."""
+    heads, lens = "heads" in cfg.probes, "lens" in cfg.probes
+    if not (heads or lens):
+        return []
+    measure_items(lm, items, prompts, run, checkpoint=checkpoint, benchmark=benchmark, heads=heads, lens=lens,
+                  seconds=seconds)
     rows = []
-    if "heads" in cfg.probes:
-        rows += head_probe(lm, items, prompts, run, checkpoint=checkpoint, step=step, benchmark=benchmark,
-                           known=known, seconds=seconds)
-    if "lens" in cfg.probes:
-        rows += lens_probe(lm, items, prompts, run, checkpoint=checkpoint, step=step, benchmark=benchmark,
-                           known=known, n_boot=cfg.bootstrap, seed=cfg.seed, seconds=seconds)
+    if heads:
+        rows += head_rows(run, items, checkpoint=checkpoint, step=step, benchmark=benchmark, known=known)
+    if lens:
+        rows += lens_rows(run, items, checkpoint=checkpoint, step=step, benchmark=benchmark, known=known,
+                          n_boot=cfg.bootstrap, seed=cfg.seed)
     return rows
 
 

@@ -302,95 +302,101 @@ class HFBackend:
                 base = base_weight(name + ".weight").to(m.weight.device, torch.float32)
                 yield name, m.weight.detach().float() - base, base
 
-    @torch.inference_mode()
     def attention_by_head(self, prompts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
                           on_done: Callable[[int], None] | None = None) -> list["torch.Tensor"]:
         """For each prompt, an (L, H, S + 1) tensor: the attention mass the last token puts on each character
         span of the prompt and last on the rest, per layer and head (its mean over layers and heads is
-        `attention_to_spans`). The eager kernel is on for these passes only; a hook on each attention module
-        reduces its (B, H, T, T) weights to (B, H, S + 1) as soon as they exist, so no layer's weights outlive it."""
-        from ctxrel.probes import head_span_mass, span_masks
+        `attention_to_spans`)."""
+        return self.probe_pass(prompts, spans=spans, on_done=on_done)[0]
 
-        owner = self.model if hasattr(self.model, "set_attn_implementation") else self._inner()
-        before = owner.config._attn_implementation
-        attn = self._recorded("attentions")
-        owner.set_attn_implementation("eager")
-        out: list = [None] * len(prompts)
-        current: dict[str, Any] = {}
-
-        def hook(module, args, output, index):
-            weights = output[index]  # (B, H, T, T)
-            current["layers"].append(head_span_mass(weights[:, :, -1, :], current["masks"]))
-
-        handles = [m.register_forward_hook(lambda mod, a, o, i=i: hook(mod, a, o, i)) for m, i in attn]
-        try:
-            for batch in self._batches([len(p) for p in prompts]):
-                encs = [self._offsets(prompts[i]) for i in batch]
-                ids, mask = self._left_pad([t for t, _ in encs])
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                width = ids.shape[1]
-                masks = torch.zeros(len(batch), len(spans[batch[0]]) + 1, width, device=ids.device)
-                for j, i in enumerate(batch):
-                    m = span_masks(encs[j][1], spans[i])
-                    masks[j, :, width - m.shape[1]:] = m  # left padding: padded positions are in no span
-                current.update(layers=[], masks=masks)
-                self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
-                stacked = torch.stack(current["layers"]).cpu()  # (L, B, H, S + 1)
-                for j, i in enumerate(batch):
-                    out[i] = stacked[:, j]
-                if on_done:
-                    on_done(len(batch))
-            return out
-        finally:
-            for h in handles:
-                h.remove()
-            owner.set_attn_implementation(before)
-
-    @torch.inference_mode()
     def answer_lens(self, requests: Sequence[tuple[str, Sequence[str]]], *,
                     on_done: Callable[[int], None] | None = None) -> list["torch.Tensor"]:
         """For each (prompt, continuations), an (L, K) tensor: the log-probability of each continuation's first
         token (tokenised joined to the prompt, as `loglikelihood` does) read off the output of every decoder
-        layer through the final norm and the unembedding (the logit lens). A hook keeps only the last position
-        of each layer's output; the last layer is checked against the model's own logits."""
-        from ctxrel.probes import logit_lens
+        layer through the final norm and the unembedding (the logit lens)."""
+        return self.probe_pass([p for p, _ in requests], continuations=[c for _, c in requests],
+                               on_done=on_done)[1]
 
-        layers = self._recorded("hidden_states")
-        to_logits = self._to_logits()
-        heads, firsts = [], []
-        for prompt, conts in requests:
-            pieces = [self._split(prompt, c) for c in conts]
-            heads.append(pieces[0][0])
-            firsts.append([c[0] for _, c in pieces])
-        current: list = []
+    @torch.inference_mode()
+    def probe_pass(self, prompts: Sequence[str], *, spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+                   continuations: Sequence[Sequence[str]] | None = None,
+                   on_done: Callable[[int], None] | None = None) -> tuple[list | None, list | None]:
+        """One forward pass per batch that serves both probes: (heads, lens) as in `attention_by_head` and
+        `answer_lens` (None for the one not asked). Hooks reduce each layer's output as soon as it exists — the
+        attention module's (B, H, T, T) weights to (B, H, S + 1) span masses, the decoder layer's (B, T, D) output
+        to its last position — so nothing of a layer outlives it. The eager attention kernel (the only one that
+        returns weights) is on only when `spans` are given; the lens's last layer is checked against the model's
+        own logits."""
+        from ctxrel.probes import head_span_mass, logit_lens, span_masks
 
-        def hook(module, args, output, index):
-            h = output[index] if isinstance(output, tuple) else output
-            current.append(h[:, -1, :])  # (B, D): the position that predicts the answer's first token
+        if spans is None and continuations is None:
+            return None, None
+        if continuations is not None:  # the prompt as `loglikelihood` tokenises it (trailing spaces move over)
+            split = [[self._split(p, c) for c in conts] for p, conts in zip(prompts, continuations)]
+            firsts = [[c[0] for _, c in pieces] for pieces in split]
+            texts = [p.rstrip(" ") for p in prompts]
+        else:
+            texts = list(prompts)
+        encs = [self._offsets(t) for t in texts]
+        if continuations is not None:
+            bad = [i for i, (ids, _) in enumerate(encs) if ids != split[i][0][0]]
+            if bad:
+                raise CtxrelError(f"{self.name}: prompt {bad[0]} tokenises differently alone and joined to its "
+                                  "answer; the lens cannot place the answer-predicting position")
+        hooks, current = [], {"heads": [], "hidden": []}
+        if spans is not None:
+            def on_attention(module, args, output, index):
+                weights = output[index]  # (B, H, T, T), this layer's only
+                current["heads"].append(head_span_mass(weights[:, :, -1, :], current["masks"]))
+            hooks += [(m, i, on_attention) for m, i in self._recorded("attentions")]
+        if continuations is not None:
+            to_logits = self._to_logits()
 
-        handles = [m.register_forward_hook(lambda mod, a, o, i=i: hook(mod, a, o, i)) for m, i in layers]
-        out: list = [None] * len(requests)
+            def on_layer(module, args, output, index):
+                h = output[index] if isinstance(output, tuple) else output
+                current["hidden"].append(h[:, -1, :])  # (B, D): the position predicting the answer's first token
+            hooks += [(m, i, on_layer) for m, i in self._recorded("hidden_states")]
+        owner = self.model if hasattr(self.model, "set_attn_implementation") else self._inner()
+        before = owner.config._attn_implementation
+        handles = [m.register_forward_hook(lambda mod, a, o, i=i, f=f: f(mod, a, o, i)) for m, i, f in hooks]
+        heads_out = [None] * len(prompts) if spans is not None else None
+        lens_out = [None] * len(prompts) if continuations is not None else None
         try:
-            for batch in self._batches([len(h) for h in heads]):
-                ids, mask = self._left_pad([heads[i] for i in batch])
+            if spans is not None:
+                owner.set_attn_implementation("eager")
+            for batch in self._batches([len(ids) for ids, _ in encs]):
+                ids, mask = self._left_pad([encs[i][0] for i in batch])
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                current.clear()
+                width = ids.shape[1]
+                current.update(heads=[], hidden=[])
+                if spans is not None:
+                    masks = torch.zeros(len(batch), len(spans[batch[0]]) + 1, width, device=ids.device)
+                    for j, i in enumerate(batch):
+                        m = span_masks(encs[i][1], spans[i])
+                        masks[j, :, width - m.shape[1]:] = m  # left padding: padded positions are in no span
+                    current["masks"] = masks
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                     logits_to_keep=1).logits[:, -1]
-                tokens = torch.tensor([firsts[i] for i in batch], device=ids.device)
-                lens = logit_lens(torch.stack(current), to_logits, tokens)  # (L, B, K)
-                own = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens)
-                gap = float((lens[-1] - own).abs().max())
-                if gap > (1e-3 if logits.dtype == torch.float32 else 0.1):
-                    raise CtxrelError(f"{self.name}: the logit lens at the last layer differs from the model's "
-                                      f"own log-probabilities by {gap:.3g}; its final norm or head is not the "
-                                      "one ctxrel applies")
-                lens = lens.cpu()
-                for j, i in enumerate(batch):
-                    out[i] = lens[:, j]
+                if spans is not None:
+                    stacked = torch.stack(current["heads"]).cpu()  # (L, B, H, S + 1)
+                    for j, i in enumerate(batch):
+                        heads_out[i] = stacked[:, j]
+                if continuations is not None:
+                    tokens = torch.tensor([firsts[i] for i in batch], device=ids.device)
+                    lens = logit_lens(torch.stack(current["hidden"]), to_logits, tokens)  # (L, B, K)
+                    own = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens)
+                    gap = float((lens[-1] - own).abs().max())
+                    if gap > (1e-3 if logits.dtype == torch.float32 else 0.1):
+                        raise CtxrelError(f"{self.name}: the logit lens at the last layer differs from the model's "
+                                          f"own log-probabilities by {gap:.3g}; its final norm or head is not the "
+                                          "one ctxrel applies")
+                    lens = lens.cpu()
+                    for j, i in enumerate(batch):
+                        lens_out[i] = lens[:, j]
                 if on_done:
                     on_done(len(batch))
-            return out
+            return heads_out, lens_out
         finally:
             for h in handles:
                 h.remove()
+            owner.set_attn_implementation(before)

@@ -21,6 +21,11 @@ def _heat(fig, ax, matrix, *, title: str, xlabels: list[str] | None = None, cmap
     if xlabels is not None:
         ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7.5)
     ax.tick_params(labelsize=7.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if xlabels is None:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=7)
 
 
@@ -104,6 +109,9 @@ def plot_lens(group: dict[str, Any], bench: str, path: Path) -> Path | None:
         if k in (0, len(curves) - 1):
             ax.fill_between(xs, c["ci_low"], c["ci_high"], color=color, alpha=0.12, lw=0)
     ax.axhline(0, color="black", lw=0.7)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _style(ax, "layer (output of decoder layer k)", "log p(context 1st token) - log p(parametric 1st token)")
     ax.set_title(f"{group['label']} {bench}: logit lens, n={curves[-1]['n']} items (band: 95% CI, first and "
                  "last step)", fontsize=9)
