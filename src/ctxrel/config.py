@@ -40,6 +40,9 @@ class EvalConfig:
     max_new_tokens: int = 32
     mode: str = "generate"  # generate (containment metrics) | likelihood (M_C from answer log-probs)
     attention: bool = False  # also record attention from the answer position to context vs question tokens
+    # probes inside the model at every checkpoint: weights (change per layer and projection), heads (attention
+    # per head to context / question / rest), lens (logit lens of the two answers per layer); [] = none
+    probes: list[str] = field(default_factory=list)
     knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
     skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
     shots: int | None = None  # few-shot examples for standard tasks (None = the task's lm-eval default)
@@ -128,6 +131,7 @@ CHOICES = {"eval.template": ("auto", "alpaca", "tulu", "chat", "plain"),
            "data.template": ("auto", "alpaca", "tulu", "chat"),
            "train.mode": ("lora", "full", "qk"),
            "train.schedule": ("linear", "cosine", "constant")}
+LIST_CHOICES = {"eval.probes": ("weights", "heads", "lens")}  # every element one of these (repeats dropped)
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
@@ -187,6 +191,12 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
             kwargs[name] = _check_type(value, tp, key)
             if key in CHOICES and kwargs[name] not in CHOICES[key]:
                 raise CtxrelError(f"config key {key}: {kwargs[name]!r} is not one of {', '.join(CHOICES[key])}")
+            if key in LIST_CHOICES:
+                bad = [v for v in kwargs[name] if v not in LIST_CHOICES[key]]
+                if bad:
+                    raise CtxrelError(f"config key {key}: {', '.join(map(repr, bad))} is not one of "
+                                      f"{', '.join(LIST_CHOICES[key])}")
+                kwargs[name] = list(dict.fromkeys(kwargs[name]))
     return cls(**kwargs)
 
 

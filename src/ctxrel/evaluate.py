@@ -15,6 +15,7 @@ import json
 import random
 import re
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -39,6 +40,7 @@ class BenchmarkResult:
     counts: dict[str, int]
     metrics: dict[str, list[dict[str, Any]]]  # subset -> metric rows
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of the whole benchmark, and per probe
 
 
 def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
@@ -255,8 +257,14 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     if cfg.attention:
         rows += attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name,
                                known=known)
+    seconds: dict[str, float] = {}
+    if cfg.probes:
+        from ctxrel.probing import probe_rows
+
+        rows += probe_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, step=step, benchmark=bench.name,
+                           known=known, seconds=seconds)
     run.write_metrics(rows)
-    return BenchmarkResult(bench.name, counts, metrics, skipped)
+    return BenchmarkResult(bench.name, counts, metrics, skipped, seconds)
 
 
 def attention_spans(item: ConflictItem, prompt: str) -> list[tuple[int, int]] | None:
@@ -374,12 +382,33 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
+    t0 = time.perf_counter()
     results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
                                   known_checkpoint=known_checkpoint) for b in benches]
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
+    if cfg.probes:
+        _model_probes(lm, cfg, run, results, checkpoint=checkpoint, base=config.model.name,
+                      total_s=time.perf_counter() - t0)
     return results
+
+
+def _model_probes(lm: LM, cfg: EvalConfig, run: RunDir, results: list[BenchmarkResult], *, checkpoint: str,
+                  base: str, total_s: float) -> None:
+    """eval.probes that measure the model rather than items (weights), and the time split of this
+    checkpoint: scoring vs each probe."""
+    from ctxrel.probing import timing_line, weight_probe
+
+    seconds: dict[str, float] = {}
+    for r in results:
+        for k, v in r.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    t0 = time.perf_counter()
+    if "weights" in cfg.probes:
+        run.write_metrics(weight_probe(lm, run, checkpoint=checkpoint, step=step_of(checkpoint), base=base,
+                                       seconds=seconds))
+    print(timing_line(checkpoint, total_s + time.perf_counter() - t0, seconds), flush=True)
 
 
 def _standard_name(arg: str) -> str | None:

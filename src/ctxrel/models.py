@@ -297,3 +297,40 @@ def select_trainable(model, train_cfg):
             mod.weight._ctxrel_no_decay = True
         return model
     raise CtxrelError(f"unknown train.mode {mode!r}; choose lora, full or qk")
+
+
+def base_weights(spec: str):
+    """A reader of the base model's weights, one tensor at a time: `read(name)` -> tensor, from the safetensors
+    files of `spec` (a local directory, a GGUF's converted cache, or a hub snapshot already downloaded). The
+    weights probe uses it to measure full / qk checkpoints against the model they started from."""
+    from safetensors import safe_open
+
+    source = resolve(spec)
+    if source.kind == "gguf":
+        directory = convert_gguf(Path(source.location))
+    elif source.kind == "dir":
+        directory = Path(source.location)
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            directory = Path(snapshot_download(source.location, local_files_only=True,
+                                               allow_patterns=["*.safetensors", "*.json"]))
+        except Exception as e:
+            raise CtxrelError(f"base weights of {spec!r} are not available offline ({e}); pass a local "
+                              "directory as model.name") from None
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise CtxrelError(f"no safetensors weights in {directory} (base model {spec!r})")
+    where = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            where.update({k: f for k in st.keys()})
+
+    def read(name: str):
+        if name not in where:
+            raise CtxrelError(f"base model {spec!r} has no weight {name} ({directory}); was the checkpoint "
+                              "trained from another model?")
+        with safe_open(str(where[name]), framework="pt") as st:
+            return st.get_tensor(name)
+    return read

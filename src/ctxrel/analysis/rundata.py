@@ -138,3 +138,42 @@ def metric_series(run: Run, benchmark: str, metric: str, subset: str = "all") ->
                 and r.get("step") is not None and r.get("value") is not None):
             out[int(r["step"])] = (int(r["step"]), float(r["value"]), r.get("ci_low"), r.get("ci_high"))
     return [out[s] for s in sorted(out)]
+
+
+def probe_records(run: Run, checkpoint: str, benchmark: str | None, kind: str) -> list[dict[str, Any]]:
+    """Rows of a probe file (ctxrel.probing): evals/<checkpoint>/<benchmark>.<kind>.jsonl, or weights.jsonl for
+    `benchmark=None, kind="weights"`; [] when absent."""
+    from ctxrel.results import read_records
+
+    name = "weights" if benchmark is None else f"{benchmark.replace('/', '_')}.{kind}"
+    return read_records(run.path / "evals" / checkpoint / f"{name}.jsonl")
+
+
+def probe_summaries(run: Run, benchmark: str, marks: dict[str, int], *, n_boot: int = 1000, seed: int = 0
+                    ) -> dict[str, Any]:
+    """The heads and lens summaries of one benchmark of a run (analysis.probes): heads at the peak vs the final
+    checkpoint (the start vs the final one when the peak is final), the lens at every checkpoint."""
+    from ctxrel.analysis.probes import heads_summary, lens_summary
+    from ctxrel.probes import head_matrices, lens_curves
+
+    by_step = {s: c for c, s in run.steps.items()}
+    out: dict[str, Any] = {}
+    lens = {s: lens_curves(recs) for s, c in sorted(by_step.items())
+            if (recs := probe_records(run, c, benchmark, "lens"))}
+    if lens:
+        out["lens"] = lens_summary(lens, n_boot=n_boot, seed=seed)
+    a, b = marks.get("peak"), marks.get("final")
+    if a is not None and a == b:  # no fall after the peak: compare the start with the end instead
+        a = marks.get("start")
+    if a is not None and b is not None and a in by_step and b in by_step:
+        ha = head_matrices(probe_records(run, by_step[a], benchmark, "heads"))
+        hb = head_matrices(probe_records(run, by_step[b], benchmark, "heads"))
+        if ha and hb:
+            out["heads"] = heads_summary(ha, hb, a, b, n_boot=n_boot, seed=seed)
+    return out
+
+
+def weight_steps(run: Run) -> dict[int, list[dict[str, Any]]]:
+    """weights.jsonl rows per step, for every checkpoint with a step that has them."""
+    return {s: recs for c, s in sorted(run.steps.items(), key=lambda x: x[1])
+            if (recs := probe_records(run, c, None, "weights"))}

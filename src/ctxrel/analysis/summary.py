@@ -16,7 +16,8 @@ import numpy as np
 from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
 from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, trajectory_stats
 from ctxrel.analysis.items import categories
-from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points
+from ctxrel.analysis.probes import weights_summary
+from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points, weight_steps
 from ctxrel.metrics import bootstrap_ci
 
 SUBSETS = ("all", "known")
@@ -70,6 +71,13 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
                    metric_series(runs[0], benchmark, m, subset)] for m in ATTENTION_METRICS}
         if any(att.values()):
             out["attention"][subset] = att
+    if "all" in out["subsets"]:  # probes of the first run: heads at peak vs final, lens per checkpoint
+        from ctxrel.analysis.rundata import probe_summaries
+
+        marks = anchors(trajectory_points(runs[:1], benchmark, metric, "all"), smooth)
+        found = probe_summaries(runs[0], benchmark, marks, n_boot=min(n_boot, 1000), seed=seed)
+        if found:
+            out["probes"] = found
     if mode == "generate" and flips_subset in out["subsets"]:
         marks = anchors(trajectory_points(runs, benchmark, metric, flips_subset), smooth)
         out["flips"] = [run_flips(run, benchmark, marks, flips_from, flips_to, flips_subset) for run in runs]
@@ -106,7 +114,8 @@ def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
     return dict(label=label, runs=[str(r.path) for r in runs], n_seeds=len(runs),
                 epoch_boundaries=runs[0].epoch_boundaries,
                 id_accuracy=id_accuracy(runs[0]) if len(runs) == 1 else _mean_id_accuracy(runs),
-                benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches})
+                benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches},
+                weights=weights_summary(weight_steps(runs[0])))
 
 
 def _mean_id_accuracy(runs: list[Run]) -> list[dict[str, Any]]:

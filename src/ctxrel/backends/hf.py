@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import inspect
 import zlib
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+
+from ctxrel.errors import CtxrelError
 
 # End-of-turn markers of common chat templates; each stops generation when the tokenizer knows it.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
@@ -225,3 +227,176 @@ class HFBackend:
         enc = self.tok(text, add_special_tokens=add, return_offsets_mapping=True)
         n = len(self.encode(text))  # encode() drops a trailing EOS some tokenizers append
         return list(enc["input_ids"])[:n], [tuple(o) for o in enc["offset_mapping"]][:n]
+
+    # -- probes (ctxrel.probes: weights, heads, lens) -------------------------------------------------------
+    def _inner(self):
+        """The transformers model under a PEFT wrapper (or the model itself)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _recorded(self, key: str) -> list:
+        """The modules whose outputs transformers records as `key` ("hidden_states": the decoder layers,
+        "attentions": their attention modules), in forward order, with the index of the tensor wanted in each
+        module's output tuple; found through the model's own `_can_record_outputs` declaration."""
+        from transformers.utils.output_capturing import OutputRecorder
+
+        inner = self._inner()
+        spec = None
+        for m in inner.modules():
+            spec = (getattr(type(m), "_can_record_outputs", None) or {}).get(key)
+            if spec is not None:
+                break
+        if spec is None:
+            raise CtxrelError(f"{self.name}: transformers declares no {key} outputs for "
+                              f"{type(inner).__name__}; the probes cannot find its layers")
+        if not isinstance(spec, OutputRecorder):
+            spec = OutputRecorder(target_class=spec, index=0 if key == "hidden_states" else 1)
+        found = []
+        for name, m in inner.named_modules():
+            if isinstance(m, spec.target_class) and (
+                    spec.layer_name is None or f".{spec.layer_name.strip('.')}." in f".{name}."):
+                found.append(m)
+        return [(m, spec.index) for m in found]
+
+    def _to_logits(self):
+        """Final norm then unembedding (and Gemma's logit soft-cap), as the model's own head applies them."""
+        inner = self._inner()
+        decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else inner
+        norm = next((getattr(decoder, a) for a in ("norm", "final_layer_norm", "ln_f", "final_layernorm")
+                     if isinstance(getattr(decoder, a, None), torch.nn.Module)), None)
+        if norm is None:
+            raise CtxrelError(f"{self.name}: no final norm found on {type(decoder).__name__}; the lens probe "
+                              "cannot read its layers")
+        head = inner.get_output_embeddings()
+        cap = getattr(inner.config, "final_logit_softcapping", None)
+
+        def to_logits(h):
+            logits = head(norm(h))
+            return torch.tanh(logits / cap) * cap if cap else logits
+        return to_logits
+
+    @torch.no_grad()
+    def weight_deltas(self, base_weight: Callable[[str], "torch.Tensor"] | None = None):
+        """Yield (name, ΔW, W_0) for each linear layer, one at a time: for a LoRA adapter ΔW = B·A·scale and W_0 its
+        base layer (nothing else is read); for a plain model (full / qk checkpoints) ΔW = W - `base_weight(name
+        + '.weight')`, read from the base model's files."""
+        from ctxrel.probes import lora_delta, module_of
+
+        lora = [(n, m) for n, m in self.model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+        if lora:
+            for name, m in lora:
+                base = m.get_base_layer().weight
+                adapters = [a for a in m.active_adapters if a in m.lora_A]
+                if any(m.use_dora.get(a) for a in adapters):
+                    raise CtxrelError(f"{name}: DoRA adapters are not supported by the weights probe")
+                delta = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
+                for a in adapters:
+                    delta += lora_delta(m.lora_A[a].weight, m.lora_B[a].weight, m.scaling[a],
+                                        fan_in_fan_out=getattr(m, "fan_in_fan_out", False))
+                yield name.removeprefix("base_model.model."), delta, base.detach()
+            return
+        if base_weight is None:
+            raise CtxrelError(f"{self.name}: the weights probe needs the base model's weights for a model without "
+                              "a LoRA adapter")
+        for name, m in self.model.named_modules():
+            if isinstance(m, torch.nn.Linear) and module_of(name) is not None:
+                base = base_weight(name + ".weight").to(m.weight.device, torch.float32)
+                yield name, m.weight.detach().float() - base, base
+
+    def attention_by_head(self, prompts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                          on_done: Callable[[int], None] | None = None) -> list["torch.Tensor"]:
+        """For each prompt, an (L, H, S + 1) tensor: the attention mass the last token puts on each character
+        span of the prompt and last on the rest, per layer and head (its mean over layers and heads is
+        `attention_to_spans`)."""
+        return self.probe_pass(prompts, spans=spans, on_done=on_done)[0]
+
+    def answer_lens(self, requests: Sequence[tuple[str, Sequence[str]]], *,
+                    on_done: Callable[[int], None] | None = None) -> list["torch.Tensor"]:
+        """For each (prompt, continuations), an (L, K) tensor: the log-probability of each continuation's first
+        token (tokenised joined to the prompt, as `loglikelihood` does) read off the output of every decoder
+        layer through the final norm and the unembedding (the logit lens)."""
+        return self.probe_pass([p for p, _ in requests], continuations=[c for _, c in requests],
+                               on_done=on_done)[1]
+
+    @torch.inference_mode()
+    def probe_pass(self, prompts: Sequence[str], *, spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+                   continuations: Sequence[Sequence[str]] | None = None,
+                   on_done: Callable[[int], None] | None = None) -> tuple[list | None, list | None]:
+        """One forward pass per batch that serves both probes: (heads, lens) as in `attention_by_head` and
+        `answer_lens` (None for the one not asked). Hooks reduce each layer's output as soon as it exists — the
+        attention module's (B, H, T, T) weights to (B, H, S + 1) span masses, the decoder layer's (B, T, D) output
+        to its last position — so nothing of a layer outlives it. The eager attention kernel (the only one that
+        returns weights) is on only when `spans` are given; the lens's last layer is checked against the model's
+        own logits."""
+        from ctxrel.probes import head_span_mass, logit_lens, span_masks
+
+        if spans is None and continuations is None:
+            return None, None
+        if continuations is not None:  # the prompt as `loglikelihood` tokenises it (trailing spaces move over)
+            split = [[self._split(p, c) for c in conts] for p, conts in zip(prompts, continuations)]
+            firsts = [[c[0] for _, c in pieces] for pieces in split]
+            texts = [p.rstrip(" ") for p in prompts]
+        else:
+            texts = list(prompts)
+        encs = [self._offsets(t) for t in texts]
+        if continuations is not None:
+            bad = [i for i, (ids, _) in enumerate(encs) if ids != split[i][0][0]]
+            if bad:
+                raise CtxrelError(f"{self.name}: prompt {bad[0]} tokenises differently alone and joined to its "
+                                  "answer; the lens cannot place the answer-predicting position")
+        hooks, current = [], {"heads": [], "hidden": []}
+        if spans is not None:
+            def on_attention(module, args, output, index):
+                weights = output[index]  # (B, H, T, T), this layer's only
+                current["heads"].append(head_span_mass(weights[:, :, -1, :], current["masks"]))
+            hooks += [(m, i, on_attention) for m, i in self._recorded("attentions")]
+        if continuations is not None:
+            to_logits = self._to_logits()
+
+            def on_layer(module, args, output, index):
+                h = output[index] if isinstance(output, tuple) else output
+                current["hidden"].append(h[:, -1, :])  # (B, D): the position predicting the answer's first token
+            hooks += [(m, i, on_layer) for m, i in self._recorded("hidden_states")]
+        owner = self.model if hasattr(self.model, "set_attn_implementation") else self._inner()
+        before = owner.config._attn_implementation
+        handles = [m.register_forward_hook(lambda mod, a, o, i=i, f=f: f(mod, a, o, i)) for m, i, f in hooks]
+        heads_out = [None] * len(prompts) if spans is not None else None
+        lens_out = [None] * len(prompts) if continuations is not None else None
+        try:
+            if spans is not None:
+                owner.set_attn_implementation("eager")
+            for batch in self._batches([len(ids) for ids, _ in encs]):
+                ids, mask = self._left_pad([encs[i][0] for i in batch])
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                width = ids.shape[1]
+                current.update(heads=[], hidden=[])
+                if spans is not None:
+                    masks = torch.zeros(len(batch), len(spans[batch[0]]) + 1, width, device=ids.device)
+                    for j, i in enumerate(batch):
+                        m = span_masks(encs[i][1], spans[i])
+                        masks[j, :, width - m.shape[1]:] = m  # left padding: padded positions are in no span
+                    current["masks"] = masks
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                    logits_to_keep=1).logits[:, -1]
+                if spans is not None:
+                    stacked = torch.stack(current["heads"]).cpu()  # (L, B, H, S + 1)
+                    for j, i in enumerate(batch):
+                        heads_out[i] = stacked[:, j]
+                if continuations is not None:
+                    tokens = torch.tensor([firsts[i] for i in batch], device=ids.device)
+                    lens = logit_lens(torch.stack(current["hidden"]), to_logits, tokens)  # (L, B, K)
+                    own = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens)
+                    gap = float((lens[-1] - own).abs().max())
+                    if gap > (1e-3 if logits.dtype == torch.float32 else 0.1):
+                        raise CtxrelError(f"{self.name}: the logit lens at the last layer differs from the model's "
+                                          f"own log-probabilities by {gap:.3g}; its final norm or head is not the "
+                                          "one ctxrel applies")
+                    lens = lens.cpu()
+                    for j, i in enumerate(batch):
+                        lens_out[i] = lens[:, j]
+                if on_done:
+                    on_done(len(batch))
+            return heads_out, lens_out
+        finally:
+            for h in handles:
+                h.remove()
+            owner.set_attn_implementation(before)

@@ -89,14 +89,38 @@ def cmd_report(args: argparse.Namespace) -> int:
         for bench, b in g["benchmarks"].items():
             for subset, st in b["subsets"].items():
                 print(format_stats(g["label"], bench, subset, st, g.get("id_accuracy")))
+            for line in format_probes(b.get("probes", {})):
+                print("    " + line)
             for fl in b.get("flips", []):
                 t = fl["by_category"]["all"]
                 print(f"    flips {fl['run']} {fl['from']['checkpoint']} -> {fl['to']['checkpoint']}: "
                       f"{t['lost']} lost / {t['gained']} gained the context answer of {t['n']} "
                       f"(exact McNemar p = {t['p_value']:.3g})")
+    for g in res["groups"]:
+        if g.get("weights"):
+            share = ", ".join(f"{p['step']}: {p['value']:.3f}" for p in g["weights"]["qk_share"]
+                              if p["value"] is not None and not math.isnan(p["value"]))
+            print(f"{g['label']}  weights: q/k share of the squared change by step: {share or '-'}")
     print(f"\nreport: {res['index']}\nsummary: {res['summary']}\nfigures: {len(sum(res['figures'].values(), []))} "
           f"PNGs in {res['out']}")
     return 0
+
+
+def format_probes(probes: dict) -> list[str]:
+    """The probe lines of `ctxrel report`: lens crossing per step, heads that moved most."""
+    lines = []
+    lens = probes.get("lens")
+    if lens:
+        lines.append("lens: mean log-odds crosses 0 at layer " + ", ".join(
+            f"{c['step']}: {'-' if c['cross_layer'] is None else format(c['cross_layer'], '.1f')}"
+            for c in lens["curves"]) + " (by step)")
+    heads = probes.get("heads")
+    if heads:
+        top = [c for c in heads["changes"] if c["significant"]][:4]
+        lines.append(f"heads: context attention, step {heads['from_step']} -> {heads['to_step']}, largest "
+                     "significant changes: " + ("; ".join(
+                         f"L{c['layer']}H{c['head']} {c['before']:.3f} -> {c['after']:.3f}" for c in top) or "none"))
+    return lines
 
 
 def cmd_flips(args: argparse.Namespace) -> int:

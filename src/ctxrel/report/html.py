@@ -140,6 +140,12 @@ paired (the same items at both checkpoints). With several seeds, a second CI acr
 <li><b>Verdict</b>: <i>inversion</i> when rise and drop are both positive with every CI excluding 0. The peak is
 chosen on the same data, so intervals are somewhat optimistic with many checkpoints; seeds settle a borderline
 case.</li>
+<li><b>Probes</b> (eval.probes): <i>weight change</i> ||ΔW||_F / ||W_0||_F per layer and projection (LoRA:
+ΔW = B·A·scale), and the q/k share of the squared change; <i>heads</i>: attention mass from the answer position to
+the context per layer and head, at the peak and the final checkpoint, changes with a paired bootstrap CI over
+items (boxed when it excludes 0); <i>lens</i>: log p(context answer's first token) - log p(parametric answer's
+first token) read off each layer through the final norm and the unembedding; <i>cross</i> = the layer where
+the mean curve last changes sign.</li>
 <li><b>Flips</b>: items whose answer changed side between two checkpoints. McNemar's exact test compares items
 that lost the context answer with items that gained it (two-sided binomial test on the discordant pairs).</li>
 </ul>
@@ -160,6 +166,9 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
         parts.append(f"<p class='note'><b>Smoothed</b>: statistics on a centred moving average over "
                      f"{max(s for s in smoothed if s)} checkpoints.</p>")
     for bench, figs in figures.items():
+        if bench not in groups[0]["benchmarks"]:  # a section of the model itself (probe-weights)
+            parts.append(f"<h2>{_e(bench)}</h2>" + "".join(_img(p) for p in figs))
+            continue
         metric = groups[0]["benchmarks"][bench]["metric"]
         parts.append(f"<h2 id='{_e(bench)}'>{_e(bench)} <span class='note'>(followed metric: {_e(metric)})</span></h2>")
         for g in groups:

@@ -183,4 +183,14 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
                 plot_categories(groups, b, out / f"{safe}-categories.png"),
                 plot_attention(groups, b, out / f"{safe}-attention.png")]
         figs[b] = [p for p in made if p is not None]
+    from ctxrel.report.probe_plots import plot_probes
+
+    per_bench, weights = plot_probes(groups, benches, out)
+    for b, paths in per_bench.items():
+        figs[b] += paths
+    if weights:
+        figs[WEIGHTS_SECTION] = weights
     return figs
+
+
+WEIGHTS_SECTION = "weight change per module"  # figures of the model, not of a benchmark (eval.probes weights)
