@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where the math runs: config validation stays light
+    import torch
 
 METHODS = ("greedy", "cad", "adacad")
 
@@ -33,9 +35,12 @@ def cad_logits(logits_ctx: torch.Tensor, logits_noctx: torch.Tensor, alpha: floa
     """CAD's contrast (1 + α)·logits_ctx − α·logits_noctx (Shi et al. 2023, Eq. 2). `alpha` is a float or a
     tensor broadcastable to the logits' leading shape plus a trailing 1 (one α per row, as AdaCAD gives).
 
+    >>> import torch
     >>> cad_logits(torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0]), 1.0).tolist()
     [4.0, 1.0]
     """
+    import torch
+
     if isinstance(alpha, torch.Tensor) and alpha.dim() == logits_ctx.dim() - 1:
         alpha = alpha.unsqueeze(-1)
     return (1 + alpha) * logits_ctx.float() - alpha * logits_noctx.float()
@@ -47,6 +52,8 @@ def jensen_shannon(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
     Computed from log-probabilities (log M = logsumexp of the halves), so near-zero probabilities cost nothing
     and the value is exactly 0 for equal inputs.
     """
+    import torch
+
     lp = torch.log_softmax(logits_p.float(), dim=-1)
     lq = torch.log_softmax(logits_q.float(), dim=-1)
     lm = torch.logsumexp(torch.stack([lp, lq]), dim=0) - math.log(2.0)

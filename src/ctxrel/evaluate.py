@@ -39,6 +39,8 @@ class BenchmarkResult:
     counts: dict[str, int]
     metrics: dict[str, list[dict[str, Any]]]  # subset -> metric rows
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    items: list[ConflictItem] = field(default_factory=list, repr=False)  # the items scored (variants reuse them)
+    known: dict[str, bool] | None = field(default=None, repr=False)  # knowledge-filter verdict per item id
 
 
 def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
@@ -256,7 +258,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         rows += attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name,
                                known=known)
     run.write_metrics(rows)
-    return BenchmarkResult(bench.name, counts, metrics, skipped)
+    return BenchmarkResult(bench.name, counts, metrics, skipped, items=items, known=known)
 
 
 def attention_spans(item: ConflictItem, prompt: str) -> list[tuple[int, int]] | None:
@@ -348,6 +350,9 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
         raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
     if cfg.mode == "likelihood" and cfg.samples > 1:
         raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
+    from ctxrel.variants import check_variants, evaluate_variants
+
+    check_variants(cfg)  # eval.decoding / cad_alpha / contexts
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
@@ -374,9 +379,14 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
-    results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
+    results = []
+    for b in benches:
+        base = evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
-                                  known_checkpoint=known_checkpoint) for b in benches]
+                                  known_checkpoint=known_checkpoint)
+        # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding)
+        results += [base] + evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
+                                              extra_settings=extra)
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
     return results
