@@ -5,6 +5,9 @@
 Naive loop: HF `generate`, one prompt at a time, greedy. ctxrel: the HF backend (length-sorted batches, left
 padding). Both see identical prompt strings and stop tokens; the script checks the greedy outputs are identical
 and prints items/s for both, their ratio, and the likelihood mode's items/s (two answers scored per item).
+Then the decoding methods on the same items (`ctxrel.decoding`; both branches, with and without context, batched
+on one KV cache): greedy, CAD (alpha 1), AdaCAD, and both contrast methods in one pass sharing the prompt
+encoding, with the ratio CAD / greedy.
 """
 
 from __future__ import annotations
@@ -74,6 +77,21 @@ def main() -> None:
     print(f"ctxrel likelihood mode:       {n / t_ll:6.2f} items/s  ({t_ll:.1f} s)")
     print(f"identical greedy outputs: {same}/{n}")
     print(f"speed-up ratio (ctxrel / naive): {t_naive / t_ctxrel:.2f}x")
+
+    pairs = [(p, builder.without_context(it.question)) for it, p in zip(items, prompts)]
+    timings = {}
+    for what, methods in (("cad", [("cad", 1.0)]), ("adacad", [("adacad", 0.0)]),
+                          ("cad+adacad", [("cad", 1.0), ("adacad", 0.0)])):
+        t = time.perf_counter()
+        lm.generate_contrast(pairs, methods, max_new_tokens=args.max_new_tokens)
+        timings[what] = time.perf_counter() - t
+    g = n / t_ctxrel
+    print(f"decoding methods on the same {n} items (greedy = ctxrel generate above):")
+    print(f"  greedy:            {g:6.2f} items/s")
+    for what, sec in timings.items():
+        per = n * (2 if what == "cad+adacad" else 1) / sec
+        print(f"  {what + ':':<18} {per:6.2f} items/s{' (item x method)' if what == 'cad+adacad' else ''}  "
+              f"({sec:.1f} s)  ratio to greedy {per / g:.2f}")
 
 
 if __name__ == "__main__":

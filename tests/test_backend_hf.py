@@ -140,3 +140,63 @@ def test_attention_to_spans_matches_an_unbatched_eager_pass(tiny_lm):
             assert got == pytest.approx(want, abs=1e-5)
     finally:
         model.set_attn_implementation("sdpa")
+
+
+# -- decoding with and without the context (CAD, AdaCAD) --------------------------------------------------
+PAIRS = [(PROMPTS[0], "Question: What is the capital city of France?"),
+         (PROMPTS[3], "Paris"),
+         (PROMPTS[1], "Question: What is the capital city of Japan?")]
+
+
+def test_contrast_with_alpha_zero_is_greedy(tiny_lm):
+    greedy = [o[0] for o in tiny_lm.generate([c for c, _ in PAIRS], max_new_tokens=8)]
+    out = tiny_lm.generate_contrast(PAIRS, [("cad", 0.0)], max_new_tokens=8)
+    assert [o[0] for o in out] == greedy
+    assert any(greedy)
+
+
+def test_contrast_methods_share_one_pass_and_match_one_at_a_time(tiny_lm):
+    methods = [("cad", 1.0), ("adacad", 0.0), ("cad", 0.5)]
+    together = tiny_lm.generate_contrast(PAIRS, methods, max_new_tokens=8)
+    for k, m in enumerate(methods):
+        for i, p in enumerate(PAIRS):
+            assert tiny_lm.generate_contrast([p], [m], max_new_tokens=8)[0][0] == together[i][k]
+
+
+def test_cad_decoding_matches_a_manual_loop(tiny_lm):
+    from ctxrel.decoding import cad_logits
+
+    (c, n) = PAIRS[0]
+    ids_c, ids_n = tiny_lm.encode(c), tiny_lm.encode(n)
+    chosen = []
+    with torch.no_grad():
+        for _ in range(6):
+            zc = tiny_lm.model(torch.tensor([ids_c + chosen])).logits[0, -1]
+            zn = tiny_lm.model(torch.tensor([ids_n + chosen])).logits[0, -1]
+            t = int(cad_logits(zc, zn, 1.0).argmax())
+            if t in tiny_lm.stop_ids:
+                break
+            chosen.append(t)
+    expect = tiny_lm.tok.decode(chosen, skip_special_tokens=True).strip()
+    assert tiny_lm.generate_contrast([PAIRS[0]], [("cad", 1.0)], max_new_tokens=6)[0][0] == expect
+
+
+def test_loglikelihood_contrast(tiny_lm):
+    from ctxrel.decoding import cad_logits
+
+    reqs = [(c, n, " Paris") for c, n in PAIRS] + [(PAIRS[0][0], PAIRS[0][1], " New Cairo")]
+    got = tiny_lm.loglikelihood_contrast(reqs, [("cad", 0.0), ("cad", 1.0), ("adacad", 0.0)])
+    plain = tiny_lm.loglikelihood([(c, cont) for c, _, cont in reqs])
+    for g, p in zip(got, plain):
+        assert math.isclose(g[0], p, abs_tol=1e-4)  # alpha 0: the ordinary score with the context
+    # alpha 1 by hand for the last request
+    c, n, cont = reqs[-1]
+    head_c, tail = tiny_lm._split(c, cont)
+    head_n, _ = tiny_lm._split(n, cont)
+    with torch.no_grad():
+        zc = tiny_lm.model(torch.tensor([head_c + tail])).logits[0, len(head_c) - 1:-1]
+        zn = tiny_lm.model(torch.tensor([head_n + tail])).logits[0, len(head_n) - 1:-1]
+    logp = torch.log_softmax(cad_logits(zc, zn, 1.0), -1)
+    manual = sum(float(logp[k, t]) for k, t in enumerate(tail))
+    assert math.isclose(got[-1][1], manual, abs_tol=1e-4)
+    assert got[-1][2] != got[-1][0]  # AdaCAD moved the score

@@ -71,6 +71,7 @@ def cmd_eval(args) -> int:
     cfg = C.from_dict(C.RunConfig, data)
     results = run_eval(cfg)
     print(format_table(results))
+    _print_harm(cfg.out)
     print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")
     return 0
 
@@ -97,6 +98,7 @@ def _eval_run(args) -> int:
                 if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
     score_run(args.run, benchmarks=args.benchmark, overrides=list(args.overrides), settings=settings)
     print(format_trajectory(RunDir(args.run).metrics()))
+    _print_harm(args.run)
     print(f"\nresults: {args.run}/metrics.csv")
     return 0
 
@@ -125,6 +127,7 @@ def cmd_study(args) -> int:
     print(format_trajectory(rows))
     if any(r["subset"] == "known" for r in rows):
         print(format_trajectory(rows, "known"))
+    _print_harm(cfg.out)
     print("cf-acc / par-acc = share of outputs containing the context / parametric answer (both can hold), "
           "[95% bootstrap CI];\nknown = items the base model (step 0) answers with the parametric answer when "
           "asked without context")
@@ -158,6 +161,16 @@ def _verdict_lines(out: str) -> list[str]:
                              f"{st['peak']['value']:.3f} @ {st['peak']['step']}, final {st['final']['value']:.3f}; "
                              f"drop {drop['estimate']:+.3f} [{drop['ci_low']:+.3f}, {drop['ci_high']:+.3f}])")
     return lines
+
+
+def _print_harm(out) -> None:
+    """The do-no-harm table (eval.contexts / eval.decoding), when variants were scored."""
+    from ctxrel.results import RunDir
+    from ctxrel.variants import format_harm
+
+    text = format_harm(RunDir(out).metrics())
+    if text:
+        print("\n" + text)
 
 
 def _ci(row) -> str:

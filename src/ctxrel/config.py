@@ -52,6 +52,13 @@ class EvalConfig:
     standard_limit: int | None = None  # items per standard task (None = eval.limit); same items every checkpoint
     seed: int = 0
     bootstrap: int = 1000  # bootstrap resamples for 95% intervals
+    # decoding-time mitigations (ctxrel.decoding): greedy | cad | adacad. Greedy is always scored too (the
+    # reference of every change); cad/adacad run a second, no-context branch: about 2x the generation cost
+    decoding: list[str] = field(default_factory=lambda: ["greedy"])
+    cad_alpha: list[float] = field(default_factory=lambda: [1.0])  # CAD's weight (Shi et al.: 1.0); a list sweeps
+    # context kinds (ctxrel.contexts): conflict | gold (agrees with memory) | irrelevant (another subject's);
+    # conflict is always scored
+    contexts: list[str] = field(default_factory=lambda: ["conflict"])
 
 
 @dataclass

@@ -41,6 +41,8 @@ class BenchmarkResult:
     metrics: dict[str, list[dict[str, Any]]]  # subset -> metric rows
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of the whole benchmark, and per probe
+    items: list[ConflictItem] = field(default_factory=list, repr=False)  # the items scored (variants reuse them)
+    known: dict[str, bool] | None = field(default=None, repr=False)  # knowledge-filter verdict per item id
 
 
 def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
@@ -264,7 +266,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         rows += probe_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, step=step, benchmark=bench.name,
                            known=known, seconds=seconds)
     run.write_metrics(rows)
-    return BenchmarkResult(bench.name, counts, metrics, skipped, seconds)
+    return BenchmarkResult(bench.name, counts, metrics, skipped, seconds, items=items, known=known)
 
 
 def attention_spans(item: ConflictItem, prompt: str) -> list[tuple[int, int]] | None:
@@ -356,6 +358,9 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
         raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
     if cfg.mode == "likelihood" and cfg.samples > 1:
         raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
+    from ctxrel.variants import check_variants, evaluate_variants
+
+    check_variants(cfg)  # eval.decoding / cad_alpha / contexts
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
@@ -383,9 +388,14 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
     t0 = time.perf_counter()
-    results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
+    results = []
+    for b in benches:
+        base = evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
-                                  known_checkpoint=known_checkpoint) for b in benches]
+                                  known_checkpoint=known_checkpoint)
+        # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding)
+        results += [base] + evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
+                                              extra_settings=extra)
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
     if cfg.probes:

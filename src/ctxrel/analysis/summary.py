@@ -110,11 +110,20 @@ def id_accuracy(run: Run) -> list[dict[str, Any]]:
 def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
     """Summary of one group of runs (one run, or seeds of one study) over all its conflict benchmarks.
     Keyword arguments go to benchmark_summary (smooth, n_boot, seed, flips_from, flips_to, flips_subset)."""
-    benches = sorted(set.intersection(*(set(r.benchmarks()) for r in runs)))
+    from ctxrel.analysis.mitigation import mitigation_summary
+    from ctxrel.contexts import parse_variant
+
+    # every decoding of the conflict items is a trajectory of its own (its own verdict); the gold and irrelevant
+    # kinds are about harm, not inversion: they appear in the mitigation summary only
+    benches = sorted(b for b in set.intersection(*(set(r.benchmarks()) for r in runs))
+                     if parse_variant(b)[1] == "conflict")
+    mitigation = mitigation_summary(runs, lambda pts: series(pts, n_boot=min(kw.get("n_boot", 2000), 1000),
+                                                             seed=kw.get("seed", 0)),
+                                    smooth=kw.get("smooth", 0), n_boot=kw.get("n_boot", 2000), seed=kw.get("seed", 0))
     return dict(label=label, runs=[str(r.path) for r in runs], n_seeds=len(runs),
                 epoch_boundaries=runs[0].epoch_boundaries,
                 id_accuracy=id_accuracy(runs[0]) if len(runs) == 1 else _mean_id_accuracy(runs),
-                benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches},
+                benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches}, mitigation=mitigation,
                 weights=weights_summary(weight_steps(runs[0])))
 
 

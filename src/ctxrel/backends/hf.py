@@ -400,3 +400,100 @@ class HFBackend:
             for h in handles:
                 h.remove()
             owner.set_attn_implementation(before)
+
+    # -- decoding with and without the context (CAD, AdaCAD; ctxrel.decoding) -------------------------------
+    def _prefill_pairs(self, pairs: Sequence[tuple[list[int], list[int]]], copies: int):
+        """One left-padded forward pass over the with-context and without-context prompts of a batch (rows
+        0..B-1 with, B..2B-1 without), then the KV cache copied `copies` times (one per decoding method):
+        rows (M, 2, B) flattened. Returns (last logits (M*2*B, V), cache, mask, next positions)."""
+        b = len(pairs)
+        ids, mask = self._left_pad([p[0] for p in pairs] + [p[1] for p in pairs])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        index = torch.arange(2 * b, device=ids.device).repeat(copies)
+        if copies > 1:
+            cache.reorder_cache(index)
+        return (out.logits[:, -1].float().index_select(0, index), cache, mask.index_select(0, index),
+                mask.sum(-1).index_select(0, index))
+
+    @torch.inference_mode()
+    def generate_contrast(self, pairs: Sequence[tuple[str, str]], methods: Sequence[tuple[str, float]], *,
+                          max_new_tokens: int, stop: Sequence[str] = (),
+                          on_done: Callable[[int], None] | None = None) -> list[list[str]]:
+        """Greedy decoding of the contrast of each (prompt with context, prompt without context) pair, for
+        every (method, alpha) in `methods` (`ctxrel.decoding.contrast`): out[i][m] is item i's text under
+        method m. Both branches of every method run batched together on one KV cache; the prompts are encoded
+        once and their cache copied per method. The chosen token is fed to both branches; a row stops at the
+        same tokens as `generate` (EOS, end of turn) or at max_new_tokens, and its text is cut at `stop`."""
+        from ctxrel.decoding import contrast
+
+        encoded = [(self.encode(c), self.encode(n)) for c, n in pairs]
+        out: list[list[str]] = [[""] * len(methods) for _ in pairs]
+        stop_ids = torch.tensor(self.stop_ids, device=self.device)
+        m = len(methods)
+        for batch in self._batches([len(e[0]) for e in encoded]):
+            b = len(batch)
+            last, cache, mask, pos = self._prefill_pairs([encoded[i] for i in batch], m)
+            tokens = torch.full((m, b, max_new_tokens), self.tok.pad_token_id, dtype=torch.long,
+                                device=self.device)
+            done = torch.zeros((m, b), dtype=torch.bool, device=self.device)
+            for t in range(max_new_tokens):
+                z = last.view(m, 2, b, -1)  # (M, 2, B, V): branch 0 with the context, 1 without
+                nxt = torch.stack([contrast(meth, z[k, 0], z[k, 1], alpha).argmax(-1)
+                                   for k, (meth, alpha) in enumerate(methods)])  # (M, B)
+                nxt = torch.where(done, torch.full_like(nxt, self.tok.pad_token_id), nxt)
+                tokens[:, :, t] = nxt
+                done |= torch.isin(nxt, stop_ids)
+                if bool(done.all()) or t == max_new_tokens - 1:
+                    break
+                feed = nxt[:, None, :].expand(m, 2, b).reshape(-1, 1)  # the same token to both branches
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                logits = self.model(input_ids=feed, attention_mask=mask, position_ids=pos[:, None],
+                                    use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}).logits
+                pos = pos + 1
+                last = logits[:, -1].float()
+            for k in range(m):
+                for j, i in enumerate(batch):
+                    row = tokens[k, j].tolist()
+                    cut = next((q for q, x in enumerate(row) if x in self.stop_ids), len(row))
+                    text = self.tok.decode(row[:cut], skip_special_tokens=True)
+                    out[i][k] = _cut(text, stop).strip()
+            if on_done:
+                on_done(len(batch))
+        return out
+
+    @torch.inference_mode()
+    def loglikelihood_contrast(self, requests: Sequence[tuple[str, str, str]],
+                               methods: Sequence[tuple[str, float]],
+                               on_done: Callable[[int], None] | None = None) -> list[list[float]]:
+        """Summed log-probability of each continuation under the contrast of its (prompt with context, prompt
+        without context) pair, per (method, alpha): out[i][m]. The per-token distribution is
+        log_softmax(contrast(...)) at every continuation position (AdaCAD's α per position), so the score is
+        the likelihood the decoding method itself assigns. The continuation is tokenised after the context
+        prompt and the same tokens follow the prompt without context."""
+        from ctxrel.decoding import contrast
+
+        seqs = []
+        for c, n, cont in requests:
+            head_c, tail = self._split(c, cont)
+            head_n, _ = self._split(n, cont)
+            seqs.append((head_c + tail, head_n + tail, len(tail)))
+        out: list[list[float]] = [[0.0] * len(methods) for _ in requests]
+        for batch in self._batches([len(s[0]) for s in seqs]):
+            b = len(batch)
+            ids, mask = self._left_pad([seqs[i][0] for i in batch] + [seqs[i][1] for i in batch])
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(seqs[i][2] for i in batch) + 1
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                logits_to_keep=keep).logits.float()  # (2B, keep, V)
+            for j, i in enumerate(batch):
+                n = seqs[i][2]
+                target = ids[j, ids.shape[1] - n:]  # the continuation's tokens (left padding: they end the row)
+                zc, zn = logits[j, keep - 1 - n:keep - 1], logits[b + j, keep - 1 - n:keep - 1]  # (n, V)
+                for k, (meth, alpha) in enumerate(methods):
+                    logp = torch.log_softmax(contrast(meth, zc, zn, alpha), dim=-1)
+                    out[i][k] = float(logp.gather(1, target[:, None]).sum())
+            if on_done:
+                on_done(len(batch))
+        return out

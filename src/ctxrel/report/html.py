@@ -152,6 +152,46 @@ that lost the context answer with items that gained it (two-sided binomial test 
 """
 
 
+def _cell(p: dict[str, Any] | None, signed: bool = False) -> str:
+    if not p or p.get("value") is None:
+        return "<td>-</td>"
+    f = "+.3f" if signed else ".3f"
+    ci = (f" <span class='note'>[{p['ci_low']:{f[:-2] + '2f'}}, {p['ci_high']:{f[:-2] + '2f'}}]</span>"
+          if p.get("ci_low") is not None and p.get("ci_high") is not None else "")
+    return f"<td>{p['value']:{f}}{ci}</td>"
+
+
+def mitigation_section(groups: list[dict[str, Any]], figures: dict[str, list[Path]]) -> list[str]:
+    """Per benchmark with decoding methods or context kinds: the recovery sentence per method and subset, the
+    do-no-harm table at the final checkpoint (accuracy per context kind and decoding), the two figures."""
+    parts = []
+    for g in groups:
+        for bench, m in g.get("mitigation", {}).items():
+            who = f" ({_e(g['label'])})" if len(groups) > 1 else ""
+            parts.append(f"<h2 id='{_e(bench)}-mitigation'>{_e(bench)}: decoding methods and context kinds{who}</h2>")
+            for subset, stats in m["recovery"].items():
+                parts += [f"<p><b>{_e(subset)}</b>: {_e(st['sentence'])}</p>" for st in stats]
+            ctx = m["contexts"]
+            decs = list(dict.fromkeys(d for k in ctx.values() for d in k))
+            kinds = [k for k in ("conflict", "gold", "irrelevant") if k in ctx]
+            if ctx:
+                final = max(p["step"] for k in ctx.values() for pts in k.values() for p in pts)
+                head = "".join(f"<th>{_e(k)}</th>" for k in kinds)
+                rows = []
+                for d in decs:
+                    cells = "".join(_cell(next((p for p in ctx.get(k, {}).get(d, []) if p["step"] == final), None))
+                                    for k in kinds)
+                    rows.append(f"<tr><td class='l'>{_e(d)}</td>{cells}</tr>")
+                parts.append(f"<p class='note'>Do no harm at the final checkpoint (step {final}), all items: "
+                             "accuracy per context kind (conflict: cf-acc; gold and irrelevant: the parametric "
+                             "answer), [95% CI]. <code>acc_vs_greedy</code> rows in metrics.csv hold the paired "
+                             "changes against greedy at every checkpoint.</p>"
+                             f"<table><tr><th class='l'>decoding</th>{head}</tr>{''.join(rows)}</table>")
+            key = f"{bench} (decoding and context kinds)"
+            parts += [_img(p) for p in figures.get(key, [])] if g is groups[0] else []
+    return parts
+
+
 def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs: dict[str, str],
            title: str) -> str:
     """The page: verdicts and summary table, plots, per-category table, flips, definitions, configs."""
@@ -166,9 +206,10 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
         parts.append(f"<p class='note'><b>Smoothed</b>: statistics on a centred moving average over "
                      f"{max(s for s in smoothed if s)} checkpoints.</p>")
     for bench, figs in figures.items():
-        if bench not in groups[0]["benchmarks"]:  # a section of the model itself (probe-weights)
-            parts.append(f"<h2>{_e(bench)}</h2>" + "".join(_img(p) for p in figs))
-            continue
+        if bench not in groups[0]["benchmarks"]:
+            if not bench.endswith("(decoding and context kinds)"):  # a section of the model itself (probes)
+                parts.append(f"<h2>{_e(bench)}</h2>" + "".join(_img(p) for p in figs))
+            continue  # the decoding / context-kind figures: mitigation_section
         metric = groups[0]["benchmarks"][bench]["metric"]
         parts.append(f"<h2 id='{_e(bench)}'>{_e(bench)} <span class='note'>(followed metric: {_e(metric)})</span></h2>")
         for g in groups:
@@ -181,6 +222,7 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
         fl = [f for g in groups for f in g["benchmarks"][bench].get("flips", [])]
         if fl:
             parts.append("<h3>Item flips</h3>" + "".join(flips_section(f) for f in fl))
+    parts += mitigation_section(groups, figures)
     parts.append("<h2>Definitions</h2>" + DEFINITIONS)
     if configs:
         parts.append("<h2>Resolved configs</h2>" + "".join(

@@ -172,6 +172,55 @@ def plot_attention(groups: list[dict[str, Any]], bench: str, path: Path) -> Path
     return _save(fig, path)
 
 
+DECODING_COLORS = {"greedy": "tab:blue", "cad": "tab:red", "adacad": "tab:green"}
+
+
+def _decoding_color(dec: str, k: int) -> str:
+    return DECODING_COLORS.get(dec, GROUP_COLORS[(k + 3) % len(GROUP_COLORS)])
+
+
+def plot_recoverability(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
+    """The followed metric of every decoding method against step (conflict items), one panel per subset."""
+    entries = [(g, g.get("mitigation", {}).get(bench)) for g in groups]
+    entries = [(g, e) for g, e in entries if e and e["recoverability"]]
+    if not entries:
+        return None
+    subsets = [s for s in ("all", "known") if any(s in e["recoverability"] for _, e in entries)]
+    fig, axes = _figure(len(subsets))
+    metric = entries[0][1]["metric"]
+    for ax, subset in zip(axes, subsets):
+        for gi, (g, e) in enumerate(entries):
+            prefix = f"{g['label']}: " if len(groups) > 1 else ""
+            for k, (dec, pts) in enumerate(e["recoverability"].get(subset, {}).items()):
+                _line(ax, pts, _decoding_color(dec, k), prefix + dec, dashed=gi > 0)
+        ax.set_title(f"{bench}: {SUBSET_LABEL[subset]}", fontsize=9.5)
+        _style(ax, "training step", f"{METRIC_LABEL[metric]} (0-1)", groups[0].get("epoch_boundaries"))
+    fig.suptitle(f"{bench}: recoverability — {METRIC_LABEL[metric]} per decoding method (95% bands)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_contexts(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
+    """Accuracy per context kind (one panel each) and decoding method against step: the do-no-harm view."""
+    g = next((g for g in groups if g.get("mitigation", {}).get(bench, {}).get("contexts")), None)
+    if g is None:
+        return None
+    ctx = g["mitigation"][bench]["contexts"]
+    kinds = [k for k in ("conflict", "gold", "irrelevant") if k in ctx]
+    if kinds == ["conflict"] and len(ctx["conflict"]) < 2:
+        return None
+    fig, axes = _figure(len(kinds), w=4.4)
+    right = {"conflict": "the context answer", "gold": "the parametric answer", "irrelevant": "the parametric answer"}
+    for ax, kind in zip(axes, kinds):
+        for k, (dec, pts) in enumerate(ctx[kind].items()):
+            _line(ax, pts, _decoding_color(dec, k), dec)
+        ax.set_title(f"{kind} context: accuracy = {right[kind]}", fontsize=9.5)
+        ax.set_ylim(-0.03, 1.03)
+        _style(ax, "training step", "accuracy (0-1)", g.get("epoch_boundaries"))
+    fig.suptitle(f"{bench}: context kinds per decoding method"
+                 + (f" ({g['label']})" if len(groups) > 1 else ""), fontsize=10)
+    return _save(fig, path)
+
+
 def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
     """Every figure of every benchmark the groups share: {benchmark: [PNG paths]}, named <bench>-<kind>.png."""
     benches = sorted(set.intersection(*(set(g["benchmarks"]) for g in groups)))
@@ -190,6 +239,12 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
         figs[b] += paths
     if weights:
         figs[WEIGHTS_SECTION] = weights
+    for b in sorted(set.intersection(*(set(g.get("mitigation", {})) for g in groups))):  # decoding / context kinds
+        safe = b.replace("/", "_")
+        made = [plot_recoverability(groups, b, out / f"{safe}-recoverability.png"),
+                plot_contexts(groups, b, out / f"{safe}-context-kinds.png")]
+        if any(made):
+            figs[f"{b} (decoding and context kinds)"] = [p for p in made if p is not None]
     return figs
 
 

@@ -79,7 +79,9 @@ def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
     from ctxrel.benchmarks.registry import load_benchmark
     from ctxrel.evaluate import _standard_name, load_standard, standard_tasks
+    from ctxrel.variants import check_variants
 
+    check_variants(cfg.eval)  # eval.decoding / cad_alpha / contexts
     for b in cfg.eval.benchmarks:
         if not _standard_name(b):
             load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
@@ -153,6 +155,9 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
         raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset (was the run "
                           "trained with train.keep_weights=false?)")
     eval_cfg = _eval_config(cfg, benchmarks)
+    from ctxrel.variants import check_variants
+
+    check_variants(eval_cfg.eval)  # before the first checkpoint loads
     done = []
     for step, folder in cps:
         meta = json.loads((folder / "checkpoint.json").read_text())
