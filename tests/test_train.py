@@ -358,15 +358,15 @@ def tok_of(model_dir):
 
 def test_grouped_training_resumes_exactly(tiny_model_dir, tmp_path):
     kw = dict(schedule="constant", lora=dict(rank=4, alpha=8, dropout=0.0), group_by_length=True, epochs=2)
-    ref = _varied_cfg(tiny_model_dir, tmp_path / "ref", max_steps=6, **kw)
-    ref.eval.every = 3
+    ref = _varied_cfg(tiny_model_dir, tmp_path / "ref", max_steps=12, **kw)  # 8 steps per epoch
+    ref.eval.every = 5
     train(ref, log=lambda *a: None)
-    part = _varied_cfg(tiny_model_dir, tmp_path / "part", max_steps=3, **kw)
-    part.eval.every = 3
+    part = _varied_cfg(tiny_model_dir, tmp_path / "part", max_steps=5, **kw)
+    part.eval.every = 5
     train(part, log=lambda *a: None)
-    part.train.max_steps = 6  # the loop resumes from step 3 (the CLI would refuse the changed key)
+    part.train.max_steps = 12  # the loop resumes from step 5, into the next epoch (the CLI would refuse the change)
     summary = train(part, log=lambda *a: None)
-    assert _losses(Path(part.out)) == _losses(Path(ref.out)) and len(_losses(Path(ref.out))) == 6
-    wa, wb = _adapter(Path(part.out), 6), _adapter(Path(ref.out), 6)
+    assert _losses(Path(part.out)) == _losses(Path(ref.out)) and len(_losses(Path(ref.out))) == 12
+    wa, wb = _adapter(Path(part.out), 12), _adapter(Path(ref.out), 12)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert summary["pad_tokens"] == json.loads((Path(ref.out) / "train_summary.json").read_text())["pad_tokens"]
