@@ -100,6 +100,14 @@ def test_rerun_with_other_training_settings_is_refused(tiny_model_dir, tmp_path,
     assert main(["train", str(cfg), "train.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "train.lr: 0.01 -> 0.5" in err
+    # a run started before a key existed (its config.yaml lacks it) resumes when the key keeps its default ...
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    del saved["train"]["group_by_length"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", str(cfg)]) == 0
+    # ... and is refused when it does not
+    assert main(["train", str(cfg), "train.group_by_length=true"]) == 2
+    assert "train.group_by_length: False -> True" in capsys.readouterr().err
     assert main(["study", str(tmp_path / "nope.yaml")]) == 2
     assert "not a shipped preset" in capsys.readouterr().err
 

@@ -232,3 +232,141 @@ def test_training_tokens_equal_whole_text_tokens_for_sentencepiece_style_tokeniz
         assert t.input_ids[0] == sp(whole)["input_ids"]
         trained = sp.decode([i for i, y in zip(t.input_ids[0], t.labels[0]) if y != IGNORE])
         assert trained.replace(" ", "").startswith("City2isLyon.") and "Name" not in trained
+
+
+# -- length-grouped batching -----------------------------------------------------------------------------------
+
+def _plans(n, lengths, **train):
+    t, e = C.TrainConfig(**train), C.StudyEvalConfig(every=100)
+    return (make_plan(n, t, e, world=1),
+            make_plan(n, C.TrainConfig(**train, group_by_length=True), e, world=1, lengths=lengths))
+
+
+def test_grouped_batches_cover_the_unsorted_epoch_once_deterministically():
+    import random
+
+    rng = random.Random(5)
+    lengths = [rng.randint(10, 400) for _ in range(1003)]  # 1003 = 125 batches of 8 + 3 left out per epoch
+    plain, grouped = _plans(len(lengths), lengths, batch_size=8, micro_batch_size=4, epochs=3)
+    spe = plain.steps_per_epoch
+    for epoch in range(3):
+        steps = range(epoch * spe, (epoch + 1) * spe)
+        g = [grouped.global_batch(s, 7) for s in steps]
+        u = [plain.global_batch(s, 7) for s in steps]
+        flat = [i for b in g for i in b]
+        assert len(flat) == len(set(flat)) == spe * 8  # every example at most once, every batch full
+        assert set(flat) == {i for b in u for i in b}  # the very examples unsorted batching trains on
+        assert g != u
+        pad_g, pad_u = (sum(p.padding(b, lengths) for b in bs) for p, bs in ((grouped, g), (plain, u)))
+        assert pad_g < pad_u / 5  # grouping removes most padding
+    # a pure function of (seed, step): a fresh plan asked at any step (a resumed run, another process) agrees
+    _, again = _plans(len(lengths), lengths, batch_size=8, micro_batch_size=4, epochs=3)
+    for s in (300, 5, 124, 125, 0):
+        assert again.global_batch(s, 7) == grouped.global_batch(s, 7)
+    assert grouped.global_batch(0, 8) != grouped.global_batch(0, 7)  # another seed, other batches
+    assert grouped.global_batch(spe, 7) != grouped.global_batch(0, 7)  # regrouped per epoch
+    with pytest.raises(CtxrelError, match="group_by_length"):
+        make_plan(20, C.TrainConfig(group_by_length=True), C.StudyEvalConfig(), world=1)
+
+
+def test_padding_counts_the_positions_collate_pads():
+    from ctxrel.train.data import collate
+
+    lengths = [3, 9, 4, 4, 7, 1, 2, 8]
+    plain, _ = _plans(8, lengths, batch_size=8, micro_batch_size=2)
+    batch = plain.global_batch(0, 0)
+    seqs = [[1] * lengths[i] for i in batch]
+    masks = [collate(seqs[k:k + 2], seqs[k:k + 2], 0)[1] for k in range(0, 8, 2)]
+    assert plain.padding(batch, lengths) == sum(int((m == 0).sum()) for m in masks) > 0
+
+
+def test_response_loss_of_a_batch_does_not_depend_on_its_padding(tiny_model_dir, tok):
+    """Right padding: a sequence's summed loss is the same alone, in a batch padded to a longer neighbour, or
+    padded far wider -- so grouping by length changes which examples meet, never what a batch's loss is."""
+    from ctxrel.models import load_model
+    from ctxrel.train.data import collate
+    from ctxrel.train.loop import ResponseLoss
+
+    model, _, _ = load_model(str(tiny_model_dir), device="cpu")
+    loss = ResponseLoss(model).eval()
+    recs = [dict(instruction="Name a city" + " please" * k, input="", output="Lyon" + " and Paris" * (3 - k))
+            for k in range(4)]
+    t = tokenize([to_example(r, "alpaca", "x") for r in recs], tok, template="alpaca", max_length=512)
+    assert len({len(x) for x in t.input_ids}) > 1
+    pad = tok.pad_token_id
+
+    def summed(ids, labels, extra=0):  # right-padded to the longest, plus `extra` more pad columns
+        i, m, y = collate(ids, labels, pad)
+        widen = torch.nn.functional.pad
+        with torch.no_grad():
+            return loss(widen(i, (0, extra), value=pad), widen(m, (0, extra)), widen(y, (0, extra), value=IGNORE)).item()
+
+    alone = sum(summed([x], [y]) for x, y in zip(t.input_ids, t.labels))
+    together = summed(t.input_ids, t.labels)
+    wide = summed(t.input_ids, t.labels, extra=37)
+    assert together == pytest.approx(alone, rel=1e-5) and wide == pytest.approx(alone, rel=1e-5)
+
+
+VARIED = [{"instruction": f"Name city number {i}." + " Be brief." * (i % 5), "input": "",
+           "output": "Lyon" + ", Paris" * (3 * (i % 7))} for i in range(32)]
+
+
+def _varied_cfg(model_dir, tmp_path, **train):
+    cfg = study_cfg(model_dir, tmp_path, **train)
+    cfg.data.source = str(write_json(tmp_path / "varied.json", VARIED))
+    cfg.data.max_length = 96
+    return cfg
+
+
+def test_grouped_training_has_the_loss_of_unsorted_training_on_the_same_examples(tiny_model_dir, tmp_path):
+    """With a vanishing learning rate the model stays put, so one epoch's summed loss must be the same however
+    the epoch is cut into batches; and the summary's padding must be what collate pads."""
+    from ctxrel.train.data import collate, load_examples as load
+
+    runs = {}
+    for group in (False, True):
+        cfg = _varied_cfg(tiny_model_dir, tmp_path / str(group), lr=1e-30, schedule="constant",
+                          lora=dict(rank=4, alpha=8, dropout=0.0), micro_batch_size=2, group_by_length=group)
+        summary = train(cfg, log=lambda *a: None)
+        runs[group] = (cfg, summary, _losses(Path(cfg.out)))
+    cfg = runs[True][0]
+    t = tokenize(load(cfg.data, seed=0), tok_of(tiny_model_dir), template="chat", max_length=96)
+    lengths = [len(x) for x in t.input_ids]
+    totals = {}
+    for group, (c, summary, losses) in runs.items():
+        plan = make_plan(len(lengths), c.train, c.eval, 1, lengths)
+        batches = [plan.global_batch(s, 0) for s in range(plan.total)]
+        labels = [sum(y != IGNORE for i in b for y in t.labels[i][1:]) for b in batches]
+        totals[group] = sum(l * n for l, n in zip(losses, labels))
+        pads = sum(int((collate([t.input_ids[i] for i in b[k:k + 2]], [t.labels[i] for i in b[k:k + 2]], 0)[1]
+                        == 0).sum()) for b in batches for k in range(0, len(b), 2))
+        assert summary["pad_tokens"] == pads and summary["tokens"] == sum(lengths[i] for b in batches for i in b)
+        assert summary["padding_share"] == pytest.approx(pads / (pads + summary["tokens"]), abs=1e-4)
+        assert summary["tokens_per_s"] > 0 and summary["group_by_length"] is group
+        assert json.loads((Path(c.out) / "train_summary.json").read_text())["pad_tokens"] == pads
+    assert runs[True][1]["tokens"] == runs[False][1]["tokens"]
+    assert runs[True][1]["pad_tokens"] < runs[False][1]["pad_tokens"] / 2
+    assert runs[True][2] != pytest.approx(runs[False][2], rel=1e-3)  # the steps differ ...
+    assert totals[True] == pytest.approx(totals[False], rel=1e-5)  # ... the epoch's loss does not
+
+
+def tok_of(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def test_grouped_training_resumes_exactly(tiny_model_dir, tmp_path):
+    kw = dict(schedule="constant", lora=dict(rank=4, alpha=8, dropout=0.0), group_by_length=True, epochs=2)
+    ref = _varied_cfg(tiny_model_dir, tmp_path / "ref", max_steps=12, **kw)  # 8 steps per epoch
+    ref.eval.every = 5
+    train(ref, log=lambda *a: None)
+    part = _varied_cfg(tiny_model_dir, tmp_path / "part", max_steps=5, **kw)
+    part.eval.every = 5
+    train(part, log=lambda *a: None)
+    part.train.max_steps = 12  # the loop resumes from step 5, into the next epoch (the CLI would refuse the change)
+    summary = train(part, log=lambda *a: None)
+    assert _losses(Path(part.out)) == _losses(Path(ref.out)) and len(_losses(Path(ref.out))) == 12
+    wa, wb = _adapter(Path(part.out), 12), _adapter(Path(ref.out), 12)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert summary["pad_tokens"] == json.loads((Path(ref.out) / "train_summary.json").read_text())["pad_tokens"]

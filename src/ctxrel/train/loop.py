@@ -6,6 +6,8 @@ no Trainer subclass. Choices that matter for the science:
 * batches are a pure function of (seed, epoch, step): every process holds the whole tokenised data set and takes
   its slice of each global batch, so 1 process x batch 4 and 2 processes x batch 2 see the same examples, and a
   resumed run continues with exactly the batches an uninterrupted one would have used;
+* `train.group_by_length` rearranges the examples of an epoch (the same ones unsorted batching would use) into
+  batches of similar length, still a pure function of (seed, epoch, step): less padding, the same loss per batch;
 * the loss of an optimizer step is the mean over all response tokens of its global batch (summed per micro-batch,
   divided by the step's total), so gradient accumulation and data parallelism change nothing but rounding;
 * the vocabulary projection runs only at positions that carry a label (`ResponseLoss`), most of a small
@@ -23,7 +25,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -89,6 +91,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(order)
 
 
+GROUP_WINDOW = 50  # batches per window sorted by length (as transformers' LengthGroupedSampler's mega-batches)
+
+
+def grouped_order(lengths: tuple[int, ...], batch_size: int, n_batches: int, seed: int, epoch: int,
+                  window: int = GROUP_WINDOW) -> tuple[int, ...]:
+    """An epoch's order for length-grouped batching (pure): the first `n_batches * batch_size` examples of the
+    unsorted epoch order (so an epoch trains on the same examples either way), cut into windows of `window`
+    batches, each sorted by length (longest first; ties keep the shuffled order), cut into batches, and the
+    batches shuffled with a seed of their own. Consecutive slices of `batch_size` are the global batches."""
+    order = epoch_order(len(lengths), seed, epoch)[:n_batches * batch_size]
+    span = window * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: -lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    random.Random(f"ctxrel-groups-{seed}-{epoch}").shuffle(batches)
+    return tuple(i for b in batches for i in b)
+
+
 @dataclass
 class Plan:
     """Batch geometry and schedule, derived from the config and the number of processes."""
@@ -101,10 +122,29 @@ class Plan:
     steps_per_epoch: int
     total: int
     checkpoints: list[int]
+    lengths: tuple[int, ...] | None = None  # tokens per example when batches are grouped by length, else None
+    _orders: dict = field(default_factory=dict, repr=False, compare=False)  # (seed, epoch) -> grouped order
 
     def global_batch(self, step: int, seed: int) -> list[int]:
         epoch, i = divmod(step, self.steps_per_epoch)
-        return list(epoch_order(self.n_examples, seed, epoch)[i * self.batch_size:(i + 1) * self.batch_size])
+        if self.lengths is None:
+            order = epoch_order(self.n_examples, seed, epoch)
+        else:
+            if (seed, epoch) not in self._orders:
+                self._orders.clear()
+                self._orders[seed, epoch] = grouped_order(self.lengths, self.batch_size, self.steps_per_epoch,
+                                                          seed, epoch)
+            order = self._orders[seed, epoch]
+        return list(order[i * self.batch_size:(i + 1) * self.batch_size])
+
+    def padding(self, batch: list[int], lengths) -> int:
+        """Pad positions the step's forward passes compute, over all processes: each micro-batch is padded to
+        its longest example."""
+        pad = 0
+        for start in range(0, len(batch), self.micro):
+            sizes = [lengths[i] for i in batch[start:start + self.micro]]
+            pad += max(sizes) * len(sizes) - sum(sizes)
+        return pad
 
     def epoch_at(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -134,7 +174,9 @@ def check_train_config(cfg) -> None:
         raise CtxrelError("; ".join(f"{k}={v!r} {why}" for k, v, why in problems))
 
 
-def make_plan(n_examples: int, train_cfg, eval_cfg, world: int) -> Plan:
+def make_plan(n_examples: int, train_cfg, eval_cfg, world: int, lengths=None) -> Plan:
+    """Batch geometry and checkpoint steps; `lengths` (tokens per example) are needed with
+    `train.group_by_length`."""
     b = train_cfg.batch_size
     if b < 1 or b % world:
         raise CtxrelError(f"train.batch_size={b} must be a positive multiple of the {world} process(es)")
@@ -151,8 +193,13 @@ def make_plan(n_examples: int, train_cfg, eval_cfg, world: int) -> Plan:
         total = min(total, train_cfg.max_steps)
     if total < 1:
         raise CtxrelError("no optimizer steps to take: check train.epochs and train.max_steps")
+    grouped = None
+    if train_cfg.group_by_length:
+        if lengths is None or len(lengths) != n_examples:
+            raise CtxrelError("train.group_by_length needs the length of every example")
+        grouped = tuple(lengths)
     return Plan(n_examples, b, per, micro, per // micro, spe, total,
-                ckpt.checkpoint_steps(total, eval_cfg.every, eval_cfg.early))
+                ckpt.checkpoint_steps(total, eval_cfg.every, eval_cfg.early), grouped)
 
 
 def _optimizer(model, train_cfg):
@@ -204,13 +251,15 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
     if tokenized is None:
         template = resolve_data_template(cfg.data.template, tok)
         tokenized = tokenize(examples, tok, template=template, max_length=cfg.data.max_length)
-    plan = make_plan(len(tokenized.input_ids), tc, cfg.eval, world)
+    lengths = [len(x) for x in tokenized.input_ids]
+    plan = make_plan(len(lengths), tc, cfg.eval, world, lengths)
     st = tokenized.stats
     say(f"ctxrel: {len(tokenized.input_ids)} examples ({st['truncated']} truncated to {cfg.data.max_length} "
         f"tokens, {st['dropped']} dropped: no response left), {st['label_tokens']} response tokens; "
         f"train.mode={tc.mode}: {n_train:,} of {n_all:,} parameters trainable")
     say(f"ctxrel: {plan.total} steps ({plan.steps_per_epoch}/epoch) of {plan.batch_size} examples = {world} "
-        f"process(es) x {plan.accum} micro-batch(es) x {plan.micro}; checkpoints at steps {plan.checkpoints}")
+        f"process(es) x {plan.accum} micro-batch(es) x {plan.micro}"
+        f"{', grouped by length' if tc.group_by_length else ''}; checkpoints at steps {plan.checkpoints}")
 
     optimizer = _optimizer(model, tc)
     warmup = round(tc.warmup * plan.total)
@@ -220,12 +269,13 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     # -- resume ----------------------------------------------------------------------------------------------
-    progress = dict(step=0, tokens=0, train_s=0.0, eval_s=0.0)
+    progress = dict(step=0, tokens=0, pad_tokens=0, train_s=0.0, eval_s=0.0)
     latest = ckpt.latest_resumable(out)
     if latest is not None:
         ckpt.load_weights(model, latest)
         progress = ckpt.load_state(latest, optimizer, rank)
         scheduler.load_state_dict(progress.pop("scheduler"))
+        progress.setdefault("pad_tokens", None)  # a checkpoint written before padding was counted
         if main:  # steps logged after the checkpoint are trained again; keep one row per step
             log_file = out / "train_log.jsonl"
             kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
@@ -293,7 +343,9 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
         loss = acc.reduce(loss_sum, "sum").item() / n_labels
         step += 1
         progress["step"] = step
-        progress["tokens"] += sum(len(tokenized.input_ids[i]) for i in batch)
+        progress["tokens"] += sum(lengths[i] for i in batch)
+        if progress["pad_tokens"] is not None:
+            progress["pad_tokens"] += plan.padding(batch, lengths)
         progress["train_s"] += time.perf_counter() - t0
         if main:
             lr = scheduler.get_last_lr()[0]
@@ -313,13 +365,26 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
                    batch_size=plan.batch_size, micro_batch_size=plan.micro, accumulation=plan.accum,
                    data=dict(tokenized.stats), trainable_parameters=n_train, parameters=n_all,
                    train_s=round(progress["train_s"], 1), eval_s=round(progress["eval_s"], 1),
-                   tokens=progress["tokens"])
+                   tokens=progress["tokens"], **throughput(progress), group_by_length=tc.group_by_length)
+    if summary["padding_share"] is not None:
+        say(f"ctxrel: {summary['tokens']:,} tokens trained + {summary['pad_tokens']:,} padding "
+            f"({summary['padding_share']:.1%} of the positions computed); {summary['tokens_per_s']:.0f} tokens/s "
+            f"over {summary['train_s']:.0f} s of training")
     if main:
         atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1))
         if writer is not None:
             writer.close()
     acc.wait_for_everyone()
     return summary
+
+
+def throughput(progress: dict) -> dict[str, Any]:
+    """Real (non-pad) tokens per second of training, padded positions and their share of all positions computed
+    (None for a run resumed from a checkpoint that did not count padding)."""
+    real, pad, secs = progress["tokens"], progress.get("pad_tokens"), progress["train_s"]
+    share = pad / (real + pad) if pad is not None and real + pad else None
+    return dict(tokens_per_s=round(real / secs, 1) if secs else None, pad_tokens=pad,
+                padding_share=round(share, 4) if share is not None else None)
 
 
 def _tensorboard(path: Path, step: int):

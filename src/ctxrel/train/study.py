@@ -65,9 +65,14 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
     if not path.exists() or ckpt.latest_resumable(out) is None:
         return
     old = yaml.safe_load(path.read_text()) or {}
-    new = C.to_dict(cfg)
-    diffs = [f"{sec}.{k}: {old.get(sec, {}).get(k)!r} -> {v!r}" for sec in _RESUME_KEYS
-             for k, v in new[sec].items() if old.get(sec, {}).get(k) != v]
+    new, defaults = C.to_dict(cfg), C.to_dict(C.StudyConfig())
+
+    def was(sec, k):  # a key added to ctxrel after the run started had its default then
+        value = old.get(sec, {}).get(k, defaults[sec][k])
+        return {**defaults[sec][k], **value} if isinstance(value, dict) else value
+
+    diffs = [f"{sec}.{k}: {was(sec, k)!r} -> {v!r}" for sec in _RESUME_KEYS
+             for k, v in new[sec].items() if was(sec, k) != v]
     if old.get("model", {}).get("name") != cfg.model.name:
         diffs.append(f"model.name: {old.get('model', {}).get('name')!r} -> {cfg.model.name!r}")
     if diffs:
