@@ -237,16 +237,22 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         records.extend(recs)
     bar.close()
 
-    wanted = {it.id for it in items}
-    records = [r for r in records if r["id"] in wanted]
+    # The metrics aggregate every item the file holds for these settings -- an earlier run's larger --limit
+    # included -- so the metric rows always describe exactly the records beside them, never a mixture.
+    held = {r["id"]: r for r in records}
+    if known is not None:
+        known = {**{rid: bool(r.get("known")) for rid, r in held.items()}, **known}
     subsets = {"all": records}
     if known is not None:
         subsets["known"] = [r for r in records if known[r["id"]]]
     metrics = {name: conflict_metrics(recs, cfg.mode, n_boot=cfg.bootstrap, seed=cfg.seed)
                for name, recs in subsets.items()}
     counts = dict(n_loaded=len(bench.items) + len(bench.skipped), n_invalid=len(bench.skipped),
-                  n_too_long=len(skipped) - len(bench.skipped), n_items=len(items),
-                  n_known=sum(known.values()) if known is not None else -1)
+                  n_too_long=len(skipped) - len(bench.skipped), n_items=len(held),
+                  n_known=sum(known[rid] for rid in held) if known is not None else -1)
+    earlier = len(set(held) - {it.id for it in items})
+    if earlier:
+        counts["n_from_earlier_runs"] = earlier
     step = step_of(checkpoint)
     rows = [dict(checkpoint=checkpoint, step=step, benchmark=bench.name, subset=subset, **m)
             for subset, ms in metrics.items() for m in ms]
@@ -326,9 +332,17 @@ def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
                          render_chat=lm.render_chat if has_chat else None)
 
 
-def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
-             row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
-             ) -> list[BenchmarkResult]:
+def run_eval(config, **kwargs) -> list[BenchmarkResult]:
+    """`ctxrel eval` as a function (see `_run_eval`); the run directory is locked while it runs."""
+    from ctxrel import run_marker
+
+    with run_marker.scope():
+        return _run_eval(config, **kwargs)
+
+
+def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
+              row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
+              ) -> list[BenchmarkResult]:
     """`ctxrel eval` as a function: load benchmarks and model(s), evaluate, write the run directory.
 
     `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
@@ -352,6 +366,9 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
     standard = [load_standard(b, cfg) for b in standard_args]
+    from ctxrel import run_marker  # write only where ctxrel's marker is (a study's evaluations: its own directory)
+
+    run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
     run = RunDir(config.out, row_defaults=row_meta)
     if checkpoint is None:
         adapter = config.model.adapter
@@ -365,8 +382,6 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
     for b in benches:  # refuse mixed settings before writing anything
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
-    if write_config:
-        run.write_config(to_dict(config))
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model)
     builder = _builder(lm, cfg)
@@ -374,6 +389,8 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
+    if write_config:  # every check has passed and the model(s) loaded
+        run.write_config(to_dict(config))
     results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
                                   known_checkpoint=known_checkpoint) for b in benches]

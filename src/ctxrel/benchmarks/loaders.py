@@ -38,6 +38,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
+from ctxrel import strict_json
 from ctxrel.benchmarks.schema import REQUIRED, ConflictItem, validate_item
 from ctxrel.errors import InputError
 from ctxrel.matching import find_spans, normalize
@@ -97,18 +98,22 @@ def _jsonl_records(path: str | Path) -> Iterator[tuple[Where, Record]]:
         try:
             text = _decode(path, raw, number)
             if text.strip():
-                yield where, json.loads(text)
+                yield where, strict_json.loads(text)
         except InputError as e:
             yield where, e
         except json.JSONDecodeError as e:
             yield where, _error(where, f"malformed JSON at column {e.colno}: {e.msg}")
+        except strict_json.BadJSON as e:
+            yield where, _error(where, f"unusable JSON: {e}")
 
 
 def _json_list_records(path: str | Path) -> Iterator[tuple[Where, Record]]:
     try:
-        data = json.loads(_decode(path, _read_bytes(path)))
+        data = strict_json.loads(_decode(path, _read_bytes(path)))
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON at column {e.colno}: {e.msg}", path=str(path), line=e.lineno) from None
+    except strict_json.BadJSON as e:
+        raise InputError(f"unusable JSON: {e}", path=str(path)) from None
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of objects, found {_type_name(data)}", path=str(path))
     for index, record in enumerate(data, 1):
