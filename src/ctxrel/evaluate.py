@@ -27,7 +27,7 @@ from ctxrel.benchmarks.registry import LoadedBenchmark
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.config import EvalConfig
 from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import match
+from ctxrel.matching import match, unscorable
 from ctxrel.metrics import bootstrap_ci, conflict_metrics, m_c
 from ctxrel.prompts import PromptBuilder, continuation_delimiter
 from ctxrel.results import RunDir, append_records, read_records
@@ -127,7 +127,9 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
         recs = []
         for p, o in zip(chunk, outs):
             for it in by_prompt[p]:
-                known = match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+                # an answer containment cannot score (likelihood mode accepts them) never makes an item known
+                known = (match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+                         and not unscorable(it.parametric_answer))
                 recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
         append_records(path, recs)
         done.update({r["id"]: r for r in recs})
@@ -349,7 +351,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     """
-    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.benchmarks.registry import load_benchmark, require_scorable
     from ctxrel.config import to_dict
     from ctxrel.prompts import check_format
 
@@ -365,6 +367,8 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
+    if cfg.mode == "generate":  # containment needs answers it can find (`matching.unscorable`)
+        benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]
     from ctxrel import run_marker  # write only where ctxrel's marker is (a study's evaluations: its own directory)
 

@@ -77,12 +77,14 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
-    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.benchmarks.registry import load_benchmark, require_scorable
     from ctxrel.evaluate import _standard_name, load_standard, standard_tasks
 
     for b in cfg.eval.benchmarks:
         if not _standard_name(b):
-            load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+            bench = load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+            if cfg.eval.mode == "generate":
+                require_scorable(bench, skip_invalid=cfg.eval.skip_invalid)
     for b in standard_tasks(cfg.eval):
         load_standard(b, cfg.eval)
 
@@ -92,7 +94,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     from ctxrel import run_marker
     from ctxrel.results import RunDir
 
+    from ctxrel.train.loop import check_train_config
+
     out = Path(cfg.out)
+    check_train_config(cfg)
     _check_benchmarks(cfg)
     with run_marker.scope():
         if is_main_process():  # the other processes of a distributed launch write only through rank 0's claim
