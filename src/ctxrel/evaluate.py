@@ -370,6 +370,12 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     if cfg.mode == "generate":  # containment needs answers it can find (`matching.unscorable`)
         benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]
+    if lm is None:  # the model's files, checked before the run directory is touched
+        from ctxrel.models import preflight
+
+        preflight(config.model.name)
+        if cfg.knowledge_filter and config.model.reference:
+            preflight(config.model.reference)
     from ctxrel import run_marker  # write only where ctxrel's marker is (a study's evaluations: its own directory)
 
     run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
@@ -385,6 +391,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         separate_ref = False  # the known subset was decided at known_checkpoint; no reference model is asked
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
     for b in benches:  # refuse mixed settings before writing anything
+        run.drop_unused_settings(checkpoint, b.name)  # an earlier run that wrote no result holds nothing to mix
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model)

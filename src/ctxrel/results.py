@@ -132,10 +132,6 @@ class RunDir:
                 raise CtxrelError(f"{path}: damaged settings file (not a JSON object); delete {path.parent} to "
                                   "recompute this checkpoint")
             diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-            if diff and not self.holds_records(checkpoint, benchmark):
-                diff = {}  # an earlier run failed before writing any result: nothing to mix, take the new settings
-                if not dry_run:
-                    atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
             if diff:
                 desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
                 raise CtxrelError(
@@ -144,6 +140,13 @@ class RunDir:
             return
         if not dry_run:
             atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
+
+    def drop_unused_settings(self, checkpoint: str, benchmark: str) -> None:
+        """Forget the settings of an evaluation that wrote no record (it failed, or was killed, before its first
+        result): a rerun with other settings has nothing to mix with."""
+        path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
+        if path.exists() and not self.holds_records(checkpoint, benchmark):
+            path.unlink()
 
     def holds_records(self, checkpoint: str, benchmark: str) -> bool:
         """Does any records file of this (checkpoint, benchmark) hold a complete line?"""

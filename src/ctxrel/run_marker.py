@@ -142,14 +142,18 @@ def _foreign(path: Path, kind: str) -> list[str]:
 
 
 def _owned_report_dir(path: Path) -> bool:
-    """`RUN/report/` of a marked run: the study's trajectory plot and `ctxrel report` write there."""
-    if path.name != "report":
+    """`RUN/report/` (and `RUN/report/compare-*/`) of a ctxrel run: the study's trajectory plot and `ctxrel
+    report` write there."""
+    run = path.parent if path.name == "report" else path.parent.parent if path.parent.name == "report" else None
+    if run is None:
         return False
     try:
-        m = read_marker(path.parent)
+        m = read_marker(run)
     except CtxrelError:
         return False
-    return m is not None and m["kind"] in ("study", "eval", "synth")
+    if m is not None:
+        return m["kind"] in ("study", "eval", "synth")
+    return any(_legacy_proof(run, k) and not _foreign(run, k) for k in ("study", "eval"))
 
 
 def check_owned(path: str | Path, kind: str, what: str = "--out") -> str:
