@@ -456,6 +456,23 @@ def _read(path: str) -> str:
         raise CtxrelError(f"--text {path}: cannot read it as UTF-8 text: {e}") from None
 
 
+def _check_outputs(args) -> None:
+    """--out and --report never overwrite the input text or each other."""
+    import os
+
+    named = [(what, p) for what, p in (("--text", args.text), ("--out", args.out), ("--report", args.report))
+             if p not in (None, "-")]
+    for what, p in named:
+        if not p.strip():
+            raise CtxrelError(f"{what} is empty; name a file (or - for stdin/stdout)")
+    for i, (w1, p1) in enumerate(named):
+        for w2, p2 in named[i + 1:]:
+            same = os.path.abspath(p1) == os.path.abspath(p2) or (
+                os.path.exists(p1) and os.path.exists(p2) and os.path.samefile(p1, p2))
+            if same:
+                raise CtxrelError(f"{w2} {p2} is the same file as {w1} {p1}; the output would overwrite it")
+
+
 def _write(path: str, text: str, what: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -480,6 +497,7 @@ def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
     if not args.entity.strip() or not args.replacement.strip():
         raise CtxrelError("--entity and --with must both be non-empty names")
+    _check_outputs(args)
     result = substitute(_read(args.text), args.entity, args.replacement, protect=args.protect)
     if args.out == "-":
         sys.stdout.write(result.text)
