@@ -380,6 +380,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
 
     run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
     run = RunDir(config.out, row_defaults=row_meta)
+    run.metrics()  # a damaged metrics.sqlite is refused now, not after the generations
     if checkpoint is None:
         adapter = config.model.adapter
         checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
