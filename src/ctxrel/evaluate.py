@@ -401,6 +401,11 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
+    if not cfg.skip_invalid:  # a prompt too long for the window is an error: find it before config.yaml changes
+        for b in benches:
+            chosen = select_items(b.items, cfg.limit, cfg.seed)
+            _fit_window(chosen, {it.id: builder.with_context(it.context, it.question, it.prompt) for it in chosen},
+                        lm, cfg, [])
     if write_config:  # every check has passed and the model(s) loaded
         run.write_config(to_dict(config))
     results = [evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
