@@ -100,10 +100,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     check_train_config(cfg)
     _check_benchmarks(cfg)
     with run_marker.scope():
-        if is_main_process():  # the other processes of a distributed launch write only through rank 0's claim
+        if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
             run_marker.claim(out, "study", verb="study", settings=C.to_dict(cfg), what="out=")
-        _check_resume(out, cfg)
-        RunDir(out).write_config(C.to_dict(cfg))
+            _check_resume(out, cfg)
+            RunDir(out).write_config(C.to_dict(cfg))
         return _train_and_plot(cfg, out, plot, log)
 
 
