@@ -86,7 +86,34 @@ CASES = [
     ("okeeffe", "Georgia O'Keeffe painted; O'Keeffe's flowers.", "Georgia O'Keeffe", JC, (),
      "Julius Caesar painted; Caesar's flowers.", 0),
     ("no-mention", "Nothing to see here.", WS, JC, (), "Nothing to see here.", 0),
+    # a bare surname / given name refers to the most recently mentioned person who bears it (issue 13)
+    ("recent-bearer-entity", "Robert Schumann wrote four symphonies. Schumann married in 1840; his wife Clara "
+     "Schumann was a celebrated pianist.", "Robert Schumann", "Carl Weber", (),
+     "Carl Weber wrote four symphonies. Weber married in 1840; his wife Clara Schumann was a celebrated pianist.",
+     1),
+    ("recent-bearer-other", "Robert Schumann wrote symphonies. His wife Clara Schumann toured. Schumann played "
+     "Chopin.", "Robert Schumann", "Carl Weber", (),
+     "Carl Weber wrote symphonies. His wife Clara Schumann toured. Schumann played Chopin.", 2),
+    ("recent-bearer-back", "Clara Schumann toured. Robert Schumann composed. Schumann wrote a symphony.",
+     "Robert Schumann", "Carl Weber", (),
+     "Clara Schumann toured. Carl Weber composed. Weber wrote a symphony.", 1),
+    ("recent-given-name", "William Kemp danced. William Shakespeare wrote. William acted too.", WS, JC, (),
+     "William Kemp danced. Julius Caesar wrote. Julius acted too.", 1),
 ]
+
+UNDECIDABLE = [  # two bearers in one sentence, or a bare mention before any bearer: left and reported
+    "Marie Curie married Pierre Curie. Curie won twice.",
+    "Curie won twice. Marie Curie married Pierre Curie.",
+    "Pierre Curie and Marie Curie worked. Curie wrote.",
+]
+
+
+@pytest.mark.parametrize("text", UNDECIDABLE)
+def test_undecidable_bare_surname_stays_a_reported_leak(text):
+    r = substitute(text, "Marie Curie", "Ada Lovelace")
+    leaks = [f for f in r.leak_report if f.status == "leak"]
+    assert r.leaks == 1 and "ambiguous surname" in leaks[0].reason
+    assert "Ada Lovelace" in r.text and "Lovelace" not in r.text.replace("Ada Lovelace", "")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -192,6 +192,9 @@ def format_table(results) -> str:
         known = f"{c['n_known']} known without context" if c["n_known"] >= 0 else "no knowledge filter"
         lines.append(f"\n{r.benchmark}: {c['n_loaded']} rows, {c['n_invalid']} invalid skipped, "
                      f"{c['n_too_long']} too long skipped, {c['n_items']} evaluated, {known}")
+        if c.get("n_from_earlier_runs"):
+            lines.append(f"  ({c['n_from_earlier_runs']} of the {c['n_items']} items come from an earlier run into "
+                         "this directory with a larger --limit: the metrics cover every item it holds)")
         for source, why in r.skipped[:5]:
             why = why.split(f"{source}: ", 1)[-1].split("; fix the row")[0]  # the location is shown once
             lines.append(f"  skipped {source}: {why}")
@@ -233,8 +236,7 @@ def cmd_benchmarks(args) -> int:
 
 
 def cmd_theory(args) -> int:
-    import yaml
-
+    from ctxrel.config import parse_value
     from ctxrel.theory import run_theory
 
     overrides = {}
@@ -242,7 +244,7 @@ def cmd_theory(args) -> int:
         if "=" not in o:
             raise CtxrelError(f"override {o!r}: expected KEY=VALUE, e.g. lr=10")
         key, value = o.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = parse_value(value, f"override {o!r}")
     out = args.out or f"runs/theory-{args.preset}"
     r = run_theory(args.preset, out, **overrides)
     print(r["claim"])
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
                 "train": cmd_study}
     handler = getattr(args, "handler", None) or handlers[args.verb]
+    from ctxrel.run_marker import release_all
+
     try:
         return handler(args)
     except CtxrelError as e:
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctxrel: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        release_all()  # the run directory locks of this verb (the OS drops them anyway when the process ends)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ config (every default filled in) is written into every run directory. CLI flags 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -145,6 +146,14 @@ CHOICES = {"eval.template": ("auto", "alpaca", "tulu", "chat", "plain"),
 LIST_CHOICES = {"eval.probes": ("weights", "heads", "lens")}  # every element one of these (repeats dropped)
 
 
+# Lower bounds of numeric settings, checked when a config is built (before any model loads). Every float must
+# also be finite: `train.lr=.inf` or `nan` is refused by `_check_type`. Training keys are checked further by
+# `ctxrel.train.loop.check_train_config`.
+MINIMUM = {"model.batch_size": 1, "eval.limit": 1, "eval.samples": 1, "eval.temperature": 0.0,
+           "eval.max_new_tokens": 1, "eval.shots": 0, "eval.standard_limit": 1, "eval.seed": 0, "eval.bootstrap": 1,
+           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1}
+
+
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -166,6 +175,13 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise CtxrelError(f"config key {key}: expected a list, got {value!r}")
         return [_check_type(v, inner, key) for v in value]
+    if tp is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            number = None
+        if number is not None and not math.isfinite(number):
+            raise CtxrelError(f"config key {key}: {value!r} is not a finite number")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -208,6 +224,10 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
                     raise CtxrelError(f"config key {key}: {', '.join(map(repr, bad))} is not one of "
                                       f"{', '.join(LIST_CHOICES[key])}")
                 kwargs[name] = list(dict.fromkeys(kwargs[name]))
+            if key in MINIMUM and kwargs[name] is not None and kwargs[name] < MINIMUM[key]:
+                raise CtxrelError(f"config key {key}: {kwargs[name]!r} is below its minimum {MINIMUM[key]!r}"
+                                  + (" (the flag is --" + name.replace("_", "-") + ")" if key.startswith(
+                                      ("eval.", "model.")) else ""))
     return cls(**kwargs)
 
 
@@ -216,7 +236,44 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise CtxrelError(f"override {assignment!r}: expected KEY=VALUE, e.g. eval.limit=20")
     key, raw = assignment.split("=", 1)
-    set_key(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "", what=f"override {assignment!r}")
+    set_key(data, key.strip(), parse_value(raw, f"override {assignment!r}"), what=f"override {assignment!r}")
+
+
+def parse_value(raw: str, what: str) -> Any:
+    """A KEY=VALUE override's value, read as YAML (3, 0.5, true, [a, b], null); one sentence when it is not
+    plain YAML (malformed, a `!!python` tag, nesting too deep)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CtxrelError(f"{what}: the value is not plain YAML ({first}); quote it or fix it") from None
+    except RecursionError:
+        raise CtxrelError(f"{what}: the value is nested too deeply") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (or nothing); one sentence naming the file otherwise."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CtxrelError(f"{p}: not a text {what} (byte {e.start} is not UTF-8); restore it or delete it") from None
+    except OSError as e:
+        raise CtxrelError(f"{p}: cannot read the {what} ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())[:200]
+        raise CtxrelError(f"{p}: invalid YAML ({first})") from None
+    except RecursionError:
+        raise CtxrelError(f"{p}: YAML nested too deeply") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CtxrelError(f"{p}: expected a mapping of config keys, found {type(data).__name__}")
+    return data
 
 
 def set_key(data: dict[str, Any], key: str, value: Any, *, what: str | None = None) -> None:
@@ -237,10 +294,7 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
         p = Path(path)
         if not p.is_file():
             raise CtxrelError(f"config file {p} not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise CtxrelError(f"{p}: invalid YAML: {e}") from None
+        data = read_yaml_mapping(p)
     for o in overrides:
         apply_override(data, o)
     return from_dict(cls, data)

@@ -28,7 +28,7 @@ from ctxrel.benchmarks.registry import LoadedBenchmark
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.config import EvalConfig
 from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import match
+from ctxrel.matching import match, unscorable
 from ctxrel.metrics import bootstrap_ci, conflict_metrics, m_c
 from ctxrel.prompts import PromptBuilder, continuation_delimiter
 from ctxrel.results import RunDir, append_records, read_records
@@ -131,7 +131,9 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
         recs = []
         for p, o in zip(chunk, outs):
             for it in by_prompt[p]:
-                known = match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+                # an answer containment cannot score (likelihood mode accepts them) never makes an item known
+                known = (match(o[0], it.context_answers, it.parametric_answers).contains_parametric
+                         and not unscorable(it.parametric_answer))
                 recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
         append_records(path, recs)
         done.update({r["id"]: r for r in recs})
@@ -241,16 +243,22 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         records.extend(recs)
     bar.close()
 
-    wanted = {it.id for it in items}
-    records = [r for r in records if r["id"] in wanted]
+    # The metrics aggregate every item the file holds for these settings -- an earlier run's larger --limit
+    # included -- so the metric rows always describe exactly the records beside them, never a mixture.
+    held = {r["id"]: r for r in records}
+    if known is not None:
+        known = {**{rid: bool(r.get("known")) for rid, r in held.items()}, **known}
     subsets = {"all": records}
     if known is not None:
         subsets["known"] = [r for r in records if known[r["id"]]]
     metrics = {name: conflict_metrics(recs, cfg.mode, n_boot=cfg.bootstrap, seed=cfg.seed)
                for name, recs in subsets.items()}
     counts = dict(n_loaded=len(bench.items) + len(bench.skipped), n_invalid=len(bench.skipped),
-                  n_too_long=len(skipped) - len(bench.skipped), n_items=len(items),
-                  n_known=sum(known.values()) if known is not None else -1)
+                  n_too_long=len(skipped) - len(bench.skipped), n_items=len(held),
+                  n_known=sum(known[rid] for rid in held) if known is not None else -1)
+    earlier = len(set(held) - {it.id for it in items})
+    if earlier:
+        counts["n_from_earlier_runs"] = earlier
     step = step_of(checkpoint)
     rows = [dict(checkpoint=checkpoint, step=step, benchmark=bench.name, subset=subset, **m)
             for subset, ms in metrics.items() for m in ms]
@@ -336,16 +344,24 @@ def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
                          render_chat=lm.render_chat if has_chat else None)
 
 
-def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
-             row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
-             ) -> list[BenchmarkResult]:
+def run_eval(config, **kwargs) -> list[BenchmarkResult]:
+    """`ctxrel eval` as a function (see `_run_eval`); the run directory is locked while it runs."""
+    from ctxrel import run_marker
+
+    with run_marker.scope():
+        return _run_eval(config, **kwargs)
+
+
+def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
+              row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
+              ) -> list[BenchmarkResult]:
     """`ctxrel eval` as a function: load benchmarks and model(s), evaluate, write the run directory.
 
     `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     """
-    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.benchmarks.registry import load_benchmark, require_scorable
     from ctxrel.config import to_dict
     from ctxrel.prompts import check_format
 
@@ -364,8 +380,20 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not _standard_name(b)]
+    if cfg.mode == "generate":  # containment needs answers it can find (`matching.unscorable`)
+        benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]
+    if lm is None:  # the model's files, checked before the run directory is touched
+        from ctxrel.models import preflight
+
+        preflight(config.model.name)
+        if cfg.knowledge_filter and config.model.reference:
+            preflight(config.model.reference)
+    from ctxrel import run_marker  # write only where ctxrel's marker is (a study's evaluations: its own directory)
+
+    run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
     run = RunDir(config.out, row_defaults=row_meta)
+    run.metrics()  # a damaged metrics.sqlite is refused now, not after the generations
     if checkpoint is None:
         adapter = config.model.adapter
         checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
@@ -377,9 +405,8 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
         separate_ref = False  # the known subset was decided at known_checkpoint; no reference model is asked
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
     for b in benches:  # refuse mixed settings before writing anything
+        run.drop_unused_settings(checkpoint, b.name)  # an earlier run that wrote no result holds nothing to mix
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
-    if write_config:
-        run.write_config(to_dict(config))
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model)
     builder = _builder(lm, cfg)
@@ -387,6 +414,13 @@ def run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wri
     if separate_ref:
         reference = _load_lm(ref_name, None, config.model)
         ref_builder = _builder(reference, cfg)
+    if not cfg.skip_invalid:  # a prompt too long for the window is an error: find it before config.yaml changes
+        for b in benches:
+            chosen = select_items(b.items, cfg.limit, cfg.seed)
+            _fit_window(chosen, {it.id: builder.with_context(it.context, it.question, it.prompt) for it in chosen},
+                        lm, cfg, [])
+    if write_config:  # every check has passed and the model(s) loaded
+        run.write_config(to_dict(config))
     t0 = time.perf_counter()
     results = []
     for b in benches:

@@ -156,12 +156,45 @@ def convert_gguf(gguf: Path, *, progress: bool = True) -> Path:
     return target
 
 
+def _check_gguf(path: Path) -> None:
+    """A .gguf file must start with the GGUF magic bytes (a junk or truncated download says so in one line)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"GGUF":
+        raise CtxrelError(f"--model {path}: not a GGUF file (it does not start with the GGUF magic bytes); "
+                          "download it again or pass a model directory")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt",
+                    "tokenizer_config.json")
+
+
+def _check_tokenizer_files(directory: Path) -> None:
+    if not (directory / "config.json").is_file():
+        raise CtxrelError(f"--model {directory}: no config.json there (not a transformers model directory)")
+    if not any((directory / f).is_file() for f in _TOKENIZER_FILES):
+        raise CtxrelError(f"--model {directory}: no tokenizer files there (expected one of "
+                          f"{', '.join(_TOKENIZER_FILES[:3])}, ...); copy the tokenizer next to the weights "
+                          "(tokenizer.save_pretrained(DIR))")
+
+
 def _check_no_pickle(directory: Path, what: str) -> None:
     has_st = any(directory.glob("*.safetensors"))
     has_pickle = any(directory.glob("*.bin")) or any(directory.glob("*.pt")) or any(directory.glob("*.pth"))
     if not has_st and has_pickle:
         raise CtxrelError(f"{what} {directory} holds only pickle weights (.bin/.pt); ctxrel loads safetensors "
                           "only. Convert it with `save_pretrained(..., safe_serialization=True)`.")
+
+
+def preflight(spec: str) -> None:
+    """The checks `load_model` makes on a model's files, without loading anything (run before a run directory
+    is touched): the path exists, a GGUF file is one, a directory has weights without pickle and a tokenizer."""
+    source = resolve(spec)
+    if source.kind == "gguf" and spec != SMOLLM2:
+        _check_gguf(Path(source.location))
+    elif source.kind == "dir":
+        _check_no_pickle(Path(source.location), "model directory")
+        _check_tokenizer_files(Path(source.location))
 
 
 def load_model(spec: str, *, adapter: str | None = None, device: str | None = None, dtype=None,
@@ -174,9 +207,15 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     dtype = dtype or default_dtype(device)
     location = source.location
     if source.kind == "gguf":
-        location = str(convert_gguf(Path(location)))
+        _check_gguf(Path(location))
+        try:
+            location = str(convert_gguf(Path(location)))
+        except (ValueError, OSError, KeyError, RuntimeError) as e:  # truncated or foreign GGUF content
+            raise CtxrelError(f"--model {spec}: cannot read this GGUF file ({' '.join(str(e).split())[:200]})"
+                              ) from None
     elif source.kind == "dir":
         _check_no_pickle(Path(location), "model directory")
+        _check_tokenizer_files(Path(location))
     kwargs = dict(trust_remote_code=trust_remote_code)
     from transformers.utils import logging as hf_logging
 
@@ -192,6 +231,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
         if "trust_remote_code" in str(e):
             raise CtxrelError(f"model {spec!r} needs custom code; rerun with --trust-remote-code if you "
                               "trust its source") from None
+        if source.kind == "dir":  # a local directory's broken config or tokenizer files
+            raise CtxrelError(f"could not load model {spec!r}: {' '.join(str(e).split())[:300]}") from None
         raise
     if adapter:
         model = attach_adapter(model, adapter)

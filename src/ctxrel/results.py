@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from ctxrel import strict_json
 from ctxrel.errors import CtxrelError, InputError
 
 METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
@@ -42,6 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; follow the umask like every other file ctxrel writes
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -50,6 +52,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -64,9 +72,14 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            records.append(json.loads(raw))
-        except ValueError as e:
-            raise InputError(f"corrupt record ({e}); delete the file to recompute it", path=str(path), line=n)
+            record = strict_json.loads(raw, allow_nan=True)
+        except ValueError as e:  # also not UTF-8, a lone surrogate, nesting too deep
+            raise InputError(f"corrupt record ({e}); delete the file to recompute it", path=str(path),
+                             line=n) from None
+        if not isinstance(record, dict):
+            raise InputError("corrupt record (not a JSON object); delete the file to recompute it",
+                             path=str(path), line=n)
+        records.append(record)
     return records
 
 
@@ -110,7 +123,14 @@ class RunDir:
         (unless `dry_run`, which only checks)."""
         path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
         if path.exists():
-            old = json.loads(path.read_text())
+            try:
+                old = strict_json.loads(path.read_bytes())
+            except ValueError as e:
+                raise CtxrelError(f"{path}: damaged settings file ({e}); delete {path.parent} to recompute "
+                                  "this checkpoint") from None
+            if not isinstance(old, dict):
+                raise CtxrelError(f"{path}: damaged settings file (not a JSON object); delete {path.parent} to "
+                                  "recompute this checkpoint")
             diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
             if diff:
                 desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
@@ -121,14 +141,40 @@ class RunDir:
         if not dry_run:
             atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
 
+    def drop_unused_settings(self, checkpoint: str, benchmark: str) -> None:
+        """Forget the settings of an evaluation that wrote no record (it failed, or was killed, before its first
+        result): a rerun with other settings has nothing to mix with."""
+        path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
+        if path.exists() and not self.holds_records(checkpoint, benchmark):
+            path.unlink()
+
+    def holds_records(self, checkpoint: str, benchmark: str) -> bool:
+        """Does any records file of this (checkpoint, benchmark) hold a complete line?"""
+        for kind in ("", "nocontext", "attention"):
+            f = self.eval_file(checkpoint, benchmark, kind)
+            if f.is_file() and b"\n" in f.read_bytes():
+                return True
+        return False
+
     # -- metrics table ------------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path / "metrics.sqlite", timeout=60)
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS metrics (checkpoint TEXT NOT NULL, step INTEGER, epoch REAL, "
-            "tokens INTEGER, benchmark TEXT NOT NULL, subset TEXT NOT NULL, metric TEXT NOT NULL, value REAL, "
-            "n INTEGER, ci_low REAL, ci_high REAL, created TEXT, "
-            "PRIMARY KEY (checkpoint, benchmark, subset, metric))")
+        db = self.path / "metrics.sqlite"
+        try:
+            con = sqlite3.connect(db, timeout=60)
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS metrics (checkpoint TEXT NOT NULL, step INTEGER, epoch REAL, "
+                "tokens INTEGER, benchmark TEXT NOT NULL, subset TEXT NOT NULL, metric TEXT NOT NULL, value REAL, "
+                "n INTEGER, ci_low REAL, ci_high REAL, created TEXT, "
+                "PRIMARY KEY (checkpoint, benchmark, subset, metric))")
+            cols = {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+        except sqlite3.DatabaseError as e:
+            raise CtxrelError(f"{db}: not a readable ctxrel metrics database ({e}); move it away (the per-item "
+                              "records under evals/ let a rerun of the same command rebuild it)") from None
+        missing = set(METRIC_COLUMNS) - cols
+        if missing:
+            con.close()
+            raise CtxrelError(f"{db}: its metrics table lacks column(s) {', '.join(sorted(missing))}; not a ctxrel "
+                              "metrics database")
         return con
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -154,6 +200,9 @@ class RunDir:
             cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
                               "ORDER BY step, checkpoint, benchmark, subset, metric")
             return [dict(zip(METRIC_COLUMNS, row)) for row in cur]
+        except sqlite3.DatabaseError as e:
+            raise CtxrelError(f"{self.path / 'metrics.sqlite'}: damaged metrics database ({e}); move it away "
+                              "(a rerun of the same command rebuilds it from the records)") from None
         finally:
             con.close()
 

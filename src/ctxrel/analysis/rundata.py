@@ -79,24 +79,62 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             if (d.name, bench) not in scored:
                 continue  # records without metric rows: an evaluation still running (or crashed) there
             recs = read_records(f)
+            _check_agreement(f, recs, rows, d.name, bench)
             if recs and is_conflict_record(recs[0]):
                 records[(d.name, bench)] = recs
     if not records:
         raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
     config = _yaml(p / "config.yaml")
-    summary = json.loads((p / "train_summary.json").read_text()) if (p / "train_summary.json").exists() else None
-    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, summary)
+    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / "train_summary.json"))
+
+
+_CONFLICT_METRICS = {"cf_acc": "contains_context", "m_c": "m_c"}
+
+
+def _check_agreement(path: Path, recs: list[dict[str, Any]], rows: list[dict[str, Any]], checkpoint: str,
+                     benchmark: str) -> None:
+    """Refuse a run whose records and metric rows disagree (a file cut short, records edited or lost their match
+    fields, metric rows of other items): the report would otherwise describe other items than the table."""
+    for metric, field_ in _CONFLICT_METRICS.items():
+        row = next((r for r in rows if r["checkpoint"] == checkpoint and r["benchmark"] == benchmark
+                    and r["subset"] == "all" and r["metric"] == metric), None)
+        if row is None or row.get("n") is None:
+            continue
+        usable = [r for r in recs if isinstance(r, dict) and field_ in r and "id" in r]
+        if len(usable) != len(recs):
+            raise CtxrelError(f"{path}: {len(recs) - len(usable)} of its {len(recs)} records lack the '{field_}' "
+                              f"(or 'id') field that metric {metric} was computed from; the run directory is "
+                              "damaged: restore the file, or delete it and rerun the evaluation to recompute it")
+        n_items = len({r["id"] for r in usable})
+        if n_items != int(row["n"]):
+            raise CtxrelError(f"{path}: holds records of {n_items} items but the metric rows of {checkpoint} / "
+                              f"{benchmark} say n={int(row['n'])} ({metric}); records and metrics disagree (a file "
+                              "cut short, or edited): rerun the same evaluation (`ctxrel eval --run DIR` for a "
+                              "study) to recompute the metrics from the records, or restore the file")
+
+
+def _summary(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    from ctxrel import strict_json
+
+    try:
+        data = strict_json.loads(path.read_bytes())
+    except ValueError as e:
+        raise CtxrelError(f"{path}: damaged training summary ({e}); delete it (rerunning the study rewrites "
+                          "it)") from None
+    if not isinstance(data, dict):
+        raise CtxrelError(f"{path}: damaged training summary (not a JSON object); delete it (rerunning the study "
+                          "rewrites it)")
+    return data
 
 
 def _yaml(path: Path) -> dict[str, Any] | None:
-    import yaml
+    from ctxrel.config import read_yaml_mapping
 
     if not path.exists():
         return None
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CtxrelError(f"{path}: not valid YAML ({e})") from None
+    return read_yaml_mapping(path, "run config")
 
 
 def trajectory_points(runs: list[Run], benchmark: str, metric: str, subset: str = "all",

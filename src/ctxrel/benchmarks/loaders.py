@@ -38,6 +38,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
+from ctxrel import strict_json
 from ctxrel.benchmarks.schema import REQUIRED, ConflictItem, validate_item
 from ctxrel.errors import InputError
 from ctxrel.matching import find_spans, normalize
@@ -97,18 +98,22 @@ def _jsonl_records(path: str | Path) -> Iterator[tuple[Where, Record]]:
         try:
             text = _decode(path, raw, number)
             if text.strip():
-                yield where, json.loads(text)
+                yield where, strict_json.loads(text)
         except InputError as e:
             yield where, e
         except json.JSONDecodeError as e:
             yield where, _error(where, f"malformed JSON at column {e.colno}: {e.msg}")
+        except strict_json.BadJSON as e:
+            yield where, _error(where, f"unusable JSON: {e}")
 
 
 def _json_list_records(path: str | Path) -> Iterator[tuple[Where, Record]]:
     try:
-        data = json.loads(_decode(path, _read_bytes(path)))
+        data = strict_json.loads(_decode(path, _read_bytes(path)))
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON at column {e.colno}: {e.msg}", path=str(path), line=e.lineno) from None
+    except strict_json.BadJSON as e:
+        raise InputError(f"unusable JSON: {e}", path=str(path)) from None
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of objects, found {_type_name(data)}", path=str(path))
     for index, record in enumerate(data, 1):
@@ -189,7 +194,7 @@ Convert = Callable[[dict, int, Where], ConflictItem]  # (record, row index, wher
 
 
 def _gather(path: str | Path, records: Iterable[tuple[Where, Record]], convert: Convert,
-            skip_invalid: bool) -> LoadResult:
+            skip_invalid: bool, *, implied_context: bool = False) -> LoadResult:
     items: list[ConflictItem] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -200,7 +205,7 @@ def _gather(path: str | Path, records: Iterable[tuple[Where, Record]], convert: 
             if not isinstance(record, dict):
                 raise _error(where, f"expected a JSON object, found {_type_name(record)}")
             item = convert(record, n, where)
-            validate_item(item, path=where[0], line=where[1])
+            validate_item(item, path=where[0], line=where[1], implied_context=implied_context)
             if item.id in seen:
                 raise _error(where, f"duplicate id {item.id!r}", "id")
             seen.add(item.id)
@@ -218,6 +223,10 @@ def _gather(path: str | Path, records: Iterable[tuple[Where, Record]], convert: 
 # ---------------------------------------------------------------- the study's files
 def _study_item(record: dict, n: int, where: Where, *, name: str, parametric_key: str,
                 category: str) -> ConflictItem:
+    given = {k: record[k] for k in _PARAMETRIC_KEYS if k in record}
+    if len(given) == 2 and given["memory_answer"] != given["parametric_answer"]:
+        raise _error(where, f"memory_answer {given['memory_answer']!r} and parametric_answer "
+                     f"{given['parametric_answer']!r} disagree; keep one of the two", "parametric_answer")
     parametric_key = next((k for k in _PARAMETRIC_KEYS if k in record), parametric_key)
     used = ("id", "category", "context", "question", "answer", parametric_key)
     _require(record, used[2:], where)
@@ -315,7 +324,9 @@ def load_memotrap(path: str | Path, *, name: str, skip_invalid: bool = False) ->
         records: Iterable[tuple[Where, Record]] = chain.from_iterable(_csv_records(f) for f in files)
     else:
         records = _jsonl_records(p) if _plain(p).suffix == ".jsonl" else _csv_records(p)
-    return _gather(path, records, partial(_memotrap_item, name=name), skip_invalid)
+    # MemoTrap's prompts imply the instructed ending ("Write a quote that ends in the word 'heavy'") rather
+    # than state a fact, so its contexts are not required to contain the context answer
+    return _gather(path, records, partial(_memotrap_item, name=name), skip_invalid, implied_context=True)
 
 
 # ---------------------------------------------------------------- NQ-Swap
@@ -381,16 +392,29 @@ def sniff_format(path: str | Path) -> str:
     if not p.exists():
         raise InputError("file not found; check the path", path=str(path))
     suffix = _plain(p).suffix
-    if p.is_dir() or suffix == ".csv":
+    if p.is_dir():
+        if any(_plain(f).suffix == ".csv" for f in p.iterdir()):
+            return "memotrap"
+        raise InputError("is a directory without MemoTrap CSV files; pass a benchmark file (.json, .jsonl, .csv, "
+                         "optionally .gz) or a directory of MemoTrap CSVs", path=str(path))
+    if suffix == ".csv":
         return "memotrap"
     json_list = suffix == ".json"
     if suffix not in (".json", ".jsonl"):
         raise InputError("unknown file type: expected .json, .jsonl or .csv (optionally .gz), or a MemoTrap "
                          "directory", path=str(path))
-    where, first = next(_json_list_records(p) if json_list else _jsonl_records(p), ((str(p), None), None))
-    if isinstance(first, InputError):
-        raise first
+    # the first record that parses as an object decides (bad rows before it are the loader's to report or,
+    # with --skip-invalid, to count)
+    first_error, where, first = None, (str(p), None), None
+    for where, record in (_json_list_records(p) if json_list else _jsonl_records(p)):
+        if isinstance(record, dict):
+            first = record
+            break
+        first_error = first_error or (record if isinstance(record, InputError) else
+                                      _error(where, f"expected a JSON object, found {_type_name(record)}"))
     if first is None:
+        if first_error is not None:
+            raise first_error
         raise InputError("no items to load", path=str(path))
     keys = set(first) if isinstance(first, dict) else set()
     study = "answer" in keys and bool(keys & set(_PARAMETRIC_KEYS))

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from ctxrel.benchmarks import loaders
-from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.errors import CtxrelError
+from ctxrel.benchmarks.schema import ConflictItem, check_scorable
+from ctxrel.errors import CtxrelError, InputError
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,25 @@ def load_benchmark(arg: str, *, skip_invalid: bool = False) -> LoadedBenchmark:
     loader = spec.loader if spec is not None else loaders.load_file
     result = loader(file, name=name, skip_invalid=skip_invalid)
     return LoadedBenchmark(name, spec.version if spec else 0, str(file), result.items, result.skipped)
+
+
+def require_scorable(bench: LoadedBenchmark, *, skip_invalid: bool = False) -> LoadedBenchmark:
+    """The benchmark restricted to items containment can score (generate mode, `schema.check_scorable`): the
+    first unscorable item is an error, or with `skip_invalid` every one is skipped and counted with its reason."""
+    items, skipped = [], list(bench.skipped)
+    for it in bench.items:
+        path, _, line = it.source.rpartition(":")
+        try:
+            check_scorable(it, path=path or it.source, line=int(line) if line.isdigit() else None)
+            items.append(it)
+        except InputError as e:
+            if not skip_invalid:
+                raise
+            skipped.append((it.source, str(e)))
+    if not items:
+        raise InputError(f"no scorable items in benchmark {bench.name} ({len(skipped)} invalid rows skipped)",
+                         path=bench.source)
+    return LoadedBenchmark(bench.name, bench.version, bench.source, items, skipped)
 
 
 def describe() -> list[dict[str, str]]:

@@ -58,9 +58,11 @@ class ConflictItem:
 REQUIRED = ("context", "question", "context_answer", "parametric_answer")
 
 
-def validate_item(item: ConflictItem, *, path: str, line: int | None) -> None:
-    """Raise `InputError` (naming path and line) if the item cannot be scored honestly."""
-    from ctxrel.matching import normalize, overlapping_answers
+def validate_item(item: ConflictItem, *, path: str, line: int | None, implied_context: bool = False) -> None:
+    """Raise `InputError` (naming path and line) if the item cannot be scored honestly: an empty field, a
+    context that does not state its context answer (unless the benchmark declares `implied_context`: its prompts
+    imply the answer, as MemoTrap's do), or no conflict. Containment scoring asks more (`check_scorable`)."""
+    from ctxrel.matching import normalize, overlapping_answers, states
 
     if not item.context.strip() and item.prompt is None:
         raise InputError("empty context: a conflict item needs a context that states the context answer",
@@ -70,9 +72,30 @@ def validate_item(item: ConflictItem, *, path: str, line: int | None) -> None:
     for key in ("context_answer", "parametric_answer"):
         if not normalize(getattr(item, key)):
             raise InputError(f"empty {key}", path=path, line=line, key=key)
+    if not implied_context and not states(item.context or item.prompt or "", item.context_answers):
+        raise InputError(f"the context does not state the context answer {item.context_answer!r} (nor an alias), "
+                         "so the item cannot measure context reliance; fix the row or pass --skip-invalid to "
+                         "count and skip it", path=path, line=line, key="context")
     same = overlapping_answers(item.context_answers, item.parametric_answers)
     if same:
         raise InputError(
             f"context answer equals parametric answer ({same[0]!r} after normalisation): there is no conflict "
             "to measure; fix the row or pass --skip-invalid to count and skip it",
             path=path, line=line, key="context_answer")
+
+
+def check_scorable(item: ConflictItem, *, path: str, line: int | None) -> None:
+    """Raise `InputError` if containment (generate mode) cannot score one of the item's answers or aliases
+    (`matching.unscorable`: one letter, only function words, ...). Likelihood mode scores the answers as
+    continuations and does not need this."""
+    from ctxrel.matching import unscorable
+
+    for key, answers in (("context_answer", (item.context_answer,)), ("context_aliases", item.context_aliases),
+                         ("parametric_answer", (item.parametric_answer,)),
+                         ("parametric_aliases", item.parametric_aliases)):
+        for answer in answers:
+            why = unscorable(answer)
+            if why:
+                raise InputError(f"unscorable answer for containment: {why}; give a longer answer (or score "
+                                 "it with --mode likelihood), or pass --skip-invalid to count and skip the row",
+                                 path=path, line=line, key=key)

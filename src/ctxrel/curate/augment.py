@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxrel import strict_json
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.matching import normalize
 from ctxrel.prompts import DEFAULT_BODY
@@ -78,7 +79,7 @@ def read_nq_swap(path: str | Path) -> tuple[list[Counterfactual], dict[str, int]
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = strict_json.loads(line)
                 except ValueError as e:
                     raise InputError(f"invalid JSON ({e})", path=str(p), line=n) from None
                 if not isinstance(row, dict):

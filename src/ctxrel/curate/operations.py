@@ -27,12 +27,25 @@ from ctxrel.results import atomic_write_text
 DATA = "data.jsonl"
 
 
-def _out_dir(out: str | Path) -> Path:
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise CtxrelError(f"--out {p}: exists and is not a directory")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+OUTPUTS = (DATA, "manifest.json", "scores.jsonl", "scores.settings.json", "report.json", "dropped.jsonl",
+           "loss_without_context.png")
+
+
+def _out_dir(out: str | Path, inputs: tuple = ()) -> Path:
+    """Claim the output directory (new, empty, or a ctxrel curation output: `run_marker`) after checking that
+    no input file is one of the files written there; the claim lasts until the command ends."""
+    from ctxrel import run_marker
+
+    target = run_marker.refuse_dangerous(out, "--out")
+    for spec in inputs:
+        if spec is None or not Path(str(spec)).expanduser().is_file():
+            continue
+        f = Path(str(spec)).expanduser().resolve()
+        if f.parent == target and f.name in OUTPUTS:
+            raise CtxrelError(f"--out {out}: the input {spec} lies there and would be overwritten by this "
+                              f"command's {f.name}; write to another directory")
+    run_marker.claim(out, "curate", verb="curate")
+    return Path(out)
 
 
 def _threshold_rule(quantile: float | None, value: float | None, s_quantile: float | None = None) -> str:
@@ -54,7 +67,7 @@ def classify(data: str, out: str | Path, *, model: str = "smollm2-135m-instruct"
 
     if threshold is not None or s_quantile is not None:
         quantile = None
-    out = _out_dir(out)
+    out = _out_dir(out, (data,))
     records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
     m, tok = loaded if loaded else (None, None)
     scores = score_records(records, out, model_spec=model, model=m, tok=tok, template=template,
@@ -99,7 +112,7 @@ def filter_records(data: str, out: str | Path, *, keep: str = "all", drop_quanti
         raise CtxrelError("nothing to filter: give --keep context-only|context-critical and/or --drop-keywords")
     if drop_threshold is not None:
         drop_quantile = None
-    out = _out_dir(out)
+    out = _out_dir(out, (data, drop_keywords))
     records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
     inputs = [data_input(source, records)]
     reasons: dict[int, str] = {}
@@ -178,7 +191,7 @@ def augment(data: str, out: str | Path, *, counterfactual: str, ratio: float = 0
 
     kind, path = A.parse_counterfactual(counterfactual)
     A.n_counterfactual(0, ratio)  # checks the ratio before anything is read
-    out = _out_dir(out)
+    out = _out_dir(out, (data, path))
     records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
     k = A.n_counterfactual(len(records), ratio)
     rng = random.Random(f"ctxrel-augment-{seed}")

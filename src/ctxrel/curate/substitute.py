@@ -323,7 +323,7 @@ def substitute(text: str, entity: str, replacement: str, *, protect: list[str] |
         if start >= last_end:
             chosen.append((start, end, form))
             last_end = end
-    ambiguous, kept = set(), []
+    bearers, kept = [], []  # bearers: (start, part, "entity" | "other") -- who was mentioned where
     for start, end, form in chosen:
         if _overlaps(start, end, protected):
             continue
@@ -331,16 +331,24 @@ def substitute(text: str, entity: str, replacement: str, *, protect: list[str] |
         if other:
             protected.append((start, end, other[1]))
             if other[0] in ("kin", "namesake"):
-                ambiguous.add(form.part)
+                bearers.append((start, form.part, "other"))
             continue
         kept.append((start, end, form))
+        if not form.bare:  # the full name (or initial + surname) names the entity by both parts
+            bearers += [(start, "surname", "entity"), (start, "given", "entity")]
     leak_reasons = {}
     out, pos, shift, replacements = [], 0, 0, []
     for start, end, form in kept:
-        if form.bare and form.part in ambiguous:
-            what = "given name" if form.part == "given" else form.part
+        who = _bearer(text, bearers, start, form.part) if form.bare else "entity"
+        what = "given name" if form.part == "given" else form.part
+        if who == "ambiguous":
             leak_reasons[(start, end)] = f"ambiguous {what}: another person in the text shares it"
             continue
+        if who == "other":
+            protected.append((start, end, f"another person's {what}: the most recently mentioned bearer"))
+            continue
+        if form.bare and form.rule != "derived":
+            bearers.append((start, form.part, "entity"))
         found = text[start:end]
         new = form.replacement
         if form.rule == "derived":
@@ -361,6 +369,25 @@ def substitute(text: str, entity: str, replacement: str, *, protect: list[str] |
     return SubstitutionResult(new_text, replacements, _leak_scan(new_text, name, replacements, protected,
                                                                   leak_reasons, text),
                               _audit(text, replacements, protected, name), sorted(protected))
+
+
+def _sentence_index(text: str, pos: int) -> int:
+    return len(re.findall(r"[.!?](?=\s)", text[:pos]))
+
+
+def _bearer(text: str, bearers: list[tuple[int, str, str]], start: int, part: str) -> str:
+    """Whom a bare surname (or given name) at `start` refers to: the most recently mentioned person who bears it
+    ("entity" or "other"); "ambiguous" when that cannot be decided -- the two bearers last mentioned in the same
+    sentence, or no bearer mentioned yet while another person with this part appears later in the text."""
+    mine = sorted((s, who) for s, p, who in bearers if p == part)
+    before = [(s, who) for s, who in mine if s < start]
+    if not before:
+        return "ambiguous" if any(who == "other" for _, who in mine) else "entity"
+    last, who = before[-1]
+    rivals = [s for s, w in before if w != who]
+    if rivals and _sentence_index(text, rivals[-1]) == _sentence_index(text, last):
+        return "ambiguous"
+    return who
 
 
 def _bare_possessive(text: str, start: int, end: int) -> bool:
@@ -456,6 +483,23 @@ def _read(path: str) -> str:
         raise CtxrelError(f"--text {path}: cannot read it as UTF-8 text: {e}") from None
 
 
+def _check_outputs(args) -> None:
+    """--out and --report never overwrite the input text or each other."""
+    import os
+
+    named = [(what, p) for what, p in (("--text", args.text), ("--out", args.out), ("--report", args.report))
+             if p not in (None, "-")]
+    for what, p in named:
+        if not p.strip():
+            raise CtxrelError(f"{what} is empty; name a file (or - for stdin/stdout)")
+    for i, (w1, p1) in enumerate(named):
+        for w2, p2 in named[i + 1:]:
+            same = os.path.abspath(p1) == os.path.abspath(p2) or (
+                os.path.exists(p1) and os.path.exists(p2) and os.path.samefile(p1, p2))
+            if same:
+                raise CtxrelError(f"{w2} {p2} is the same file as {w1} {p1}; the output would overwrite it")
+
+
 def _write(path: str, text: str, what: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -480,6 +524,7 @@ def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
     if not args.entity.strip() or not args.replacement.strip():
         raise CtxrelError("--entity and --with must both be non-empty names")
+    _check_outputs(args)
     result = substitute(_read(args.text), args.entity, args.replacement, protect=args.protect)
     if args.out == "-":
         sys.stdout.write(result.text)

@@ -94,8 +94,18 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
     except ImportError:
         raise CtxrelError("the report needs matplotlib: pip install 'ctxrel[report]'") from None
 
+    from ctxrel import run_marker
+
     dest = Path(out) if out is not None else default_out(grouped)
-    dest.mkdir(parents=True, exist_ok=True)
+    with run_marker.held(dest, "report", verb="report"):
+        return _write_report(dest, loaded, summaries)
+
+
+def _write_report(dest: Path, loaded, summaries) -> dict[str, Any]:
+    from ctxrel.report.html import render
+    from ctxrel.report.plots import plot_all
+    from ctxrel.results import atomic_write_text
+
     figures = plot_all(summaries, dest)
     configs = {}
     for label, rs in loaded:

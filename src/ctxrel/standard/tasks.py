@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence, TypeVar, Union
 
+from ctxrel import strict_json
 from ctxrel.errors import CtxrelError, InputError
 
 STANDARD_TASKS = ("gsm8k", "mmlu", "arc_challenge", "squad")
@@ -133,10 +134,12 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = strict_json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"not valid JSON ({e.msg}); each line must be one JSON object",
                                  path=str(path), line=line_no) from None
+            except strict_json.BadJSON as e:
+                raise InputError(f"unusable JSON: {e}", path=str(path), line=line_no) from None
             if not isinstance(row, dict):
                 raise InputError(f"expected a JSON object, got {type(row).__name__}", path=str(path), line=line_no)
             yield line_no, row

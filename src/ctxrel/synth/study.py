@@ -71,7 +71,10 @@ def run_synth(cfg: SynthConfig, out: str | Path, *, preset: str | None = None,
     if longest > cfg.model.max_len:
         raise CtxrelError(f"synth config: sequences reach {longest} tokens; raise model.max_len (now "
                           f"{cfg.model.max_len}) or lower world.distractors / world.answer_len")
-    run = RunDir(out)  # config errors above, before anything is written
+    from ctxrel import run_marker
+
+    run_marker.claim(out, "synth", verb="synth")  # config errors above, before anything is written
+    run = RunDir(out)
     first = step_name(0)
     try:
         run.check_settings(first, measure.BENCHMARK, {"config_sha256": config_digest(cfg)})

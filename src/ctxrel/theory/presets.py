@@ -201,6 +201,9 @@ def run_theory(preset: str, out: str | Path, **overrides) -> dict[str, Any]:
     runs = {name: to_series(simulate(c)) for name, c in configs.items()}
     check = spec.check(runs)
 
+    from ctxrel import run_marker
+
+    run_marker.claim(out, "theory", verb="theory")  # released when the command ends
     run = RunDir(out)
     run.write_config({"verb": "theory", "preset": preset, "claim": spec.claim,
                       "theory": dataclasses.asdict(cfg),

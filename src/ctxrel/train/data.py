@@ -19,12 +19,12 @@ example left with no response token is dropped and counted.
 from __future__ import annotations
 
 import gzip
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ctxrel import strict_json
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, DEFAULT_BODY, NO_CONTEXT_BODY
 
@@ -62,11 +62,11 @@ def read_file(path: Path) -> list[tuple[dict[str, Any], str]]:
                 for n, line in enumerate(f, start=1):
                     if line.strip():
                         try:
-                            out.append((json.loads(line), f"{path}:{n}"))
+                            out.append((strict_json.loads(line), f"{path}:{n}"))
                         except ValueError as e:
                             raise InputError(f"invalid JSON ({e})", path=str(path), line=n) from None
                 return out
-            data = json.load(f)
+            data = strict_json.loads(f.read())
     except (OSError, EOFError) as e:
         raise CtxrelError(f"data.source {path}: cannot read ({e})") from None
     except ValueError as e:

@@ -64,7 +64,7 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
     path = out / "config.yaml"
     if not path.exists() or ckpt.latest_resumable(out) is None:
         return
-    old = yaml.safe_load(path.read_text()) or {}
+    old = C.read_yaml_mapping(path)
     new, defaults = C.to_dict(cfg), C.to_dict(C.StudyConfig())
 
     def was(sec, k):  # a key added to ctxrel after the run started had its default then
@@ -82,29 +82,43 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
-    from ctxrel.benchmarks.registry import load_benchmark
+    from ctxrel.benchmarks.registry import load_benchmark, require_scorable
     from ctxrel.evaluate import _standard_name, load_standard, standard_tasks
     from ctxrel.variants import check_variants
 
     check_variants(cfg.eval)  # eval.decoding / cad_alpha / contexts
     for b in cfg.eval.benchmarks:
         if not _standard_name(b):
-            load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+            bench = load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
+            if cfg.eval.mode == "generate":
+                require_scorable(bench, skip_invalid=cfg.eval.skip_invalid)
     for b in standard_tasks(cfg.eval):
         load_standard(b, cfg.eval)
 
 
 def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
     """Train with evaluation at every checkpoint; write the trajectory plot. Resumable. Returns the summary."""
-    from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
+    from ctxrel import run_marker
     from ctxrel.results import RunDir
-    from ctxrel.train.loop import train
+
+    from ctxrel.train.loop import check_train_config
 
     out = Path(cfg.out)
-    _check_resume(out, cfg)
+    check_train_config(cfg)
     _check_benchmarks(cfg)
-    RunDir(out).write_config(C.to_dict(cfg))
+    with run_marker.scope():
+        if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
+            run_marker.claim(out, "study", verb="study", settings=C.to_dict(cfg), what="out=")
+            _check_resume(out, cfg)
+            RunDir(out).write_config(C.to_dict(cfg))
+        return _train_and_plot(cfg, out, plot, log)
+
+
+def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str, Any]:
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.evaluate import run_eval
+    from ctxrel.train.loop import train
+
     eval_cfg = _eval_config(cfg)
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
         lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{ckpt.step_name(step)}",
@@ -139,13 +153,23 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
     from ctxrel.evaluate import run_eval
     from ctxrel.models import load_model
 
+    from ctxrel import run_marker
+
     out = Path(run_dir)
     if not (out / "config.yaml").exists():
         raise CtxrelError(f"--run {run_dir}: no config.yaml there (not a study run directory)")
-    try:
-        data = yaml.safe_load((out / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CtxrelError(f"{out / 'config.yaml'}: invalid YAML: {e}") from None
+    with run_marker.scope():
+        run_marker.claim(out, "study", verb="eval --run", what="--run")
+        return _score_run(out, benchmarks, overrides, settings, log)
+
+
+def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
+    from ctxrel.backends.hf import HFBackend
+    from ctxrel.evaluate import run_eval
+    from ctxrel.models import load_model
+
+    run_dir = str(out)
+    data = C.read_yaml_mapping(out / "config.yaml")
     for o in overrides:
         C.apply_override(data, o)
     for key, value in (settings or {}).items():
