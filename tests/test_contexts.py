@@ -52,8 +52,9 @@ def test_gold_skips_what_cannot_be_turned_and_says_why():
     no_mention = item("x", "The capital moved in 2019.", "What is the capital of Peru?", "Cusco", "Lima")
     assert gold_item(no_mention)[0] is None and "does not name" in gold_item(no_mention)[1]
     assert gold_item(MEMOTRAP)[0] is None
-    # a person whose name part is shared with another person in the text is a leak: skipped
-    kin = item("k", "Marie Curie won a prize. Pierre Curie helped Curie.", "Who won?", "Marie Curie",
+    # a bare name part that could be either of two people of one sentence is a leak: skipped (a bare surname
+    # in a later sentence goes to the most recently mentioned bearer, so it no longer counts)
+    kin = item("k", "Marie Curie and Pierre Curie won a prize, and Curie spoke first.", "Who won?", "Marie Curie",
                "Ada Lovelace", meta={"person": "Ada Lovelace"})
     built, skipped = build_kind([FRANCE, kin, MEMOTRAP], "gold")
     assert [b.id for b in built] == ["t/fr"]
