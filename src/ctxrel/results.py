@@ -123,14 +123,7 @@ class RunDir:
         (unless `dry_run`, which only checks)."""
         path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
         if path.exists():
-            try:
-                old = strict_json.loads(path.read_bytes())
-            except ValueError as e:
-                raise CtxrelError(f"{path}: damaged settings file ({e}); delete {path.parent} to recompute "
-                                  "this checkpoint") from None
-            if not isinstance(old, dict):
-                raise CtxrelError(f"{path}: damaged settings file (not a JSON object); delete {path.parent} to "
-                                  "recompute this checkpoint")
+            old = strict_json.load_object(path, "settings file", f"delete {path.parent} to recompute this checkpoint")
             diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
             if diff:
                 desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))

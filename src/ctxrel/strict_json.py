@@ -46,3 +46,18 @@ def loads(text: str | bytes, *, allow_nan: bool = False) -> Any:
         raise BadJSON("nested too deeply to parse") from None
     _check_strings(value)
     return value
+
+
+def load_object(path, what: str, remedy: str) -> dict[str, Any]:
+    """The JSON object in file `path` (a pathlib.Path), read strictly; anything else -- bad JSON, a lone
+    surrogate, another JSON type -- is a CtxrelError that names the file, says it is a damaged `what`, and
+    ends with `remedy`."""
+    from ctxrel.errors import CtxrelError
+
+    try:
+        data = loads(path.read_bytes())
+    except ValueError as e:
+        raise CtxrelError(f"{path}: damaged {what} ({e}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise CtxrelError(f"{path}: damaged {what} (not a JSON object); {remedy}")
+    return data

@@ -118,15 +118,7 @@ def _summary(path: Path) -> dict[str, Any] | None:
         return None
     from ctxrel import strict_json
 
-    try:
-        data = strict_json.loads(path.read_bytes())
-    except ValueError as e:
-        raise CtxrelError(f"{path}: damaged training summary ({e}); delete it (rerunning the study rewrites "
-                          "it)") from None
-    if not isinstance(data, dict):
-        raise CtxrelError(f"{path}: damaged training summary (not a JSON object); delete it (rerunning the study "
-                          "rewrites it)")
-    return data
+    return strict_json.load_object(path, "training summary", "delete it (rerunning the study rewrites it)")
 
 
 def _yaml(path: Path) -> dict[str, Any] | None:
