@@ -456,3 +456,21 @@ def test_smollm2_separates_mixture_kinds(tmp_path):
     # 13 context records: their 0.25-quantile is the 4th smallest loss, so 3 lie strictly below it
     assert r["report"]["counts"] == {"C": 10, "C+S": 3, "S": 3, "unscored": 0}
     assert all(math.isfinite(s["loss_with"]) for s in scores)
+
+
+@pytest.mark.parametrize("spec, said", [("mixture:ci=abc", "must be a number"), ("mixture:zz=0.1", "one of c, cs"),
+                                        ("mixture:ci=0.3", "sum to 1")])
+def test_bad_mixture_shares_are_refused_before_the_output_directory_exists(tmp_path, capsys, spec, said):
+    out = tmp_path / "out"
+    assert main(["curate", "augment", "--data", spec, "--counterfactual", "facts", "--ratio", "0.1",
+                 "--out", str(out)]) == 2
+    assert said in capsys.readouterr().err and not out.exists()
+
+
+def test_mixture_shares_select_the_kinds(tmp_path):
+    from ctxrel.curate.dataset import load_records
+
+    records, source = load_records("mixture:c=0.2,cs=0.4,ci=0.2,s=0.2", limit=50, seed=0)
+    kinds = [r.data["kind"] for r in records]
+    assert len(records) == 50 and {k: kinds.count(k) for k in set(kinds)} == {"c": 10, "cs": 20, "ci": 10, "s": 10}
+    assert source.params["ci"] == 0.2

@@ -202,3 +202,11 @@ def test_shipped_presets_load():
         assert cfg.out.startswith("runs/")
     q = load_study_config("quickstart", ["train.lr=1e-5"])
     assert q.train.lr == 1e-5 and q.data.source == "mixture" and q.model.name == "smollm2-135m-instruct"
+
+
+def test_bad_mixture_is_refused_before_the_run_directory_is_touched(tmp_path, capsys):
+    from ctxrel.cli import main as cli_main
+
+    out = tmp_path / "run"
+    assert cli_main(["study", "quickstart", "data.mixture.ci=0.5", f"out={out}"]) == 2
+    assert "sum to 1" in capsys.readouterr().err and not out.exists()

@@ -38,6 +38,14 @@ def _out_dir(out: str | Path, inputs: tuple = ()) -> Path:
 
     target = run_marker.refuse_dangerous(out, "--out")
     for spec in inputs:
+        if isinstance(spec, str) and (spec == "mixture" or spec.startswith("mixture:")):  # shares, before any write
+            from ctxrel.config import MixtureConfig
+            from ctxrel.curate.dataset import mixture_shares
+            from ctxrel.train.mixture import kind_counts
+
+            m = MixtureConfig()
+            kind_counts(1, {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s, **mixture_shares(spec)})
+    for spec in inputs:
         if spec is None or not Path(str(spec)).expanduser().is_file():
             continue
         f = Path(str(spec)).expanduser().resolve()
