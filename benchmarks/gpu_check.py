@@ -42,6 +42,7 @@ PRESET = "paper/llama2-7b-alpaca-lora"
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity), from NVIDIA's data sheets; first match wins
 PEAK_BF16_TFLOPS = [
     (r"H100.*PCIe", 756.0),
+    (r"H100.*NVL", 835.0),
     (r"H100|H200|GH200", 989.0),
     (r"A100", 312.0),
     (r"L40S", 362.0),
@@ -176,11 +177,8 @@ def main() -> int:
     torch.manual_seed(0)
     config = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
-    torch.set_default_dtype(default)
+    with torch.device(device):  # weights are created on the device, in its dtype: no 7B copy in host memory
+        model = LlamaForCausalLM._from_config(config, dtype=dtype)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
     n_flop = n_params - model.get_input_embeddings().weight.numel()

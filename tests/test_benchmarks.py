@@ -45,7 +45,7 @@ def test_gpu_check_knows_the_peaks_it_claims():
     finally:
         sys.path.pop(0)
     assert peak_tflops("NVIDIA H100 80GB HBM3") == peak_tflops("NVIDIA H200") == 989
-    assert peak_tflops("NVIDIA H100 PCIe") == 756
+    assert peak_tflops("NVIDIA H100 PCIe") == 756 and peak_tflops("NVIDIA H100 NVL") == 835
     assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312
     assert peak_tflops("NVIDIA L4") == 121 and peak_tflops("NVIDIA L40S") == 362
     assert peak_tflops("Tesla V100-SXM2-16GB") is None  # unknown: the script says so instead of guessing
