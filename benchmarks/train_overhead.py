@@ -11,12 +11,12 @@ same machine at the same moment. Model loading and the trajectory plot count in 
 separately.
 
 `--group-by-length`: LoRA training steps (ctxrel's ResponseLoss, collate and AdamW, as in the loop) on the same
-examples batched two ways: the first `--steps` batches of a length-grouped epoch over `--pool` examples
-(`train.group_by_length`: windows of 50 batches sorted by length), and the very same examples batched unsorted
-(in the unsorted epoch's order, the loop's default). The steps of the two alternate in one process, so background
-load hits both alike. Examples: real Alpaca from $CTXREL_DATA/alpaca/alpaca_data.json.gz when it exists, else a
-synthetic Alpaca-like length distribution. Prints real tokens/s and padding of both and their ratio, and the
-padding share of a whole epoch of the pool under each batching (counted exactly, no model).
+examples batched two ways: the first `--steps` batches of an unsorted epoch over `--pool` examples (the loop's
+default), and the very same examples grouped by length (`train.group_by_length`; they form a single window, so
+this understates windows of 50 batches). The steps of the two alternate in one process, so background load hits
+both alike. Examples: real Alpaca from $CTXREL_DATA/alpaca/alpaca_data.json.gz when it exists, else a synthetic
+Alpaca-like length distribution. Prints real tokens/s and padding of both and their ratio, and the padding share
+of a whole epoch of the pool under each batching (windows of 50 batches; counted exactly, no model).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def grouped_vs_unsorted(args) -> None:
     from ctxrel import config as C
     from ctxrel.models import load_model, select_trainable
     from ctxrel.train.data import collate, read_file, resolve_data_template, to_example, tokenize
-    from ctxrel.train.loop import ResponseLoss, _optimizer, epoch_order, make_plan
+    from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
 
     data = Path(os.environ.get("CTXREL_DATA", "")) / "alpaca" / "alpaca_data.json.gz"
     if os.environ.get("CTXREL_DATA") and data.exists():
@@ -133,15 +133,13 @@ def grouped_vs_unsorted(args) -> None:
         pad = sum(plan.padding(b, lengths) for b in batches)
         print(f"epoch of {plan.total} steps, {mode:8s}: padding {pad / (real + pad):6.1%} of positions", flush=True)
 
-    # timed: the first `steps` batches of the grouped epoch, and the same examples batched unsorted (in the order
-    # of the unsorted epoch, cut into batches): identical examples and tokens, only the batching differs
-    grouped = [epoch["grouped"].global_batch(s, 0) for s in range(args.steps)]
-    chosen = {i for b in grouped for i in b}
-    rank = {i: k for k, i in enumerate(epoch_order(len(lengths), 0, 0))}
-    flat = sorted(chosen, key=rank.get)
-    timed = {"unsorted": [flat[k:k + args.batch_size] for k in range(0, len(flat), args.batch_size)],
-             "grouped": grouped}
-    n = len(flat)
+    # timed: the first `steps` batches of the unsorted epoch (what the loop trains on by default), and the same
+    # examples grouped by length (they form one window): identical examples and tokens, only the batching differs
+    unsorted = [epoch["unsorted"].global_batch(s, 0) for s in range(args.steps)]
+    sub = sorted(i for b in unsorted for i in b)
+    regroup = plans(len(sub), [lengths[i] for i in sub])["grouped"]
+    timed = {"unsorted": unsorted, "grouped": [[sub[j] for j in regroup.global_batch(s, 0)] for s in range(args.steps)]}
+    flat, n = sub, len(sub)
 
     model = select_trainable(model, tc)
     model.train()
