@@ -141,8 +141,8 @@ def cmd_study(args) -> int:
         print(line)
     print(f"next: ctxrel report {cfg.out}   (inversion verdict with CIs, per-category curves, item flips; HTML)")
     if str(args.config).removesuffix(".yaml").endswith("quickstart"):
-        print("the inversion on a real model (rise, then a significant fall, 3 seeds): `ctxrel study inversion-real` "
-              "(about 25 min on 2 cores; README, 'The inversion on a real model')")
+        print("the inversion on a real model: `ctxrel study inversion-real` (20-30 min on 2 cores; one seed in three "
+              "inverts, the others rise then fall less or plateau: README, 'The inversion on a real model')")
     return 0
 
 
