@@ -76,6 +76,10 @@ class MixtureConfig:
     c: float = 0.2  # context-critical: invented entities, the answer is only in the context
     cs: float = 0.6  # non-context-critical: real facts, the context repeats what the model knows
     ci: float = 0.0  # non-context-critical, irrelevant context: the context states other facts, memory answers
+
+    def shares(self) -> dict[str, float]:
+        """The kind -> share mapping that `train.mixture.generate_mixture` takes."""
+        return {"c": self.c, "cs": self.cs, "ci": self.ci, "s": self.s}
     s: float = 0.2  # subject-critical: real facts, no context (pure recall)
 
 

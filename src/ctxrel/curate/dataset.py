@@ -105,7 +105,7 @@ def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: i
 
         m = MixtureConfig()
         n = limit or m.n
-        proportions = {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s}
+        proportions = m.shares()
         proportions.update(mixture_shares(spec))
         raw = generate_mixture(n, proportions, seed=seed)
         pairs = [(r, f"mixture:{i}") for i, r in enumerate(raw)]

@@ -44,7 +44,7 @@ def _out_dir(out: str | Path, inputs: tuple = ()) -> Path:
             from ctxrel.train.mixture import kind_counts
 
             m = MixtureConfig()
-            kind_counts(1, {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s, **mixture_shares(spec)})
+            kind_counts(1, {**m.shares(), **mixture_shares(spec)})
     for spec in inputs:
         if spec is None or not Path(str(spec)).expanduser().is_file():
             continue

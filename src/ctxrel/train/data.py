@@ -172,7 +172,7 @@ def load_examples(data_cfg, *, seed: int = 0) -> list[Example]:
         from ctxrel.train.mixture import generate_mixture
 
         m = data_cfg.mixture
-        records = generate_mixture(m.n, {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s}, seed=seed)
+        records = generate_mixture(m.n, m.shares(), seed=seed)
         pairs = [(r, f"mixture:{i}") for i, r in enumerate(records)]
         fmt = "mixture"
     else:

@@ -111,7 +111,7 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
         m = cfg.data.mixture
         if m.n < 1:
             raise CtxrelError(f"config key data.mixture.n: {m.n} must be >= 1")
-        kind_counts(m.n, {"c": m.c, "cs": m.cs, "ci": m.ci, "s": m.s})
+        kind_counts(m.n, m.shares())
     _check_benchmarks(cfg)
     with run_marker.scope():
         if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
