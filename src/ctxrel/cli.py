@@ -18,7 +18,8 @@ def _eval_parser(sub) -> None:
                                    "(rerunning the same command resumes).")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.limit=20")
     p.add_argument("--config", help="YAML config file (flags and KEY=VALUE override it)")
-    p.add_argument("--model", help="hub id, local directory, .gguf file, smollm2-135m-instruct (default) or gemma3-270m (base Gemma 3, extra `gemma`)")
+    p.add_argument("--model", help="hub id, local directory, .gguf file, smollm2-135m-instruct (default) or "
+                                   "gemma3-270m (base Gemma 3, extra `gemma`)")
     p.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
     p.add_argument("--reference-model", help="model asked without context by the knowledge filter "
                                              "(default: the evaluated model)")

@@ -105,13 +105,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
     out = Path(cfg.out)
     check_train_config(cfg)
-    if cfg.data.source == "mixture":  # the shares and size, before the run directory is touched
+    if cfg.data.source == "mixture":  # the shares (n >= 1 is config.MINIMUM's), before the run directory is touched
         from ctxrel.train.mixture import kind_counts
 
-        m = cfg.data.mixture
-        if m.n < 1:
-            raise CtxrelError(f"config key data.mixture.n: {m.n} must be >= 1")
-        kind_counts(m.n, m.shares())
+        kind_counts(cfg.data.mixture.n, cfg.data.mixture.shares())
     _check_benchmarks(cfg)
     with run_marker.scope():
         if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
