@@ -74,13 +74,15 @@ def mixture_shares(spec: str) -> dict[str, float]:
     >>> mixture_shares("mixture:ci=0.25,cs=0.35")
     {'ci': 0.25, 'cs': 0.35}
     """
+    from ctxrel.train.mixture import KINDS
+
     _, _, body = spec.partition(":")
     shares: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in body.split(","))):
         key, eq, value = part.partition("=")
         key = key.strip()
-        if not eq or key not in ("c", "cs", "ci", "s"):
-            raise CtxrelError(f"--data {spec}: expected mixture:KIND=SHARE,... with KIND one of c, cs, ci, s; "
+        if not eq or key not in KINDS:
+            raise CtxrelError(f"--data {spec}: expected mixture:KIND=SHARE,... with KIND one of {', '.join(KINDS)}; "
                               f"found {part!r}")
         try:
             shares[key] = float(value)
