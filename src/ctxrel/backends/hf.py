@@ -29,8 +29,28 @@ def _cut(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+# generation_config settings that change which token HF's greedy search picks; ctxrel's own loop applies none of
+# them, so a model that sets one keeps HF `generate`
+_GREEDY_CHANGERS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+                    "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens",
+                    "sequence_bias", "encoder_repetition_penalty", "exponential_decay_length_penalty",
+                    "guidance_scale", "watermarking_config")
+
+
+def _plain_greedy(model) -> bool:
+    """True when the model's generation_config leaves greedy search as a plain argmax."""
+    from transformers import GenerationConfig
+
+    have, default = getattr(model, "generation_config", None), GenerationConfig()
+    return have is None or all(getattr(have, k, None) == getattr(default, k, None) for k in _GREEDY_CHANGERS)
+
+
 class HFBackend:
-    def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16):
+    def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16, decode: str = "own"):
+        if decode not in ("own", "hf"):
+            raise ValueError(f"decode must be 'own' (ctxrel's loop that drops finished rows) or 'hf' (transformers' "
+                             f"generate), not {decode!r}")
+        self.decode = decode  # greedy generation: "own" = backends.decode_loop, "hf" = model.generate
         self.model = model
         self.tok = tokenizer
         self.name = name
@@ -93,6 +113,10 @@ class HFBackend:
                  temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (),
                  on_done: Callable[[int], None] | None = None) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
+        if self.decode == "own" and temperature <= 0 and samples == 1 and _plain_greedy(self.model):
+            own = self._generate_own(encoded, max_new_tokens=max_new_tokens, stop=stop, on_done=on_done)
+            if own is not None:
+                return own
         out: list[list[str]] = [[] for _ in prompts]
         sampling = temperature > 0
         for batch in self._batches([len(e) for e in encoded]):
@@ -115,6 +139,35 @@ class HFBackend:
             if on_done:
                 on_done(len(batch))
         return out
+
+    def _generate_own(self, encoded: list[list[int]], *, max_new_tokens: int, stop: Sequence[str],
+                      on_done: Callable[[int], None] | None) -> list[list[str]] | None:
+        """Greedy generation on ctxrel's own loop (`decode_loop.greedy_decode`: finished rows leave the batch,
+        waiting prompts join it); None when the model's KV cache is not one that loop can split and join."""
+        from ctxrel.backends.decode_loop import greedy_decode
+
+        def prefill(seqs):
+            ids, mask = self._left_pad(seqs)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1)
+            cache = getattr(out, "cache", None) or out.past_key_values
+            return cache, mask, mask.sum(-1), out.logits[:, -1]
+
+        def forward(tokens, mask, pos, cache):
+            return self.model(input_ids=tokens, attention_mask=mask, position_ids=pos, use_cache=True,
+                              logits_to_keep=1, **{self._cache_kwarg: cache}).logits[:, -1]
+
+        check = None
+        if stop:
+            from transformers.generation.stopping_criteria import StopStringCriteria
+            check = StopStringCriteria(self.tok, list(stop))
+        tokens = greedy_decode(forward, prefill, encoded, max_new_tokens=max_new_tokens,
+                               batch_size=self.batch_size, stop_ids=self.stop_ids, stop_check=check,
+                               pad_id=self.tok.pad_token_id, on_done=on_done)
+        if tokens is None:
+            return None
+        return [[_cut(self.tok.decode(t, skip_special_tokens=True), stop).strip()] for t in tokens]
 
     # -- scoring ------------------------------------------------------------------------------------------
     def _split(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -1,0 +1,139 @@
+"""Greedy generation that stops working on finished rows (continuous batching on one KV cache).
+
+HF `generate` runs a batch until its longest row ends: a row that answered "Paris" after three tokens keeps being
+computed for the other twenty. This loop keeps up to `batch_size` rows decoding together on one KV cache; when a
+row ends it leaves the batch and its cache rows are dropped, and waiting prompts are prefilled and joined to the
+batch, so every decoding step works on rows that still produce text.
+
+How rows of different lengths share one cache: every row is left-padded to the batch's width (W). A joining group
+is prefilled on its own (left-padded among itself), then the narrower of the two caches is padded on the left with
+zeros (keys and values; the attention mask is 0 there, so the zeros are never attended to) and the two are
+concatenated along the batch. Position ids are explicit per row (real tokens count from 0), so a row's numbers do
+not depend on how much padding sits to its left. Columns that no remaining row attends to are trimmed off the left.
+
+Stop rules are those of the backend's HF path: a row ends at a token in `stop_ids` (kept, as HF keeps the EOS),
+at `max_new_tokens`, or when transformers' own `StopStringCriteria` says a stop string was just completed.
+Greedy only: sampling and several samples per prompt stay on HF `generate` (`HFBackend.generate` routes them).
+
+Shapes: B = rows decoding now, W = cache width (padded prompt + generated tokens), V = vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+
+def own_cache_supported(cache) -> bool:
+    """True when `cache` is a transformers DynamicCache made only of plain full-attention layers: the layout
+    (B, heads, W, head_dim) whose rows this loop drops, pads and joins. Sliding-window, quantised, static or
+    hybrid caches are not (the backend then falls back to HF `generate`)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return (isinstance(cache, DynamicCache) and bool(layers)
+            and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers))
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    extra = width - t.shape[dim]
+    if extra == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class _Batch:
+    """The rows decoding now: their prompt indices, KV cache, attention mask (B, W), next position (B,) and the
+    logits (B, V) that choose each row's next token."""
+
+    def __init__(self, rows: list[int], cache, mask: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor):
+        self.rows, self.cache, self.mask, self.pos, self.logits = rows, cache, mask, pos, logits
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the rows at `index` (dropping the others from the cache too), then trim leading columns
+        that no kept row attends to."""
+        sel = torch.tensor(index, dtype=torch.long, device=self.mask.device)
+        self.rows = [self.rows[i] for i in index]
+        self.mask, self.pos, self.logits = self.mask[sel], self.pos[sel], self.logits[sel]
+        used = self.mask.any(0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[sel, :, start:]
+            layer.values = layer.values[sel, :, start:]
+        self.mask = self.mask[:, start:]
+
+    def join(self, other: "_Batch") -> None:
+        """Append `other`'s rows, padding the narrower cache and mask on the left to a common width."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
+            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        self.rows += other.rows
+        self.pos = torch.cat([self.pos, other.pos])
+        self.logits = torch.cat([self.logits, other.logits])
+
+
+def greedy_decode(forward: Callable, prefill: Callable[[list[list[int]]], tuple], encoded: Sequence[list[int]],
+                  *, max_new_tokens: int, batch_size: int, stop_ids: Sequence[int], stop_check=None,
+                  pad_id: int = 0, refill_at: int = 1, on_done: Callable[[int], None] | None = None) -> list[list[int]] | None:
+    """Greedy continuation token ids of each prompt in `encoded`, the stop token included when one ended it.
+
+    `prefill(seqs)` runs left-padded prompts and returns (cache, mask (B, W), next positions (B,), last logits
+    (B, V)); `forward(tokens (B, 1), mask (B, W), positions (B, 1), cache)` returns logits (B, V) for one new
+    token per row, growing the cache. `stop_check(tails (B, K)) -> (B,) bool` applies the stop strings to each
+    row's last K tokens (prompt and generated). Prompts join longest first (the order HF batches use), as soon as
+    `refill_at` slots are free (or the queue's remainder fits). Returns None when the model's cache is not one this
+    loop can split and join (the caller falls back to HF `generate`)."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    out: list[list[int]] = [[] for _ in encoded]
+    stops = torch.tensor(sorted(set(stop_ids)) or [-1])
+    batch: _Batch | None = None
+    queue = 0  # next position in `order`
+    tail_len = getattr(stop_check, "maximum_token_len", 0)
+    while queue < len(order) or batch is not None:
+        free = batch_size - (len(batch) if batch is not None else 0)
+        if queue < len(order) and free > 0 and (free >= refill_at or len(order) - queue <= free
+                                                or batch is None):
+            rows = order[queue:queue + free]
+            queue += len(rows)
+            cache, mask, pos, logits = prefill([encoded[i] for i in rows])
+            if not own_cache_supported(cache):
+                return None
+            joining = _Batch(rows, cache, mask, pos, logits)
+            if batch is None:
+                batch = joining
+            else:
+                batch.join(joining)
+        nxt = batch.logits.argmax(-1)  # (B,)
+        finished = torch.isin(nxt, stops.to(nxt.device)).tolist()
+        for j, (r, tok) in enumerate(zip(batch.rows, nxt.tolist())):
+            out[r].append(tok)
+            finished[j] = finished[j] or len(out[r]) >= max_new_tokens
+        if stop_check is not None:
+            tails = torch.tensor([_pad_tail(encoded[r] + out[r], tail_len, pad_id) for r in batch.rows])
+            finished = [f or bool(s) for f, s in zip(finished, stop_check(tails, None).tolist())]
+        alive = [j for j, f in enumerate(finished) if not f]
+        if on_done and len(alive) < len(batch):
+            on_done(len(batch) - len(alive))
+        if not alive:
+            batch = None
+            continue
+        if len(alive) < len(batch):
+            batch.keep(alive)
+            nxt = nxt[torch.tensor(alive, device=nxt.device)]
+        batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
+        batch.logits = forward(nxt[:, None], batch.mask, batch.pos[:, None], batch.cache)
+        batch.pos = batch.pos + 1
+    return out
+
+
+def _pad_tail(ids: list[int], k: int, pad: int) -> list[int]:
+    """The last k ids, left-filled with the pad id when shorter (as a row of a left-padded HF batch is)."""
+    return ([pad] * max(0, k - len(ids)) + ids)[-k:] if k else ids[-1:]

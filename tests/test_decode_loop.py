@@ -1,0 +1,111 @@
+"""ctxrel's own greedy loop (finished rows leave the batch, waiting prompts join it) against HF `generate`.
+
+The reference is the backend's HF path (`decode="hf"`), the generation every earlier ctxrel result used: the two
+must give the same text item for item, whatever the batch size, the prompt lengths and where each row stops."""
+
+import pytest
+import torch
+
+from ctxrel.backends.hf import HFBackend
+
+PROMPTS = ["Background: The capital city of France is Lyon.\n\nQuestion: What is the capital city of France?",
+           "Question: What is the capital city of Japan?\nAnswer:",
+           "Paris",
+           "Rome Milan Madrid Barcelona Tokyo Osaka Cairo New Cairo Ottawa Toronto Berlin Munich",
+           "Question: What is the capital city of Egypt? Answer: Cairo. Question: And of Canada?",
+           "Below is an instruction that describes a task.",
+           "Lyon Berlin",
+           "### Instruction: What is the capital city of Italy?\n### Response:"]
+
+
+def _pair(tiny_lm, batch_size: int):
+    own = HFBackend(tiny_lm.model, tiny_lm.tok, name="own", batch_size=batch_size)
+    hf = HFBackend(tiny_lm.model, tiny_lm.tok, name="hf", batch_size=batch_size, decode="hf")
+    return own, hf
+
+
+def _stop_ids_that_fire(lm, n_new: int) -> list[int]:
+    """Tokens the random model emits at different steps of different prompts: used as stop tokens, they end rows
+    at different points (a random model almost never emits its EOS)."""
+    lm.decode = "hf"
+    ids = []
+    for p in PROMPTS:
+        enc = torch.tensor([lm.encode(p)])
+        out = lm.model.generate(input_ids=enc, attention_mask=torch.ones_like(enc), max_new_tokens=n_new,
+                                do_sample=False, pad_token_id=lm.tok.pad_token_id, eos_token_id=lm.stop_ids)
+        ids.append(out[0, enc.shape[1]:].tolist())
+    lm.decode = "own"
+    picks = {ids[0][1], ids[3][4], ids[5][0]}  # second, fifth and first generated token of three prompts
+    return sorted(set(lm.stop_ids) | picks)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+def test_own_loop_equals_hf_generate_with_rows_stopping_at_different_points(tiny_lm, batch_size):
+    own, hf = _pair(tiny_lm, batch_size)
+    own.stop_ids = hf.stop_ids = _stop_ids_that_fire(own, 10)
+    want = hf.generate(PROMPTS, max_new_tokens=10)
+    got = own.generate(PROMPTS, max_new_tokens=10)
+    assert got == want
+    lengths = {len(tiny_lm.tok(o[0])["input_ids"]) for o in want}
+    assert len(lengths) >= 3, f"rows should stop at different points, got lengths {lengths}"
+
+
+def test_own_loop_counts_finished_prompts_and_drops_rows(tiny_lm):
+    own, hf = _pair(tiny_lm, 3)
+    own.stop_ids = hf.stop_ids = _stop_ids_that_fire(own, 10)
+    done = []
+    assert own.generate(PROMPTS, max_new_tokens=10, on_done=done.append) == hf.generate(PROMPTS, max_new_tokens=10)
+    assert sum(done) == len(PROMPTS) and len(done) > len(PROMPTS) // 3  # rows leave one by one, not per batch
+
+
+def test_own_loop_applies_stop_strings_like_hf(tiny_lm):
+    own, hf = _pair(tiny_lm, 3)
+    full = hf.generate(PROMPTS, max_new_tokens=12)
+    stops = sorted({o[0][2:4] for o in full if len(o[0]) > 6})
+    assert stops, "the random model should emit some text"
+    want = hf.generate(PROMPTS, max_new_tokens=12, stop=stops)
+    assert own.generate(PROMPTS, max_new_tokens=12, stop=stops) == want
+    assert want != full
+
+
+def test_sampling_keeps_the_hf_path(tiny_lm):
+    own, hf = _pair(tiny_lm, 3)
+    a = own.generate(PROMPTS[:3], max_new_tokens=5, samples=2, temperature=1.0, seed=3)
+    b = hf.generate(PROMPTS[:3], max_new_tokens=5, samples=2, temperature=1.0, seed=3)
+    assert a == b and [len(o) for o in a] == [2, 2, 2]
+
+
+def test_sliding_window_cache_falls_back_to_hf_generate(tiny_model_dir):
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from ctxrel.backends.decode_loop import own_cache_supported
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=8, max_position_embeddings=256, pad_token_id=tok.pad_token_id))
+    model.eval()
+    own = HFBackend(model, tok, batch_size=2)
+    hf = HFBackend(model, tok, batch_size=2, decode="hf")
+    ids = torch.tensor([own.encode(PROMPTS[0])])
+    cache = model(input_ids=ids, use_cache=True).past_key_values
+    assert not own_cache_supported(cache)
+    assert own.generate(PROMPTS[:3], max_new_tokens=6) == hf.generate(PROMPTS[:3], max_new_tokens=6)
+
+
+def test_unknown_decode_is_refused(tiny_lm):
+    with pytest.raises(ValueError, match="decode must be"):
+        HFBackend(tiny_lm.model, tiny_lm.tok, decode="fast")
+
+
+def test_a_generation_config_that_changes_greedy_keeps_hf_generate(tiny_lm):
+    own, hf = _pair(tiny_lm, 3)
+    before = tiny_lm.model.generation_config.repetition_penalty
+    tiny_lm.model.generation_config.repetition_penalty = 5.0
+    try:
+        want = hf.generate(PROMPTS, max_new_tokens=10)
+        assert own.generate(PROMPTS, max_new_tokens=10) == want
+    finally:
+        tiny_lm.model.generation_config.repetition_penalty = before
+    assert want != hf.generate(PROMPTS, max_new_tokens=10)  # the penalty did change HF's greedy output
