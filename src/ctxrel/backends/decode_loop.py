@@ -82,7 +82,8 @@ class _Batch:
 
 def greedy_decode(forward: Callable, prefill: Callable[[list[list[int]]], tuple], encoded: Sequence[list[int]],
                   *, max_new_tokens: int, batch_size: int, stop_ids: Sequence[int], stop_check=None,
-                  pad_id: int = 0, refill_at: int = 1, on_done: Callable[[int], None] | None = None) -> list[list[int]] | None:
+                  pad_id: int = 0, refill_at: int = 1,
+                  on_done: Callable[[int], None] | None = None) -> list[list[int]] | None:
     """Greedy continuation token ids of each prompt in `encoded`, the stop token included when one ended it.
 
     `prefill(seqs)` runs left-padded prompts and returns (cache, mask (B, W), next positions (B,), last logits

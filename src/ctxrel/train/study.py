@@ -170,7 +170,6 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
 def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
     from ctxrel.backends.hf import HFBackend
     from ctxrel.evaluate import run_eval
-    from ctxrel.models import load_model
 
     run_dir = str(out)
     data = C.read_yaml_mapping(out / "config.yaml")
@@ -192,10 +191,14 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
 
     check_variants(eval_cfg.eval)  # before the first checkpoint loads
     done = []
+    from ctxrel.adapter_swap import ResidentModel
+
+    resident = ResidentModel(cfg.model.name, device=cfg.model.device,  # the base loads once; checkpoints swap in
+                             trust_remote_code=cfg.model.trust_remote_code)
+    tok = resident.tokenizer
     for step, folder in cps:
         meta = json.loads((folder / "checkpoint.json").read_text())
-        model, tok, _ = load_model(cfg.model.name, adapter=str(folder), device=cfg.model.device,
-                                   trust_remote_code=cfg.model.trust_remote_code)
+        model = resident.load(folder)
         lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
         _eval_template(cfg, eval_cfg, tok)
         log(f"ctxrel: scoring {folder.name}")
