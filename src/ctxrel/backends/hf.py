@@ -113,7 +113,8 @@ class HFBackend:
                  temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (),
                  on_done: Callable[[int], None] | None = None) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
-        if self.decode == "own" and temperature <= 0 and samples == 1 and _plain_greedy(self.model):
+        if (self.decode == "own" and temperature <= 0 and samples == 1 and max_new_tokens > 0
+                and _plain_greedy(self.model)):
             own = self._generate_own(encoded, max_new_tokens=max_new_tokens, stop=stop, on_done=on_done)
             if own is not None:
                 return own
