@@ -46,6 +46,8 @@ def test_own_loop_equals_hf_generate_with_rows_stopping_at_different_points(tiny
     want = hf.generate(PROMPTS, max_new_tokens=10)
     got = own.generate(PROMPTS, max_new_tokens=10)
     assert got == want
+    # and it was the own loop that produced them (it returns None where it would fall back)
+    assert own._generate_own([own.encode(p) for p in PROMPTS], max_new_tokens=10, stop=(), on_done=None) == want
     lengths = {len(tiny_lm.tok(o[0])["input_ids"]) for o in want}
     assert len(lengths) >= 3, f"rows should stop at different points, got lengths {lengths}"
 
@@ -55,7 +57,7 @@ def test_own_loop_counts_finished_prompts_and_drops_rows(tiny_lm):
     own.stop_ids = hf.stop_ids = _stop_ids_that_fire(own, 10)
     done = []
     assert own.generate(PROMPTS, max_new_tokens=10, on_done=done.append) == hf.generate(PROMPTS, max_new_tokens=10)
-    assert sum(done) == len(PROMPTS) and len(done) > len(PROMPTS) // 3  # rows leave one by one, not per batch
+    assert sum(done) == len(PROMPTS) and len(done) > -(-len(PROMPTS) // 3)  # rows leave one by one, not per batch
 
 
 def test_own_loop_applies_stop_strings_like_hf(tiny_lm):
