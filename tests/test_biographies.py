@@ -10,7 +10,7 @@ from ctxrel.benchmarks.biographies import (CATEGORIES, SUBSTITUTES_PER_PERSON, b
 from ctxrel.benchmarks.builtin import BUILTINS
 from ctxrel.benchmarks.registry import load_benchmark
 from ctxrel.benchmarks.schema import validate_item
-from ctxrel.curate.substitute import PARTICLES, fold
+from ctxrel.substitution import PARTICLES, fold
 from ctxrel.matching import find_spans, match, normalize
 
 

@@ -64,7 +64,8 @@ def test_the_shipped_presets_are_all_found():
 def test_preset_builds_its_training_and_evaluation_plan(name, tok):
     from ctxrel.backends.hf import HFBackend
     from ctxrel.benchmarks.registry import REGISTRY, load_benchmark
-    from ctxrel.evaluate import _builder, _standard_name, standard_tasks
+    from ctxrel.evaluate import _builder, standard_tasks
+    from ctxrel.standard.tasks import standard_name
     from ctxrel.models import select_trainable
     from ctxrel.prompts import check_format, continuation_delimiter
     from ctxrel.train.data import collate, load_examples, resolve_data_template, to_example, tokenize
@@ -110,7 +111,7 @@ def test_preset_builds_its_training_and_evaluation_plan(name, tok):
     standard_tasks(ev.eval)
     item = None
     for b in ev.eval.benchmarks:
-        if _standard_name(b):
+        if standard_name(b):
             continue
         bench = b.partition("=")[0].strip()
         assert bench in REGISTRY, f"{name}: eval.benchmarks names {bench!r}, not a registered benchmark"
@@ -119,7 +120,7 @@ def test_preset_builds_its_training_and_evaluation_plan(name, tok):
     model.eval()
     lm = HFBackend(model, tok, name=f"stand-in for {cfg.model.name}", batch_size=cfg.model.batch_size)
     if cfg.eval.template == "auto":
-        ev.eval.template = template  # as a study does (_eval_template)
+        ev.eval.template = template  # as a study does (train.study._with_template)
     builder = _builder(lm, ev.eval)
     prompt = builder.with_context(item.context, item.question, item.prompt) if item else \
         builder.with_context("Paris is the capital of France.", "What is the capital of France?", None)

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from ctxrel.curate.substitute import add_parser, derive, parse_name, substitute
+from ctxrel.curate.substitute import add_parser
+from ctxrel.substitution import derive, parse_name, substitute
 from ctxrel.errors import CtxrelError
 
 WS, JC = "William Shakespeare", "Julius Caesar"

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from ctxrel import config as C  # noqa: E402
 from ctxrel.errors import CtxrelError, InputError  # noqa: E402
-from ctxrel.train import checkpoints as ckpt  # noqa: E402
+from ctxrel.results import step_name  # noqa: E402
 from ctxrel.train.data import IGNORE, Example, load_examples, render_segments, tokenize, to_example  # noqa: E402
 from ctxrel.train.loop import lr_factor, make_plan, train  # noqa: E402
 
@@ -189,7 +189,7 @@ def _losses(run: Path) -> list[float]:
 def _adapter(run: Path, step: int) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(run / "checkpoints" / ckpt.step_name(step) / "adapter_model.safetensors"))
+    return load_file(str(run / "checkpoints" / step_name(step) / "adapter_model.safetensors"))
 
 
 def test_batch_4_equals_batch_1_times_4_accumulation(tiny_model_dir, tmp_path):

@@ -6,7 +6,7 @@ damage answers when the context *agrees* with memory. So each conflict item can 
 * `conflict`   — the item as it is: the context states the context answer, against memory;
 * `gold`       — the same context with the context answer replaced by the parametric answer, so context and
   memory agree. Person answers (items with `meta.person`, e.g. `biographies`) go through ctxrel's substitution
-  engine (`curate.substitute`: name parts, possessives, derived words, other people protected); any other
+  engine (`substitution`: name parts, possessives, derived words, other people protected); any other
   answer is replaced as a whole word (every alias, longest first). Either way the result must pass the same
   check: no leak (a token of the renamed person left, or the context answer still found by `matching`), no
   over-replacement, and the parametric answer present. An item that cannot be turned cleanly is skipped and
@@ -33,6 +33,7 @@ from typing import Sequence
 
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.matching import match, normalize, overlapping_answers
+from ctxrel.substitution import substitute
 
 KINDS = ("conflict", "gold", "irrelevant")
 
@@ -54,8 +55,6 @@ def gold_item(item: ConflictItem) -> tuple[ConflictItem | None, str]:
     if not available(item, "gold"):
         return None, "the item's prompt is used verbatim: no separate context to turn"
     if item.meta.get("person"):
-        from ctxrel.curate.substitute import substitute
-
         result = substitute(item.context, item.context_answer, item.parametric_answer)
         text, n = result.text, len(result.replacements)
         if result.leaks:

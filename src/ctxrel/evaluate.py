@@ -8,41 +8,30 @@ for all items and for the known subset.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
-import json
+import os
 import random
-import re
-import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ctxrel.backends.base import LM
-from ctxrel.benchmarks.registry import LoadedBenchmark
+from ctxrel import run_marker
+from ctxrel.backends.base import LM, chunk_size
+from ctxrel.benchmarks.registry import LoadedBenchmark, load_benchmark, require_scorable
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.config import EvalConfig
+from ctxrel.config import EvalConfig, to_dict
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.matching import match, unscorable
-from ctxrel.metrics import bootstrap_ci, conflict_metrics, m_c
-from ctxrel.prompts import PromptBuilder, continuation_delimiter
-from ctxrel.results import RunDir, append_records, read_records
-
-
-@dataclass
-class BenchmarkResult:
-    benchmark: str
-    counts: dict[str, int]
-    metrics: dict[str, list[dict[str, Any]]]  # subset -> metric rows
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of the whole benchmark, and per probe
-    items: list[ConflictItem] = field(default_factory=list, repr=False)  # the items scored (variants reuse them)
-    known: dict[str, bool] | None = field(default=None, repr=False)  # knowledge-filter verdict per item id
+from ctxrel.metrics import bootstrap_rows, conflict_metrics
+from ctxrel.probing import probe_rows, timing_line, weight_probe
+from ctxrel.prompts import PromptBuilder, check_format, resolve_template
+from ctxrel.records import (BenchmarkResult, attention_spans, eval_settings, generation_records, items_digest,
+                            likelihood_records, progress_bar)
+from ctxrel.results import RunDir, append_records, chunked, read_records, step_of
+from ctxrel.standard.runner import evaluate_task, id_accuracy_row
+from ctxrel.standard.tasks import STANDARD_TASKS, load_task, load_task_hub, standard_name, stratified_limit
+from ctxrel.variants import check_variants, evaluate_variants
 
 
 def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
@@ -66,31 +55,6 @@ def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0
             if q and len(picked) < limit:
                 picked.append(q.pop(0))
     return picked
-
-
-def items_digest(items: Sequence) -> str:
-    """A fingerprint of a benchmark's content (conflict items or standard-task items): resuming is refused if
-    the items changed under the same name."""
-    h = hashlib.sha256()
-    for it in items:
-        d = dataclasses.asdict(it)
-        d.pop("source", None)  # the same file reached by another path spelling is the same benchmark
-        h.update(json.dumps(d, sort_keys=True, ensure_ascii=False, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def step_of(checkpoint: str) -> int | None:
-    m = re.fullmatch(r"step-(\d+)", checkpoint)
-    return int(m.group(1)) if m else None
-
-
-def chunked(seq: list, size: int):
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
-def _progress(total: int, desc: str):
-    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def _fit_window(items: list[ConflictItem], prompts: dict[str, str], lm: LM, cfg: EvalConfig,
@@ -125,8 +89,8 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
     prompts = list(by_prompt)
     if not prompts:  # all answered already (a resumed run, or a study's later checkpoint)
         return {it.id: bool(done[it.id]["known"]) for it in items}
-    bar = _progress(len(prompts), "knowledge filter")
-    for chunk in chunked(prompts, max(1, getattr(ref, "batch_size", 16)) * 4):
+    bar = progress_bar(len(prompts), "knowledge filter")
+    for chunk in chunked(prompts, chunk_size(ref)):
         outs = ref.generate(chunk, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
         recs = []
         for p, o in zip(chunk, outs):
@@ -139,52 +103,6 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
         done.update({r["id"]: r for r in recs})
     bar.close()
     return {it.id: bool(done[it.id]["known"]) for it in items}
-
-
-def _generation_records(it: ConflictItem, prompt: str, outputs: list[str]) -> list[dict[str, Any]]:
-    recs = []
-    for s, out in enumerate(outputs):
-        mt = match(out, it.context_answers, it.parametric_answers)
-        recs.append(dict(id=it.id, sample=s, category=it.category, question=it.question,
-                         context_answer=it.context_answer, parametric_answer=it.parametric_answer,
-                         output=out, contains_context=mt.contains_context,
-                         contains_parametric=mt.contains_parametric, outcome=mt.outcome,
-                         first_mention=mt.first_mention, prompt=prompt, source=it.source))
-    return recs
-
-
-def _likelihood_records(lm: LM, chunk: list[ConflictItem], prompts: dict[str, str],
-                        on_done) -> list[dict[str, Any]]:
-    requests = []
-    for it in chunk:
-        p = prompts[it.id]
-        d = continuation_delimiter(p)
-        requests.append((p, it.context_continuation or d + it.context_answer))
-        requests.append((p, it.parametric_continuation or d + it.parametric_answer))
-    answered = [0]  # requests scored so far; the bar counts items (two requests each)
-
-    def progress(k: int) -> None:
-        before = answered[0] // 2
-        answered[0] += k
-        on_done(answered[0] // 2 - before)
-
-    scores = lm.loglikelihood(requests, on_done=progress)
-    recs = []
-    for k, it in enumerate(chunk):
-        lc, lp = scores[2 * k], scores[2 * k + 1]
-        recs.append(dict(id=it.id, sample=0, category=it.category, question=it.question,
-                         context_answer=it.context_answer, parametric_answer=it.parametric_answer,
-                         logp_context=lc, logp_parametric=lp, m_c=m_c(lc, lp), prompt=prompts[it.id],
-                         source=it.source))
-    return recs
-
-
-def eval_settings(bench: LoadedBenchmark, cfg: EvalConfig, extra: dict[str, Any] | None = None) -> dict:
-    """What determines a benchmark's records; resuming into a directory made with other settings is refused."""
-    return dict(benchmark=bench.name, version=bench.version, items_sha256=items_digest(bench.items),
-                mode=cfg.mode, template=cfg.template, prompt=cfg.prompt, instruct=cfg.instruct,
-                samples=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                seed=cfg.seed, knowledge_filter=cfg.knowledge_filter, **(extra or {}))
 
 
 def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder: PromptBuilder, run: RunDir,
@@ -227,15 +145,15 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     done = {rid for rid, k in have.items() if k >= per_sample}  # an item is done when all its samples are
     records = [r for (rid, _), r in latest.items() if rid in done]
     todo = [it for it in items if it.id not in done]
-    bar = _progress(len(todo), f"{bench.name} ({cfg.mode})")
-    for chunk in chunked(todo, max(1, getattr(lm, "batch_size", 16)) * 4):
+    bar = progress_bar(len(todo), f"{bench.name} ({cfg.mode})")
+    for chunk in chunked(todo, chunk_size(lm)):
         if cfg.mode == "likelihood":
-            recs = _likelihood_records(lm, chunk, prompts, bar.update)
+            recs = likelihood_records(lm, chunk, prompts, bar.update)
         else:
             outs = lm.generate([prompts[it.id] for it in chunk], max_new_tokens=cfg.max_new_tokens,
                                samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed,
                                on_done=bar.update)
-            recs = [r for it, o in zip(chunk, outs) for r in _generation_records(it, prompts[it.id], o)]
+            recs = [r for it, o in zip(chunk, outs) for r in generation_records(it, prompts[it.id], o)]
         if known is not None:
             for r in recs:
                 r["known"] = known[r["id"]]
@@ -269,21 +187,10 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
                                known=known)
     seconds: dict[str, float] = {}
     if cfg.probes:
-        from ctxrel.probing import probe_rows
-
         rows += probe_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, step=step, benchmark=bench.name,
                            known=known, seconds=seconds)
     run.write_metrics(rows)
     return BenchmarkResult(bench.name, counts, metrics, skipped, seconds, items=items, known=known)
-
-
-def attention_spans(item: ConflictItem, prompt: str) -> list[tuple[int, int]] | None:
-    """Character spans of the item's context and question inside its prompt (None when the prompt does not
-    contain them verbatim, e.g. a benchmark's own pre-rendered prompt)."""
-    c, q = prompt.find(item.context), prompt.rfind(item.question)
-    if c < 0 or q < 0 or not item.context or not item.question:
-        return None
-    return [(c, c + len(item.context)), (q, q + len(item.question))]
 
 
 def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
@@ -292,13 +199,13 @@ def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], r
     (averaged over layers and heads; the study's Fig. 3b), per item in evals/<ckpt>/<bench>.attention.jsonl
     (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals."""
 
-    if not hasattr(lm, "attention_to_spans"):
+    if not lm.capabilities.attention:
         raise CtxrelError(f"{lm.name}: this backend cannot report attention weights; drop --attention")
     path = run.eval_file(checkpoint, benchmark, "attention")
     done = {r["id"]: r for r in read_records(path)}
     spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
     todo = [it for it in items if it.id not in done and spans[it.id] is not None]
-    bar = _progress(len(todo), f"{benchmark} (attention)")
+    bar = progress_bar(len(todo), f"{benchmark} (attention)")
     for chunk in chunked(todo, 16):
         values = lm.attention_to_spans([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
                                        on_done=bar.update)
@@ -314,11 +221,8 @@ def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], r
     rows = []
     names = ("attention_context", "attention_question")
     for subset, recs in subsets.items():
-        matrix = np.array([[r[m] for m in names] for r in recs], dtype=float).reshape(-1, len(names))
-        lo, hi = bootstrap_ci(matrix, n_boot=cfg.bootstrap, seed=cfg.seed)
-        rows += [dict(checkpoint=checkpoint, step=step_of(checkpoint), benchmark=benchmark, subset=subset,
-                      metric=m, value=float(matrix[:, k].mean()) if len(recs) else float("nan"), n=len(recs),
-                      ci_low=float(lo[k]), ci_high=float(hi[k])) for k, m in enumerate(names)]
+        rows += bootstrap_rows([[r[m] for m in names] for r in recs], names, n_boot=cfg.bootstrap, seed=cfg.seed,
+                               checkpoint=checkpoint, step=step_of(checkpoint), benchmark=benchmark, subset=subset)
     return rows
 
 
@@ -332,13 +236,7 @@ def _load_lm(spec: str, adapter: str | None, model_cfg) -> LM:
 
 
 def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
-    from ctxrel.prompts import resolve_template
-
-    has_chat = True
-    try:
-        lm.render_chat([{"role": "user", "content": "x"}])
-    except Exception:
-        has_chat = False
+    has_chat = lm.capabilities.chat_template
     template = resolve_template(cfg.template, has_chat)
     return PromptBuilder(template=template, body=cfg.prompt, instruct=cfg.instruct,
                          render_chat=lm.render_chat if has_chat else None)
@@ -346,8 +244,6 @@ def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:
 
 def run_eval(config, **kwargs) -> list[BenchmarkResult]:
     """`ctxrel eval` as a function (see `_run_eval`); the run directory is locked while it runs."""
-    from ctxrel import run_marker
-
     with run_marker.scope():
         return _run_eval(config, **kwargs)
 
@@ -361,10 +257,6 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     """
-    from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.config import to_dict
-    from ctxrel.prompts import check_format
-
     cfg = config.eval
     if cfg.prompt is not None:
         check_format(cfg.prompt)
@@ -374,12 +266,10 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         raise CtxrelError(f"--samples {cfg.samples} needs --temperature > 0 (greedy decoding gives one answer)")
     if cfg.mode == "likelihood" and cfg.samples > 1:
         raise CtxrelError("--samples applies to generate mode; likelihood mode scores each item once")
-    from ctxrel.variants import check_variants, evaluate_variants
-
     check_variants(cfg)  # eval.decoding / cad_alpha / contexts
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
-               for b in cfg.benchmarks if not _standard_name(b)]
+               for b in cfg.benchmarks if not standard_name(b)]
     if cfg.mode == "generate":  # containment needs answers it can find (`matching.unscorable`)
         benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]
@@ -389,8 +279,6 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         preflight(config.model.name)
         if cfg.knowledge_filter and config.model.reference:
             preflight(config.model.reference)
-    from ctxrel import run_marker  # write only where ctxrel's marker is (a study's evaluations: its own directory)
-
     run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
     run = RunDir(config.out, row_defaults=row_meta)
     run.metrics()  # a damaged metrics.sqlite is refused now, not after the generations
@@ -442,8 +330,6 @@ def _model_probes(lm: LM, cfg: EvalConfig, run: RunDir, results: list[BenchmarkR
                   base: str, total_s: float) -> None:
     """eval.probes that measure the model rather than items (weights), and the time split of this
     checkpoint: scoring vs each probe."""
-    from ctxrel.probing import timing_line, weight_probe
-
     seconds: dict[str, float] = {}
     for r in results:
         for k, v in r.seconds.items():
@@ -455,23 +341,14 @@ def _model_probes(lm: LM, cfg: EvalConfig, run: RunDir, results: list[BenchmarkR
     print(timing_line(checkpoint, total_s + time.perf_counter() - t0, seconds), flush=True)
 
 
-def _standard_name(arg: str) -> str | None:
-    from ctxrel.standard.tasks import STANDARD_TASKS
-
-    name = arg.partition("=")[0].strip()
-    return name if name in STANDARD_TASKS else None
-
-
 def standard_tasks(cfg: EvalConfig) -> list[str]:
     """The standard tasks to score: those named in eval.benchmarks, then eval.standard (each once, by name)."""
-    from ctxrel.standard.tasks import STANDARD_TASKS
-
     for arg in cfg.standard:
-        if not _standard_name(arg):
+        if not standard_name(arg):
             raise CtxrelError(f"config key eval.standard: {arg!r} is not a standard task; choose from "
                               f"{', '.join(STANDARD_TASKS)} (NAME or NAME=PATH)")
-    args = [b for b in cfg.benchmarks if _standard_name(b)] + list(cfg.standard)
-    names = [_standard_name(a) for a in args]
+    args = [b for b in cfg.benchmarks if standard_name(b)] + list(cfg.standard)
+    names = [standard_name(a) for a in args]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise CtxrelError(f"standard task {', '.join(twice)} named twice (eval.benchmarks and eval.standard); "
@@ -483,11 +360,6 @@ def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
     """`gsm8k`, `mmlu`, `arc_challenge`, `squad` or `name=PATH`: the task's items, subsampled to
     eval.standard_limit (or eval.limit). Data: PATH, else $CTXREL_DATA/<name> if that folder exists, else the HF
     hub (offline, that fails with a message saying how to pass local files)."""
-    import os
-    from pathlib import Path
-
-    from ctxrel.standard.tasks import stratified_limit
-
     name, _, path = arg.partition("=")
     name, path = name.strip(), path.strip()
     root = os.environ.get("CTXREL_DATA")
@@ -501,22 +373,18 @@ def load_standard(arg: str, cfg: EvalConfig) -> tuple[str, list]:
 def _task_items(name: str, path: str, shots: int | None) -> tuple:
     """A standard task's items, read once per process: a study asks for them at every checkpoint, and MMLU's
     14k rows (or a hub download) are not worth re-reading. Items are frozen dataclasses, safe to share."""
-    from ctxrel.standard.tasks import load_task, load_task_hub
-
     return tuple(load_task(name, path, shots=shots) if path else load_task_hub(name, shots=shots))
 
 
 def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, run: RunDir, *,
                       checkpoint: str = "model") -> list[BenchmarkResult]:
     """Score standard tasks and write their rows plus `id_accuracy` (the mean of their primary metrics)."""
-    from ctxrel.standard.runner import evaluate_task, id_accuracy_row
-
     step = step_of(checkpoint)
     done, out = {}, []
     for name, items in tasks:
         run.check_settings(checkpoint, name, dict(task=name, shots=cfg.shots, seed=cfg.seed,
                                                   items_sha256=items_digest(items)))
-        bar = _progress(len(items), name)
+        bar = progress_bar(len(items), name)
         rows, reps = evaluate_task(lm, name, items, run, checkpoint=checkpoint, step=step, n_boot=cfg.bootstrap,
                                    seed=cfg.seed, progress=bar)
         bar.close()

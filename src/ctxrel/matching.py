@@ -19,7 +19,19 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
-OUTCOMES = ("context", "parametric", "both", "neither")
+OUTCOMES = ("context", "parametric", "both", "neither")  # of one generation: `Match.outcome`, a record's "outcome"
+RESOLVED_OUTCOMES = ("context", "parametric", "neither")  # `both` given to the answer mentioned first (`resolve`)
+
+
+def resolve(outcome: str, first_mention: str | None) -> str:
+    """The resolved outcome: `both` becomes the side mentioned first (`context` when a record lacks it).
+
+    >>> resolve("both", "parametric"), resolve("neither", None)
+    ('parametric', 'neither')
+    """
+    if outcome == "both":
+        return first_mention or "context"
+    return outcome
 
 
 def normalize(text: str, *, fold: bool = True) -> str:
@@ -131,8 +143,8 @@ class Match:
 
     @property
     def resolved(self) -> str:
-        """The outcome with `both` replaced by the side mentioned first."""
-        return self.first_mention if self.outcome == "both" else self.outcome
+        """The outcome with `both` replaced by the side mentioned first (one of RESOLVED_OUTCOMES)."""
+        return resolve(self.outcome, self.first_mention)
 
 
 def match(output: str, context_answers: Sequence[str], parametric_answers: Sequence[str]) -> Match:

@@ -87,11 +87,26 @@ def conflict_metrics(records: Sequence[dict[str, Any]], mode: str = "generate", 
                      seed: int = 0) -> list[dict[str, Any]]:
     """Metric rows {metric, value, n, ci_low, ci_high}; n counts items (not samples)."""
     names = GENERATE_METRICS if mode == "generate" else LIKELIHOOD_METRICS
-    matrix = item_matrix(records, mode)
+    return bootstrap_rows(item_matrix(records, mode), names, n_boot=n_boot, seed=seed)
+
+
+def bootstrap_rows(matrix, names: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
+                   **meta: Any) -> list[dict[str, Any]]:
+    """The one builder of bootstrap metric rows: for each column of an (n_items, len(names)) matrix, the row
+    {**meta, metric, value, n, ci_low, ci_high} -- value the column mean (NaN without items), n the number of
+    items (rows), the interval from `bootstrap_ci` over items. `meta` carries checkpoint, step, benchmark,
+    subset as the caller knows them.
+
+    >>> [(r["metric"], r["value"], r["n"]) for r in bootstrap_rows([[1.0, 0.0], [0.0, 0.0]], ["a", "b"])]
+    [('a', 0.5, 2), ('b', 0.0, 2)]
+    >>> bootstrap_rows(np.zeros((0, 1)), ["a"], subset="known")[0]["value"]
+    nan
+    """
+    matrix = np.asarray(matrix, dtype=float).reshape(-1, len(names))
     lo, hi = bootstrap_ci(matrix, n_boot=n_boot, seed=seed)
     n = matrix.shape[0]
     mean = matrix.mean(axis=0) if n else np.full(len(names), np.nan)
-    return [dict(metric=m, value=float(mean[k]), n=n, ci_low=float(lo[k]), ci_high=float(hi[k]))
+    return [dict(meta, metric=m, value=float(mean[k]), n=n, ci_low=float(lo[k]), ci_high=float(hi[k]))
             for k, m in enumerate(names)]
 
 

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from ctxrel.errors import CtxrelError
+from ctxrel.results import CHECKPOINT_META
+
+TRAINABLE_FILE = "trainable.safetensors"  # full / qk modes: the trained tensors only
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # LoRA modes: a PEFT adapter (with adapter_config.json)
 
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -245,20 +251,66 @@ def attach_adapter(model, adapter: str):
     """Wrap `model` with a PEFT adapter directory (safetensors only), or load the trained weights of a full / qk
     study checkpoint (`trainable.safetensors`) into it."""
     path = Path(adapter)
-    if (path / "trainable.safetensors").exists():  # a full / qk checkpoint of `ctxrel study`
-        from ctxrel.train.checkpoints import load_weights
-
+    if (path / TRAINABLE_FILE).exists():  # a full / qk checkpoint of `ctxrel study`
         load_weights(model, path)
         return model
     if not (path / "adapter_config.json").exists():
         raise CtxrelError(f"--adapter {adapter}: no adapter_config.json there (a PEFT adapter directory is "
                           "expected; for full weights pass the directory as --model)")
-    if not (path / "adapter_model.safetensors").exists():
+    if not (path / ADAPTER_WEIGHTS).exists():
         raise CtxrelError(f"--adapter {adapter}: adapter_model.safetensors missing (pickle adapters are not "
                           "loaded)")
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+# -- the trained weights of a checkpoint (a study's checkpoints/step-NNNNNN/) ---------------------------------
+
+def _trainable_state(model) -> dict[str, Any]:
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(model, folder: Path, meta: dict[str, Any]) -> None:
+    """The trained weights: a PEFT adapter for LoRA, else the trainable tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(folder), safe_serialization=True)
+    else:
+        save_file(_trainable_state(model), str(folder / TRAINABLE_FILE))
+    (folder / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def load_weights(model, folder: Path) -> None:
+    """Put a checkpoint's trained weights into a model prepared the same way (select_trainable)."""
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        f = folder / ADAPTER_WEIGHTS
+        if not f.exists():
+            raise CtxrelError(f"{folder}: adapter_model.safetensors missing (train.mode changed since the run "
+                              "started?)")
+        result = set_peft_model_state_dict(model, load_file(str(f)))
+        if getattr(result, "unexpected_keys", None):
+            raise CtxrelError(f"{f}: unexpected adapter keys {result.unexpected_keys[:3]}")
+        return
+    f = folder / TRAINABLE_FILE
+    if not f.exists():
+        raise CtxrelError(f"{folder}: trainable.safetensors missing (train.mode changed since the run started?)")
+    state = load_file(str(f))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise CtxrelError(f"{f}: weights {unknown[:3]} do not exist in the model")
+    import torch
+
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
 
 
 # -- trainable parameters (train.mode) -------------------------------------------------------------------------

@@ -26,11 +26,12 @@ import numpy as np
 from ctxrel.backends.base import LM
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.errors import CtxrelError
-from ctxrel.metrics import bootstrap_ci
+from ctxrel.metrics import bootstrap_rows
 from ctxrel.probes import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
                            weight_summary)
 from ctxrel.prompts import continuation_delimiter
-from ctxrel.results import RunDir, append_records, atomic_write_text, read_records
+from ctxrel.records import attention_spans, progress_bar
+from ctxrel.results import RunDir, append_records, atomic_write_text, chunked, read_records
 
 WEIGHTS_BENCHMARK = "weights"  # the benchmark column of weight-change metric rows (a property of the model)
 CHUNK = 64  # items per append: a crash loses at most this much probe work
@@ -40,8 +41,8 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _need(lm: LM, method: str, probe: str) -> None:
-    if not hasattr(lm, method):
+def _need(lm: LM, able: bool, probe: str) -> None:
+    if not able:
         raise CtxrelError(f"{lm.name}: this backend cannot run the {probe} probe; drop it from eval.probes")
 
 
@@ -49,7 +50,7 @@ def weight_probe(lm: LM, run: RunDir, *, checkpoint: str, step: int | None, base
                  seconds: dict[str, float]) -> list[dict[str, Any]]:
     """Weight change of every decoder projection from the base model `base` (model.name); rows once per
     checkpoint, reused on a rerun."""
-    _need(lm, "weight_deltas", "weights")
+    _need(lm, lm.capabilities.weight_deltas, "weights")
     t0 = time.perf_counter()
     path = run.eval_file(checkpoint, WEIGHTS_BENCHMARK)
     rows = read_records(path)
@@ -94,12 +95,10 @@ def measure_items(lm: LM, items: list[ConflictItem], prompts: dict[str, str], ru
     """Append heads.jsonl / lens.jsonl rows for the items not yet measured. When both probes are on, one forward
     pass per batch serves both (eager attention kernel; the lens's last layer is still checked against the
     model's logits), so the two cost one prefill of the prompts, not two."""
-    from ctxrel.evaluate import _progress, attention_spans, chunked
-
     if heads:
-        _need(lm, "probe_pass" if lens else "attention_by_head", "heads")
+        _need(lm, lm.capabilities.attention, "heads")  # with lens as well: one probe_pass needs both
     if lens:
-        _need(lm, "answer_lens", "lens")
+        _need(lm, lm.capabilities.hidden_states, "lens")
     t0 = time.perf_counter()
     hpath, lpath = run.eval_file(checkpoint, benchmark, "heads"), run.eval_file(checkpoint, benchmark, "lens")
     spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
@@ -107,7 +106,7 @@ def measure_items(lm: LM, items: list[ConflictItem], prompts: dict[str, str], ru
     need_l = {it.id for it in items if lens} - {r["id"] for r in read_records(lpath)}
     todo = [it for it in items if it.id in need_h | need_l]
     names = " + ".join(n for n, on in (("heads", heads), ("lens", lens)) if on)
-    bar = _progress(len(todo), f"{benchmark} ({names})")
+    bar = progress_bar(len(todo), f"{benchmark} ({names})")
     for chunk in chunked(todo, CHUNK):
         with_h = [it for it in chunk if it.id in need_h]
         texts = [prompts[it.id] for it in chunk]
@@ -168,14 +167,10 @@ def lens_rows(run: RunDir, items: list[ConflictItem], *, checkpoint: str, step: 
         meta = dict(checkpoint=checkpoint, step=step, benchmark=benchmark, subset=subset)
         odds = np.array([curves[i] for i in ids])  # (N, L)
         wins = (odds[:, -1] > 0).astype(float)[:, None]
-        lo, hi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
-        rows.append(dict(meta, metric="lens_context_wins", value=float(wins.mean()), n=len(ids),
-                         ci_low=float(lo[0]), ci_high=float(hi[0])))
-        layers = np.array([[d] for i in ids if (d := decided_layer(list(curves[i]))) is not None], dtype=float)
-        if len(layers):
-            lo, hi = bootstrap_ci(layers, n_boot=n_boot, seed=seed)
-            rows.append(dict(meta, metric="lens_decided_layer", value=float(layers.mean()), n=len(layers),
-                             ci_low=float(lo[0]), ci_high=float(hi[0])))
+        rows += bootstrap_rows(wins, ["lens_context_wins"], n_boot=n_boot, seed=seed, **meta)
+        layers = [[d] for i in ids if (d := decided_layer(list(curves[i]))) is not None]
+        if layers:
+            rows += bootstrap_rows(layers, ["lens_decided_layer"], n_boot=n_boot, seed=seed, **meta)
         cross = crossing_layer(list(odds.mean(axis=0)))
         if cross is not None:
             rows.append(dict(meta, metric="lens_cross_layer", value=cross, n=len(ids)))

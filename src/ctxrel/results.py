@@ -11,6 +11,9 @@
 Crash safety: records are appended and fsync'd a chunk at a time; a line cut short by a crash (no trailing
 newline) is never read as data and is truncated away before the next append. Metric rows are written in one
 SQLite transaction; the CSV is rewritten to a temporary file and renamed into place.
+
+This module owns the directory's names: the file names below, the checkpoint name `step-NNNNNN` (`step_name`
+writes it, `step_of` reads it back; nothing else parses it) and the chunk size of appends (`chunked`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from datetime import datetime, timezone
@@ -29,6 +33,41 @@ import yaml
 
 from ctxrel import strict_json
 from ctxrel.errors import CtxrelError, InputError
+
+CONFIG_FILE = "config.yaml"  # resolved config of the latest command
+METRICS_DB = "metrics.sqlite"
+METRICS_CSV = "metrics.csv"
+EVALS_DIR = "evals"  # evals/<checkpoint>/<benchmark>[.<kind>].jsonl
+CHECKPOINTS_DIR = "checkpoints"  # checkpoints/<step-NNNNNN>/ (a study's and the synthetic lab's)
+CHECKPOINT_META = "checkpoint.json"  # inside a checkpoint folder: written last, so its presence means complete
+TRAIN_LOG = "train_log.jsonl"
+TRAIN_SUMMARY = "train_summary.json"
+
+STEP_NAME = re.compile(r"step-(\d{6,})")  # what step_name writes: at least six digits
+
+
+def step_name(step: int) -> str:
+    """The checkpoint name of a training step: its folder under checkpoints/ and evals/, and the `checkpoint`
+    column of its metric rows.
+
+    >>> step_name(48), step_of(step_name(48)), step_of("model")
+    ('step-000048', 48, None)
+    """
+    return f"step-{step:06d}"
+
+
+def step_of(checkpoint: str) -> int | None:
+    """The step a checkpoint name stands for (None for a name `step_name` does not write: an adapter folder,
+    "model")."""
+    m = STEP_NAME.fullmatch(checkpoint)
+    return int(m.group(1)) if m else None
+
+
+def chunked(seq: list, size: int):
+    """Consecutive slices of at most `size`: the unit of work appended at once (a crash loses at most one)."""
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
 
 METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
                   "ci_low", "ci_high", "created")
@@ -112,16 +151,16 @@ class RunDir:
     # -- files --------------------------------------------------------------------------------------------
     def eval_file(self, checkpoint: str, benchmark: str, kind: str = "") -> Path:
         safe = benchmark.replace("/", "_")
-        return self.path / "evals" / checkpoint / f"{safe}{'.' + kind if kind else ''}.jsonl"
+        return self.path / EVALS_DIR / checkpoint / f"{safe}{'.' + kind if kind else ''}.jsonl"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
     def check_settings(self, checkpoint: str, benchmark: str, settings: dict[str, Any], *,
                        dry_run: bool = False) -> None:
         """Refuse to mix records made with different settings in one file; first use records them
         (unless `dry_run`, which only checks)."""
-        path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
+        path = self.eval_file(checkpoint, benchmark).with_suffix(".settings.json")
         if path.exists():
             old = strict_json.load_object(path, "settings file", f"delete {path.parent} to recompute this checkpoint")
             diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
@@ -137,7 +176,7 @@ class RunDir:
     def drop_unused_settings(self, checkpoint: str, benchmark: str) -> None:
         """Forget the settings of an evaluation that wrote no record (it failed, or was killed, before its first
         result): a rerun with other settings has nothing to mix with."""
-        path = self.path / "evals" / checkpoint / f"{benchmark.replace('/', '_')}.settings.json"
+        path = self.eval_file(checkpoint, benchmark).with_suffix(".settings.json")
         if path.exists() and not self.holds_records(checkpoint, benchmark):
             path.unlink()
 
@@ -151,7 +190,7 @@ class RunDir:
 
     # -- metrics table ------------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        db = self.path / "metrics.sqlite"
+        db = self.path / METRICS_DB
         try:
             con = sqlite3.connect(db, timeout=60)
             con.execute(
@@ -186,7 +225,7 @@ class RunDir:
         self.export_csv()
 
     def metrics(self) -> list[dict[str, Any]]:
-        if not (self.path / "metrics.sqlite").exists():
+        if not (self.path / METRICS_DB).exists():
             return []
         con = self._db()
         try:
@@ -194,7 +233,7 @@ class RunDir:
                               "ORDER BY step, checkpoint, benchmark, subset, metric")
             return [dict(zip(METRIC_COLUMNS, row)) for row in cur]
         except sqlite3.DatabaseError as e:
-            raise CtxrelError(f"{self.path / 'metrics.sqlite'}: damaged metrics database ({e}); move it away "
+            raise CtxrelError(f"{self.path / METRICS_DB}: damaged metrics database ({e}); move it away "
                               "(a rerun of the same command rebuilds it from the records)") from None
         finally:
             con.close()
@@ -204,4 +243,4 @@ class RunDir:
         w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
         w.writeheader()
         w.writerows(self.metrics())
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.path / METRICS_CSV, buf.getvalue())

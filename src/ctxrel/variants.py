@@ -24,10 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ctxrel.backends.base import chunk_size
 from ctxrel.contexts import KINDS, available, build_kind, parse_variant, variant_name
 from ctxrel.decoding import METHODS, labels, parse_label
 from ctxrel.errors import CtxrelError
-from ctxrel.metrics import bootstrap_ci, conflict_metrics
+from ctxrel.metrics import bootstrap_rows, conflict_metrics, m_c
+from ctxrel.prompts import continuation_delimiter
+from ctxrel.records import BenchmarkResult, eval_settings, generation_records, likelihood_records, progress_bar
+from ctxrel.results import append_records, chunked, read_records, step_of
 
 
 def decodings(cfg) -> list[str]:
@@ -89,10 +93,8 @@ def _per_item(records: Sequence[dict[str, Any]], kind: str, known: dict[str, boo
 def acc_rows(records, kind, known, subsets, *, n_boot, seed) -> list[dict[str, Any]]:
     rows = []
     for subset in subsets:
-        v = np.array([[x] for x in _per_item(records, kind, known, subset).values()], dtype=float).reshape(-1, 1)
-        lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-        rows.append(dict(subset=subset, metric="acc", value=float(v.mean()) if len(v) else float("nan"),
-                         n=len(v), ci_low=float(lo[0]), ci_high=float(hi[0])))
+        values = [[x] for x in _per_item(records, kind, known, subset).values()]
+        rows += bootstrap_rows(values, ["acc"], n_boot=n_boot, seed=seed, subset=subset)
     return rows
 
 
@@ -102,10 +104,8 @@ def change_rows(records, greedy_records, kind, known, subsets, *, n_boot, seed) 
     for subset in subsets:
         a = _per_item(greedy_records, kind, known, subset)
         b = _per_item(records, kind, known, subset)
-        d = np.array([[b[i] - a[i]] for i in b if i in a], dtype=float).reshape(-1, 1)
-        lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
-        rows.append(dict(subset=subset, metric="acc_vs_greedy", value=float(d.mean()) if len(d) else float("nan"),
-                         n=len(d), ci_low=float(lo[0]), ci_high=float(hi[0])))
+        rows += bootstrap_rows([[b[i] - a[i]] for i in b if i in a], ["acc_vs_greedy"], n_boot=n_boot, seed=seed,
+                               subset=subset)
     return rows
 
 
@@ -113,11 +113,6 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                       extra_settings: dict[str, Any] | None = None) -> list:
     """Score every wanted (kind, decoding) variant of one benchmark at one checkpoint, on the items `base`
     (the benchmark's own BenchmarkResult) selected; resumable like the benchmark itself."""
-    from ctxrel.evaluate import (BenchmarkResult, _likelihood_records, _generation_records, _progress, chunked,
-                                 eval_settings, step_of)
-    from ctxrel.prompts import continuation_delimiter
-    from ctxrel.results import append_records, read_records
-
     pairs = wanted(cfg)
     if not pairs:
         return []
@@ -149,16 +144,16 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
         contrast = [d for d in decs if d != "greedy"]
         usable = [it for it in fit if not contrast or it.prompt is None]  # the no-context branch needs a question
         todo = [it for it in usable if any(it.id not in done[d] for d in decs)]
-        bar = _progress(len(todo), f"{bench.name} ({kind}: {', '.join(decs)})")
-        for chunk in chunked(todo, max(1, getattr(lm, "batch_size", 16)) * 4):
+        bar = progress_bar(len(todo), f"{bench.name} ({kind}: {', '.join(decs)})")
+        for chunk in chunked(todo, chunk_size(lm)):
             new: dict[str, list[dict[str, Any]]] = {d: [] for d in decs}
             if greedy_here:
                 if cfg.mode == "likelihood":
-                    new["greedy"] = _likelihood_records(lm, chunk, with_ctx, lambda k: None)
+                    new["greedy"] = likelihood_records(lm, chunk, with_ctx, lambda k: None)
                 else:
                     outs = lm.generate([with_ctx[it.id] for it in chunk], max_new_tokens=cfg.max_new_tokens)
                     new["greedy"] = [r for it, o in zip(chunk, outs)
-                                     for r in _generation_records(it, with_ctx[it.id], o)]
+                                     for r in generation_records(it, with_ctx[it.id], o)]
             if contrast:
                 methods = [parse_label(d) for d in contrast]
                 if cfg.mode == "likelihood":
@@ -168,8 +163,6 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                         reqs.append((with_ctx[it.id], no_ctx[it.id], dlm + it.context_answer))
                         reqs.append((with_ctx[it.id], no_ctx[it.id], dlm + it.parametric_answer))
                     scores = lm.loglikelihood_contrast(reqs, methods)
-                    from ctxrel.metrics import m_c
-
                     for k, d in enumerate(contrast):
                         for j, it in enumerate(chunk):
                             lc, lp = scores[2 * j][k], scores[2 * j + 1][k]
@@ -183,7 +176,7 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                                                 max_new_tokens=cfg.max_new_tokens)
                     for k, d in enumerate(contrast):
                         new[d] = [r for it, o in zip(chunk, outs)
-                                  for r in _generation_records(it, with_ctx[it.id], [o[k]])]
+                                  for r in generation_records(it, with_ctx[it.id], [o[k]])]
             for d in decs:
                 recs = [r for r in new[d] if r["id"] not in done[d]]
                 for r in recs:

@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from ctxrel.analysis.items import OUTCOMES
+from ctxrel.matching import RESOLVED_OUTCOMES
 
 ANCHORS = ("start", "peak", "trough", "final")
 
@@ -39,7 +39,7 @@ def flip_table(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> di
     `lost`/`gained` are McNemar's b/c (context answer present at A only / at B only); `to_parametric` lists items
     whose resolved outcome went context -> parametric, `to_context` parametric -> context (sorted ids)."""
     common = sorted(i for i in a if i in b)
-    trans = {o: {p: 0 for p in OUTCOMES} for o in OUTCOMES}
+    trans = {o: {p: 0 for p in RESOLVED_OUTCOMES} for o in RESOLVED_OUTCOMES}
     for i in common:
         trans[a[i]["outcome"]][b[i]["outcome"]] += 1
     lost = sum(1 for i in common if a[i]["cf"] and not b[i]["cf"])

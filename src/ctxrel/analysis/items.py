@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
+from ctxrel.matching import RESOLVED_OUTCOMES, resolve
+
 ITEM_METRICS = ("cf_acc", "par_acc", "m_c")
-OUTCOMES = ("context", "parametric", "neither")  # resolved: `both` goes to the answer mentioned first
 
 
 def is_conflict_record(r: dict[str, Any]) -> bool:
@@ -70,10 +71,7 @@ def item_values(records: Iterable[dict[str, Any]], metric: str = "cf_acc", subse
 
 def resolved_outcome(r: dict[str, Any]) -> str:
     """`context`, `parametric` or `neither`; an output with both answers counts as the one it names first."""
-    outcome = r["outcome"]
-    if outcome == "both":
-        return r.get("first_mention") or "context"
-    return outcome
+    return resolve(r["outcome"], r.get("first_mention"))
 
 
 def item_outcomes(records: Iterable[dict[str, Any]], subset: str = "all",
@@ -89,7 +87,7 @@ def item_outcomes(records: Iterable[dict[str, Any]], subset: str = "all",
     for i, recs in by_item.items():
         recs = sorted(recs, key=lambda r: r.get("sample", 0))
         votes = [resolved_outcome(r) for r in recs]
-        outcome = max(OUTCOMES, key=lambda o: (votes.count(o), o == votes[0]))
+        outcome = max(RESOLVED_OUTCOMES, key=lambda o: (votes.count(o), o == votes[0]))
         first = recs[0]
         out[i] = dict(category=first.get("category", ""), question=first.get("question", ""),
                       context_answer=first.get("context_answer", ""),

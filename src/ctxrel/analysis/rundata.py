@@ -11,9 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctxrel import strict_json
 from ctxrel.analysis.inversion import Point
 from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
+from ctxrel.analysis.probes import heads_summary, lens_summary
+from ctxrel.config import read_yaml_mapping
 from ctxrel.errors import CtxrelError
+from ctxrel.probes import head_matrices, lens_curves
+from ctxrel.results import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, RunDir, read_records,
+                            step_of)
 
 
 @dataclass
@@ -45,13 +51,10 @@ class Run:
 
 def load_run(path: str | Path, label: str | None = None) -> Run:
     """Read a run directory; CtxrelError naming the directory when it has no metrics or no records."""
-    from ctxrel.evaluate import step_of
-    from ctxrel.results import RunDir, read_records
-
     p = Path(path)
     if not p.is_dir():
         raise CtxrelError(f"{p}: no such run directory")
-    if not (p / "metrics.sqlite").exists():
+    if not (p / METRICS_DB).exists():
         raise CtxrelError(f"no metrics in {p} (metrics.sqlite missing): run ctxrel study/eval first")
     rows = RunDir(p).metrics()
     if not rows:
@@ -66,7 +69,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             if r.get("epoch") is not None:
                 epochs[r["checkpoint"]] = float(r["epoch"])
     records: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    evals = p / "evals"
+    evals = p / EVALS_DIR
     for d in sorted(evals.iterdir()) if evals.is_dir() else []:
         if not d.is_dir():
             continue
@@ -84,8 +87,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
                 records[(d.name, bench)] = recs
     if not records:
         raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
-    config = _yaml(p / "config.yaml")
-    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / "train_summary.json"))
+    config = _yaml(p / CONFIG_FILE)
+    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / TRAIN_SUMMARY))
 
 
 _CONFLICT_METRICS = {"cf_acc": "contains_context", "m_c": "m_c"}
@@ -116,14 +119,10 @@ def _check_agreement(path: Path, recs: list[dict[str, Any]], rows: list[dict[str
 def _summary(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    from ctxrel import strict_json
-
     return strict_json.load_object(path, "training summary", "delete it (rerunning the study rewrites it)")
 
 
 def _yaml(path: Path) -> dict[str, Any] | None:
-    from ctxrel.config import read_yaml_mapping
-
     if not path.exists():
         return None
     return read_yaml_mapping(path, "run config")
@@ -173,19 +172,14 @@ def metric_series(run: Run, benchmark: str, metric: str, subset: str = "all") ->
 def probe_records(run: Run, checkpoint: str, benchmark: str | None, kind: str) -> list[dict[str, Any]]:
     """Rows of a probe file (ctxrel.probing): evals/<checkpoint>/<benchmark>.<kind>.jsonl, or weights.jsonl for
     `benchmark=None, kind="weights"`; [] when absent."""
-    from ctxrel.results import read_records
-
     name = "weights" if benchmark is None else f"{benchmark.replace('/', '_')}.{kind}"
-    return read_records(run.path / "evals" / checkpoint / f"{name}.jsonl")
+    return read_records(run.path / EVALS_DIR / checkpoint / f"{name}.jsonl")
 
 
 def probe_summaries(run: Run, benchmark: str, marks: dict[str, int], *, n_boot: int = 1000, seed: int = 0
                     ) -> dict[str, Any]:
     """The heads and lens summaries of one benchmark of a run (analysis.probes): heads at the peak vs the final
     checkpoint (the start vs the final one when the peak is final), the lens at every checkpoint."""
-    from ctxrel.analysis.probes import heads_summary, lens_summary
-    from ctxrel.probes import head_matrices, lens_curves
-
     by_step = {s: c for c, s in run.steps.items()}
     out: dict[str, Any] = {}
     lens = {s: lens_curves(recs) for s, c in sorted(by_step.items())

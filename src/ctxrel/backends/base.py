@@ -1,17 +1,33 @@
 """The narrow interface the evaluator talks to: generate text, score continuations.
 
 Anything with these methods can be evaluated: the HF backend, a future vLLM backend, or a scripted model in a
-test of the plumbing (in the spirit of lm-evaluation-harness's dummy model).
+test of the plumbing (in the spirit of lm-evaluation-harness's dummy model). A backend says what it can do
+beyond that in `capabilities`; callers ask there, never by probing for methods or catching errors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
+
+CHUNK_BATCHES = 4  # prompts handed to a backend at once, in batches: the unit of work appended to the records
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond generate / loglikelihood / count_tokens."""
+
+    chat_template: bool = False  # render_chat works: the model has its own chat template (`template: chat`)
+    attention: bool = False  # attention weights: attention_to_spans (eval.attention), attention_by_head (heads)
+    hidden_states: bool = False  # every layer's hidden state: answer_lens, probe_pass (the lens probe)
+    weight_deltas: bool = False  # ΔW per linear layer (the weights probe)
 
 
 class LM(Protocol):
     name: str
     max_length: int  # prompt tokens + new tokens the model can attend over
+    batch_size: int  # prompts per forward pass (>= 1)
+    capabilities: Capabilities
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, samples: int = 1,
                  temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (),
@@ -29,12 +45,20 @@ class LM(Protocol):
         ...
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The prompt string the model's own chat template makes of `messages`, ready for generation."""
+        """The prompt string the model's own chat template makes of `messages`, ready for generation (only when
+        `capabilities.chat_template`)."""
         ...
 
 
+def chunk_size(lm: LM) -> int:
+    """How many prompts a caller hands `lm` at once between two appends of records: a crash loses at most one
+    chunk, and each call still fills several batches."""
+    return lm.batch_size * CHUNK_BATCHES
+
+
 class ProbedLM(LM, Protocol):
-    """What the probes of `eval.probes` need from a backend beyond scoring (ctxrel.probes holds the math).
+    """What the probes of `eval.probes` need from a backend beyond scoring (ctxrel.probes holds the math), each
+    method present when its capability is declared.
 
     Each method hands over only reduced tensors: nothing of a batch's hidden states or attention weights outlives
     the layer that made them, beyond the rows returned."""

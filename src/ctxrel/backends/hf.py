@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ctxrel.backends.base import Capabilities
 from ctxrel.errors import CtxrelError
 
 # End-of-turn markers of common chat templates; each stops generation when the tokenizer knows it.
@@ -55,6 +56,8 @@ class HFBackend:
         self.tok = tokenizer
         self.name = name
         self.batch_size = max(1, int(batch_size))
+        self.capabilities = Capabilities(chat_template=bool(getattr(tokenizer, "chat_template", None)),
+                                         attention=True, hidden_states=True, weight_deltas=True)
         self.device = next(model.parameters()).device
         if self.tok.pad_token_id is None:  # padding is always masked out, so any known token will do
             if self.tok.eos_token is not None:

@@ -4,7 +4,7 @@ Each row of `facts/biographies.csv` (columns `person,gender,category,aliases,bio
 biography written for ctxrel from general knowledge, with one or two questions whose answer is the person ("Who
 wrote Hamlet?"). `aliases` (`;`-separated) are other accepted answers for the real person; leave it empty when
 the surname alone would be ambiguous (Marie and Pierre Curie). Every biography is rewritten by the entity
-substitution engine (`ctxrel.curate.substitute`) with `SUBSTITUTES_PER_PERSON` substitutes of the same gender
+substitution engine (`ctxrel.substitution`) with `SUBSTITUTES_PER_PERSON` substitutes of the same gender
 (real people and invented names, so pronouns still fit), and each (substitute, question) pair is one conflict
 item: the context says the substitute did it, the model may remember the real person.
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from ctxrel.benchmarks.builtin import fact_rows
+from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
-from ctxrel.curate.substitute import SubstitutionResult, parse_name, substitute
+from ctxrel.substitution import SubstitutionResult, parse_name, substitute
 from ctxrel.errors import InputError
 from ctxrel.matching import normalize
 

@@ -23,12 +23,11 @@ Bump `BUILTIN_VERSION` whenever the table or the templates change: scores are co
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Callable
 
+from ctxrel.benchmarks.biographies import build_biographies
+from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
 from ctxrel.errors import InputError
 from ctxrel.matching import normalize
@@ -89,23 +88,6 @@ class CountryFact:
     other_cities: tuple[str, ...]
     capital_aliases: tuple[str, ...] = ()  # other accepted spellings of the real capital ("Kiev")
     line: int = 0
-
-
-def fact_rows(file_name: str, header: list[str]):
-    """(path shown in errors, line, cells) for every non-blank row of a CSV shipped in `benchmarks/facts/`,
-    after checking the header and each row's column count."""
-    path = f"ctxrel/benchmarks/facts/{file_name}"
-    text = (files("ctxrel.benchmarks") / "facts" / file_name).read_text(encoding="utf-8")
-    reader = csv.reader(io.StringIO(text))
-    if (found := next(reader, None)) != header:
-        raise InputError(f"header must be {','.join(header)}, found {found}", path=path, line=1)
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise InputError(f"expected {len(header)} columns, found {len(row)}", path=path, line=line)
-        yield path, line, row
 
 
 def load_country_facts() -> list[CountryFact]:
@@ -194,12 +176,6 @@ def _capital_items(benchmark: str, templates: dict[str, str]) -> list[ConflictIt
     return items
 
 
-def _build_biographies() -> list[ConflictItem]:
-    from ctxrel.benchmarks.biographies import build_biographies
-
-    return build_biographies()
-
-
 BUILTINS: dict[str, Callable[[], list[ConflictItem]]] = {"cf_capitals": build_cf_capitals,
                                                          "cf_capitals_moved": build_cf_capitals_moved,
-                                                         "biographies": _build_biographies}
+                                                         "biographies": build_biographies}

@@ -7,63 +7,17 @@ no pyplot state, nothing left open; files are written atomically.
 
 from __future__ import annotations
 
-import io
-import math
 from pathlib import Path
 from typing import Any
 
-from ctxrel.report.trajectory import _epoch_lines
-from ctxrel.results import atomic_write_bytes
+from ctxrel.report.canvas import figure, line, save, style
+from ctxrel.report.probe_plots import plot_probes
 
 METRIC_LABEL = {"cf_acc": "cf-acc", "par_acc": "par-acc", "m_c": "M_C"}
 YLABEL = {"cf_acc": "share of generations (0-1)", "m_c": "M_C = p_ctx / (p_ctx + p_par)"}
 SUBSET_LABEL = {"all": "all items", "known": "known items (knowledge-filtered)"}
 GROUP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
                 "tab:cyan")
-
-
-def _figure(ncols: int, nrows: int = 1, w: float = 5.2, h: float = 3.7):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(w * ncols, 7.0), h * nrows))  # one panel: wide enough for the figure title
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _style(ax, xlabel: str, ylabel: str, boundaries: list[int] | None = None) -> None:
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.grid(alpha=0.25, lw=0.5)
-    if xlabel == "training step":
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if boundaries:
-        _epoch_lines(ax, boundaries)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
-
-
-def _line(ax, pts: list[dict[str, Any]], color: str, label: str, *, dashed: bool = False, band: bool = True,
-          x: str = "step") -> None:
-    pts = [p for p in pts if p.get("value") is not None and not math.isnan(p["value"])]
-    if not pts:
-        return
-    xs, ys = [p[x] for p in pts], [p["value"] for p in pts]
-    ax.plot(xs, ys, "--" if dashed else "-", marker="s" if dashed else "o", ms=3.5, lw=1.5, color=color, label=label)
-    if band and all(p.get("ci_low") is not None and p.get("ci_high") is not None for p in pts):
-        ax.fill_between(xs, [p["ci_low"] for p in pts], [p["ci_high"] for p in pts], color=color,
-                        alpha=0.08 if dashed else 0.16, lw=0)
 
 
 def _colors(groups: list[dict[str, Any]], metric: str) -> list[tuple[str, str]]:
@@ -78,7 +32,7 @@ def plot_steps(groups: list[dict[str, Any]], bench: str, path: Path) -> Path:
     """cf-acc (solid, 95% band) and par-acc (dashed) vs step, one panel per subset (all, known); the peak of
     the followed metric is starred; epoch ends dotted."""
     subsets = [s for s in ("all", "known") if any(s in g["benchmarks"][bench]["series"] for g in groups)]
-    fig, axes = _figure(len(subsets))
+    fig, axes = figure(len(subsets))
     metric = groups[0]["benchmarks"][bench]["metric"]
     for ax, subset in zip(axes, subsets):
         ns = []
@@ -89,16 +43,16 @@ def plot_steps(groups: list[dict[str, Any]], bench: str, path: Path) -> Path:
                 continue
             prefix = f"{g['label']}: " if len(groups) > 1 else ""
             for k, (m, pts) in enumerate(ser.items()):
-                _line(ax, pts, c1 if k == 0 else c2, prefix + METRIC_LABEL[m], dashed=k > 0, band=k == 0)
+                line(ax, pts, c1 if k == 0 else c2, prefix + METRIC_LABEL[m], dashed=k > 0, band=k == 0)
             st = b["subsets"][subset]
             if st.get("peak"):
                 ax.plot([st["peak"]["step"]], [st["peak"]["value"]], "*", ms=11, color=c1, mec="black", mew=0.6,
                         label=f"{prefix}peak{' (smoothed %d)' % st['smoothed'] if st.get('smoothed') else ''}")
             ns.append(str(ser[metric][-1]["n"]))
         ax.set_title(f"{bench}: {SUBSET_LABEL[subset]} (n={'/'.join(ns)})", fontsize=9.5)
-        _style(ax, "training step", YLABEL.get(metric, YLABEL["cf_acc"]), groups[0].get("epoch_boundaries"))
+        style(ax, "training step", YLABEL.get(metric, YLABEL["cf_acc"]), groups[0].get("epoch_boundaries"))
     fig.suptitle(f"{bench}: conflict metrics by training step (band: 95% bootstrap CI over items)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_vs_id(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
@@ -107,7 +61,7 @@ def plot_vs_id(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | N
     have = [g for g in groups if g.get("id_accuracy")]
     if not have:
         return None
-    fig, axes = _figure(2, w=5.0)
+    fig, axes = figure(2, w=5.0)
     metric = groups[0]["benchmarks"][bench]["metric"]
     for ax, subset in zip(axes, ("all", "known")):
         for g, (c1, _) in zip(groups, _colors(groups, metric)):
@@ -116,14 +70,14 @@ def plot_vs_id(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | N
             pts = [dict(p, x=ids[p["step"]]) for p in ser if p["step"] in ids]
             if not pts:
                 continue
-            _line(ax, pts, c1, g["label"] if len(groups) > 1 else METRIC_LABEL[metric], x="x", band=False)
+            line(ax, pts, c1, g["label"] if len(groups) > 1 else METRIC_LABEL[metric], x="x", band=False)
             for p in (pts[0], pts[-1]):
                 ax.annotate(f"step {p['step']}", (p["x"], p["value"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points", color=c1)
         ax.set_title(f"{bench}: {SUBSET_LABEL[subset]}", fontsize=9.5)
-        _style(ax, "ID accuracy (mean of standard tasks, 0-1)", f"{METRIC_LABEL[metric]} (0-1)")
+        style(ax, "ID accuracy (mean of standard tasks, 0-1)", f"{METRIC_LABEL[metric]} (0-1)")
     fig.suptitle(f"{bench}: {METRIC_LABEL[metric]} against ID accuracy (each point a checkpoint)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_categories(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
@@ -133,7 +87,7 @@ def plot_categories(groups: list[dict[str, Any]], bench: str, path: Path) -> Pat
         return None
     ncols = min(len(cats), 3)
     nrows = -(-len(cats) // ncols)
-    fig, axes = _figure(ncols, nrows, w=4.4, h=3.2)
+    fig, axes = figure(ncols, nrows, w=4.4, h=3.2)
     for ax in axes[1:]:
         ax.sharey(axes[0])  # one y scale: categories are compared by eye
     for ax in axes[len(cats):]:
@@ -145,31 +99,31 @@ def plot_categories(groups: list[dict[str, Any]], bench: str, path: Path) -> Pat
             prefix = f"{g['label']}: " if len(groups) > 1 else ""
             for subset in ("all", "known"):
                 if cs.get(subset):
-                    _line(ax, cs[subset], c1, f"{prefix}{subset} (n={cs[subset][-1]['n']})",
+                    line(ax, cs[subset], c1, f"{prefix}{subset} (n={cs[subset][-1]['n']})",
                           dashed=subset == "known", band=subset == "all")
         ax.set_title(cat or "(no category)", fontsize=9.5)
-        _style(ax, "training step", f"{METRIC_LABEL[metric]} (0-1)", groups[0].get("epoch_boundaries"))
+        style(ax, "training step", f"{METRIC_LABEL[metric]} (0-1)", groups[0].get("epoch_boundaries"))
     fig.suptitle(f"{bench}: {METRIC_LABEL[metric]} per category (solid: all items, dashed: known items)",
                  fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_attention(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
     """Mean attention mass from the answer position to context vs question tokens, by step (Fig. 3b)."""
     if not any(g["benchmarks"][bench].get("attention") for g in groups):
         return None
-    fig, axes = _figure(2, w=5.0)
+    fig, axes = figure(2, w=5.0)
     for ax, subset in zip(axes, ("all", "known")):
         for g, (c1, c2) in zip(groups, _colors(groups, "cf_acc")):
             att = g["benchmarks"][bench].get("attention", {}).get(subset, {})
             prefix = f"{g['label']}: " if len(groups) > 1 else ""
-            _line(ax, att.get("attention_context", []), c1, prefix + "to context tokens")
-            _line(ax, att.get("attention_question", []), c2, prefix + "to question tokens", dashed=True)
+            line(ax, att.get("attention_context", []), c1, prefix + "to context tokens")
+            line(ax, att.get("attention_question", []), c2, prefix + "to question tokens", dashed=True)
         ax.set_title(f"{bench}: {SUBSET_LABEL[subset]}", fontsize=9.5)
-        _style(ax, "training step", "attention mass (0-1)",
+        style(ax, "training step", "attention mass (0-1)",
                groups[0].get("epoch_boundaries"))
     fig.suptitle(f"{bench}: attention mass from the answer position, mean over layers and heads", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 DECODING_COLORS = {"greedy": "tab:blue", "cad": "tab:red", "adacad": "tab:green"}
@@ -186,17 +140,17 @@ def plot_recoverability(groups: list[dict[str, Any]], bench: str, path: Path) ->
     if not entries:
         return None
     subsets = [s for s in ("all", "known") if any(s in e["recoverability"] for _, e in entries)]
-    fig, axes = _figure(len(subsets))
+    fig, axes = figure(len(subsets))
     metric = entries[0][1]["metric"]
     for ax, subset in zip(axes, subsets):
         for gi, (g, e) in enumerate(entries):
             prefix = f"{g['label']}: " if len(groups) > 1 else ""
             for k, (dec, pts) in enumerate(e["recoverability"].get(subset, {}).items()):
-                _line(ax, pts, _decoding_color(dec, k), prefix + dec, dashed=gi > 0)
+                line(ax, pts, _decoding_color(dec, k), prefix + dec, dashed=gi > 0)
         ax.set_title(f"{bench}: {SUBSET_LABEL[subset]}", fontsize=9.5)
-        _style(ax, "training step", f"{METRIC_LABEL[metric]} (0-1)", groups[0].get("epoch_boundaries"))
+        style(ax, "training step", f"{METRIC_LABEL[metric]} (0-1)", groups[0].get("epoch_boundaries"))
     fig.suptitle(f"{bench}: recoverability — {METRIC_LABEL[metric]} per decoding method (95% bands)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_contexts(groups: list[dict[str, Any]], bench: str, path: Path) -> Path | None:
@@ -208,17 +162,17 @@ def plot_contexts(groups: list[dict[str, Any]], bench: str, path: Path) -> Path 
     kinds = [k for k in ("conflict", "gold", "irrelevant") if k in ctx]
     if kinds == ["conflict"] and len(ctx["conflict"]) < 2:
         return None
-    fig, axes = _figure(len(kinds), w=4.4)
+    fig, axes = figure(len(kinds), w=4.4)
     right = {"conflict": "the context answer", "gold": "the parametric answer", "irrelevant": "the parametric answer"}
     for ax, kind in zip(axes, kinds):
         for k, (dec, pts) in enumerate(ctx[kind].items()):
-            _line(ax, pts, _decoding_color(dec, k), dec)
+            line(ax, pts, _decoding_color(dec, k), dec)
         ax.set_title(f"{kind} context: accuracy = {right[kind]}", fontsize=9.5)
         ax.set_ylim(-0.03, 1.03)
-        _style(ax, "training step", "accuracy (0-1)", g.get("epoch_boundaries"))
+        style(ax, "training step", "accuracy (0-1)", g.get("epoch_boundaries"))
     fig.suptitle(f"{bench}: context kinds per decoding method"
                  + (f" ({g['label']})" if len(groups) > 1 else ""), fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
@@ -232,8 +186,6 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
                 plot_categories(groups, b, out / f"{safe}-categories.png"),
                 plot_attention(groups, b, out / f"{safe}-attention.png")]
         figs[b] = [p for p in made if p is not None]
-    from ctxrel.report.probe_plots import plot_probes
-
     per_bench, weights = plot_probes(groups, benches, out)
     for b, paths in per_bench.items():
         figs[b] += paths

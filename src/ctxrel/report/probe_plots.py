@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ctxrel.analysis.probes import pick_steps
-from ctxrel.report.plots import _figure, _line, _save, _style
+from ctxrel.report.canvas import figure, line, save, style
 
 
 def _heat(fig, ax, matrix, *, title: str, xlabels: list[str] | None = None, cmap: str = "viridis",
@@ -38,25 +38,25 @@ def plot_weights(group: dict[str, Any], path: Path) -> Path | None:
     steps = [s for s in pick_steps([s for s in w["steps"] if s > 0] or w["steps"], 5)]
     mats = [w["relative"][w["steps"].index(s)] for s in steps]
     vmax = float(np.nanmax(mats)) if np.isfinite(np.nanmax(mats)) else 1.0
-    fig, axes = _figure(len(steps) + 1, w=3.0, h=3.9)
+    fig, axes = figure(len(steps) + 1, w=3.0, h=3.9)
     for ax, s, m in zip(axes, steps, mats):
         _heat(fig, ax, m, title=f"step {s}", xlabels=w["modules"], vmin=0.0, vmax=vmax or 1.0)
     ax = axes[len(steps)]
-    _line(ax, w["qk_share"], "tab:green", "q/k share of ||ΔW||²", band=False)
+    line(ax, w["qk_share"], "tab:green", "q/k share of ||ΔW||²", band=False)
     bench = next(iter(group["benchmarks"].values()), None)
     if bench and bench["series"].get("all"):
         twin = ax.twinx()
         metric = bench["metric"]
-        _line(twin, bench["series"]["all"][metric], "tab:blue", f"{bench['benchmark']} {metric}", band=False,
+        line(twin, bench["series"]["all"][metric], "tab:blue", f"{bench['benchmark']} {metric}", band=False,
               dashed=True)
         twin.set_ylabel(metric, fontsize=8.5, color="tab:blue")
         twin.tick_params(labelsize=7.5)
         twin.legend(fontsize=7, loc="lower right")
     ax.set_ylim(-0.02, 1.02)
-    _style(ax, "training step", "share (0-1)")
+    style(ax, "training step", "share (0-1)")
     ax.set_title("q/k share of the change", fontsize=9)
     fig.suptitle(f"{group['label']}: weight change ||ΔW||_F / ||W_0||_F per layer and module", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_heads(group: dict[str, Any], bench: str, path: Path) -> Path | None:
@@ -67,7 +67,7 @@ def plot_heads(group: dict[str, Any], bench: str, path: Path) -> Path | None:
         return None
     before, after = np.array(h["before"]), np.array(h["after"])
     vmax = float(np.nanmax([before, after]))
-    fig, axes = _figure(3, w=4.0, h=4.0)
+    fig, axes = figure(3, w=4.0, h=4.0)
     _heat(fig, axes[0], before, title=f"step {h['from_step']}", vmin=0, vmax=vmax)
     _heat(fig, axes[1], after, title=f"step {h['to_step']}", vmin=0, vmax=vmax)
     diff = after - before
@@ -85,7 +85,7 @@ def plot_heads(group: dict[str, Any], bench: str, path: Path) -> Path | None:
                     for c in h["changes"][:4])
     fig.suptitle(f"{group['label']} {bench}: attention from the answer position to the context, per head\n"
                  f"largest changes (95% paired bootstrap CI over items): {top}", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_lens(group: dict[str, Any], bench: str, path: Path) -> Path | None:
@@ -96,7 +96,7 @@ def plot_lens(group: dict[str, Any], bench: str, path: Path) -> Path | None:
         return None
     from matplotlib import colormaps
 
-    fig, axes = _figure(1, w=7.0, h=4.2)
+    fig, axes = figure(1, w=7.0, h=4.2)
     ax = axes[0]
     cmap = colormaps["viridis_r"]
     curves = lens["curves"]
@@ -112,10 +112,10 @@ def plot_lens(group: dict[str, Any], bench: str, path: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _style(ax, "layer (output of decoder layer k)", "log p(context 1st token) - log p(parametric 1st token)")
+    style(ax, "layer (output of decoder layer k)", "log p(context 1st token) - log p(parametric 1st token)")
     ax.set_title(f"{group['label']} {bench}: logit lens, n={curves[-1]['n']} items (band: 95% CI, first and "
                  "last step)", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_probes(groups: list[dict[str, Any]], benches: list[str], out: Path

@@ -15,15 +15,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctxrel.results import RunDir, append_records, read_records
+from ctxrel.backends.base import chunk_size
+from ctxrel.metrics import bootstrap_means, bootstrap_rows, mean_of_tasks
+from ctxrel.results import RunDir, append_records, chunked, read_records
+from ctxrel.standard.scoring import mc_scores, score_generation
+from ctxrel.standard.tasks import MCItem
 
 PRIMARY = {"mmlu": "acc", "arc_challenge": "acc", "gsm8k": "exact_match", "squad": "exact_match"}
 MAX_NEW_TOKENS = {"gsm8k": 256, "squad": 32}
 
 
 def _score_mc(lm, chunk, on_done) -> list[dict[str, Any]]:
-    from ctxrel.standard.scoring import mc_scores
-
     requests = [(it.prompt, c) for it in chunk for c in it.choices]
     logprobs = lm.loglikelihood(requests)
     recs, k = [], 0
@@ -36,8 +38,6 @@ def _score_mc(lm, chunk, on_done) -> list[dict[str, Any]]:
 
 
 def _score_gen(lm, chunk, task: str, on_done) -> list[dict[str, Any]]:
-    from ctxrel.standard.scoring import score_generation
-
     stop = tuple(sorted({s for it in chunk for s in it.stop}))
     outs = lm.generate([it.prompt for it in chunk], max_new_tokens=MAX_NEW_TOKENS.get(task, 64), stop=stop,
                        on_done=on_done)
@@ -49,26 +49,19 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
                   n_boot: int = 1000, seed: int = 0, progress=None) -> tuple[list[dict], np.ndarray]:
     """Score `items` of one standard task (resumable); write metric rows; return (rows, bootstrap replicates of
     the primary metric)."""
-    from ctxrel.evaluate import chunked
-    from ctxrel.metrics import bootstrap_ci, bootstrap_means
-    from ctxrel.standard.tasks import MCItem
-
     path = run.eval_file(checkpoint, task)
     done = {r["id"]: r for r in read_records(path)}
     todo = [it for it in items if it.id not in done]
-    size = max(1, getattr(lm, "batch_size", 16)) * 4
     bump = progress.update if progress is not None else (lambda k: None)
-    for chunk in chunked(todo, size):
+    for chunk in chunked(todo, chunk_size(lm)):
         recs = _score_mc(lm, chunk, bump) if isinstance(chunk[0], MCItem) else _score_gen(lm, chunk, task, bump)
         append_records(path, recs)
         done.update({r["id"]: r for r in recs})
     records = [done[it.id] for it in items]
     names = [m for m in ("acc", "acc_norm", "exact_match", "f1") if records and m in records[0]]
     matrix = np.array([[float(r[m]) for m in names] for r in records]) if records else np.zeros((0, len(names)))
-    lo, hi = bootstrap_ci(matrix, n_boot=n_boot, seed=seed)
-    rows = [dict(checkpoint=checkpoint, step=step, benchmark=task, subset="all", metric=m,
-                 value=float(matrix[:, k].mean()) if len(records) else float("nan"), n=len(records),
-                 ci_low=float(lo[k]), ci_high=float(hi[k])) for k, m in enumerate(names)]
+    rows = bootstrap_rows(matrix, names, n_boot=n_boot, seed=seed, checkpoint=checkpoint, step=step, benchmark=task,
+                          subset="all")
     run.write_metrics(rows)
     primary = names.index(PRIMARY[task]) if PRIMARY.get(task) in names else 0
     reps = bootstrap_means(matrix, n_boot=n_boot, seed=seed)[:, primary] if len(records) else np.zeros(0)
@@ -78,8 +71,6 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
 def id_accuracy_row(results: dict[str, tuple[list[dict], np.ndarray]], *, checkpoint: str = "model",
                     step=None) -> dict[str, Any] | None:
     """The mean of the tasks' primary metrics, with a 95% interval from averaged bootstrap replicates."""
-    from ctxrel.metrics import mean_of_tasks
-
     values, reps = [], []
     for task, (rows, rep) in results.items():
         row = next((r for r in rows if r["metric"] == PRIMARY.get(task)), None)

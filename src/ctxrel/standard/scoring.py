@@ -19,7 +19,7 @@ import string
 from collections import Counter
 from typing import Sequence
 
-from ctxrel.standard.tasks import TARGET_DELIMITER, GenItem, MCItem
+from ctxrel.standard.tasks import TARGET_DELIMITER, GenItem, MCItem, gsm8k_normalize
 
 # ------------------------------------------------------------------------------------------- multiple choice
 
@@ -42,14 +42,6 @@ def mc_scores(item: MCItem, logprobs: Sequence[float]) -> dict:
 
 _GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
 _GSM8K_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-_GSM8K_IGNORE = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
-
-
-def gsm8k_normalize(text: str) -> str:
-    """lm-eval's exact_match preprocessing for gsm8k (regexes_to_ignore, ignore_case); also the gold's form."""
-    for pattern in _GSM8K_IGNORE:
-        text = pattern.sub("", text)
-    return text.lower()
 
 
 def gsm8k_strict(text: str) -> str | None:

@@ -35,6 +35,7 @@ import csv
 import gzip
 import json
 import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")
 SQUAD_STOP = ("\n",)
 MMLU_LETTERS = ("A", "B", "C", "D")
 _MMLU_COLUMNS = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
+
+
+def standard_name(arg: str) -> str | None:
+    """The task a benchmark argument names (`mmlu`, `mmlu=PATH`), or None when it names no standard task."""
+    name = arg.partition("=")[0].strip()
+    return name if name in STANDARD_TASKS else None
 
 
 @dataclass(frozen=True)
@@ -290,10 +297,18 @@ def _load_gsm8k(path: str | Path, shots: int) -> list[GenItem]:
     return _gsm8k_items(rows[shots:], rows[:shots], first=shots)
 
 
+_GSM8K_IGNORE = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
+
+
+def gsm8k_normalize(text: str) -> str:
+    """lm-eval's exact_match preprocessing for gsm8k (regexes_to_ignore, ignore_case); also the gold's form."""
+    for pattern in _GSM8K_IGNORE:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
 def _gsm8k_items(rows: Sequence[tuple[str, str]], shots: Sequence[tuple[str, str]], first: int = 0) -> list[GenItem]:
     """Items for (question, worked answer) rows numbered from `first`, after the (question, answer) shots."""
-    from ctxrel.standard.scoring import gsm8k_normalize
-
     prefix = fewshot_prefix([(qa_text(q), a) for q, a in shots])
     return [GenItem(id=f"gsm8k/{n}", task="gsm8k", category="gsm8k", prompt=prefix + qa_text(q),
                     answers=(gsm8k_normalize(a),), stop=GSM8K_STOP) for n, (q, a) in enumerate(rows, first)]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ctxrel.matching import match
-from ctxrel.metrics import bootstrap_ci, bootstrap_means, conflict_metrics, m_c, mean_of_tasks
+from ctxrel.metrics import bootstrap_means, bootstrap_rows, conflict_metrics, m_c, mean_of_tasks
 from ctxrel.synth.mixture import ConflictItem
 from ctxrel.synth.model import TinyGPT, answer_logprob, batch, greedy, lm_loss
 from ctxrel.synth.world import CTX, Q, Example, World
@@ -89,11 +89,8 @@ def conflict_rows(records: list[dict[str, Any]], *, n_boot: int, seed: int) -> l
     for subset, recs in subsets.items():
         ms = conflict_metrics(recs, "generate", n_boot=n_boot, seed=seed)
         ms += conflict_metrics(recs, "likelihood", n_boot=n_boot, seed=seed)
-        att = np.array([[r[m] for m in ATTENTION_METRICS] for r in recs]).reshape(len(recs), 2)
-        lo, hi = bootstrap_ci(att, n_boot=n_boot, seed=seed)
-        mean = att.mean(0) if len(recs) else np.full(2, np.nan)
-        ms += [dict(metric=m, value=float(mean[j]), n=len(recs), ci_low=float(lo[j]), ci_high=float(hi[j]))
-               for j, m in enumerate(ATTENTION_METRICS)]
+        ms += bootstrap_rows([[r[m] for m in ATTENTION_METRICS] for r in recs], ATTENTION_METRICS, n_boot=n_boot,
+                             seed=seed)
         rows += [dict(benchmark=BENCHMARK, subset=subset, **m) for m in ms]
     rows += [dict(benchmark=BENCHMARK, subset="all", metric="n_items", value=len(records), n=len(records)),
              dict(benchmark=BENCHMARK, subset="all", metric="n_known", value=len(subsets["known"]),
@@ -114,9 +111,7 @@ def id_rows(model: TinyGPT, world: World, id_context: list[Example], items: list
     rec_ok = np.array([[float(tuple(o) == it.parametric_answer)] for o, it in zip(outs, items)])
     rows, reps = [], []
     for name, m in (("synth_id_context", ctx_ok), ("synth_id_recall", rec_ok)):
-        lo, hi = bootstrap_ci(m, n_boot=n_boot, seed=seed)
-        rows.append(dict(benchmark=name, subset="all", metric="acc", value=float(m.mean()), n=len(m),
-                         ci_low=float(lo[0]), ci_high=float(hi[0])))
+        rows += bootstrap_rows(m, ["acc"], n_boot=n_boot, seed=seed, benchmark=name, subset="all")
         reps.append(bootstrap_means(m, n_boot=n_boot, seed=seed)[:, 0])
     value, lo, hi = mean_of_tasks([r["value"] for r in rows], reps)
     rows.append(dict(benchmark="id_accuracy", subset="all", metric="id_accuracy", value=value, n=2, ci_low=lo,

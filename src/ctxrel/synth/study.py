@@ -15,14 +15,14 @@ from typing import Any, Callable
 import torch
 
 from ctxrel.errors import CtxrelError
-from ctxrel.results import RunDir, append_records, atomic_write_text, read_records
+from ctxrel.results import RunDir, append_records, atomic_write_text, read_records, step_name
 from ctxrel.synth import measure
 from ctxrel.synth.lab import (SynthConfig, batch_indices, load_state, lr_at, save_state,
                               train_steps, validate)
 from ctxrel.synth.mixture import conflict_items, id_context_items, ift_mixture, train_probe
 from ctxrel.synth.model import TinyGPT, greedy, qk_parameters
 from ctxrel.synth.world import BOS, IS, make_world, pretraining_corpus
-from ctxrel.train.checkpoints import checkpoint_steps, step_name
+from ctxrel.train.checkpoints import checkpoint_steps
 
 
 def config_digest(cfg: SynthConfig) -> str:

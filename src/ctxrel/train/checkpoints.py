@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ctxrel.errors import CtxrelError
-
-STEP_DIR = re.compile(r"step-(\d{6,})")
-
-
-def step_name(step: int) -> str:
-    return f"step-{step:06d}"
+from ctxrel.results import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
 
 
 def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
@@ -44,13 +38,13 @@ def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (those with checkpoint.json), ordered by step."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     found = []
     if root.is_dir():
         for d in root.iterdir():
-            m = STEP_DIR.fullmatch(d.name)
-            if m and (d / "checkpoint.json").exists():
-                found.append((int(m.group(1)), d))
+            step = step_of(d.name)
+            if step is not None and (d / CHECKPOINT_META).exists():
+                found.append((step, d))
     return sorted(found)
 
 
@@ -59,51 +53,6 @@ def latest_resumable(run_dir: Path) -> Path | None:
         if (d / "state" / "progress.json").exists():
             return d
     return None
-
-
-def _trainable_state(model) -> dict[str, Any]:
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_weights(model, folder: Path, meta: dict[str, Any]) -> None:
-    """The trained weights: a PEFT adapter for LoRA, else the trainable tensors as safetensors."""
-    from safetensors.torch import save_file
-
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(str(folder), safe_serialization=True)
-    else:
-        save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
-    (folder / "checkpoint.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-
-
-def load_weights(model, folder: Path) -> None:
-    """Put a checkpoint's trained weights into a model prepared the same way (select_trainable)."""
-    from safetensors.torch import load_file
-
-    if hasattr(model, "peft_config"):
-        from peft import set_peft_model_state_dict
-
-        f = folder / "adapter_model.safetensors"
-        if not f.exists():
-            raise CtxrelError(f"{folder}: adapter_model.safetensors missing (train.mode changed since the run "
-                              "started?)")
-        result = set_peft_model_state_dict(model, load_file(str(f)))
-        if getattr(result, "unexpected_keys", None):
-            raise CtxrelError(f"{f}: unexpected adapter keys {result.unexpected_keys[:3]}")
-        return
-    f = folder / "trainable.safetensors"
-    if not f.exists():
-        raise CtxrelError(f"{folder}: trainable.safetensors missing (train.mode changed since the run started?)")
-    state = load_file(str(f))
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    if unknown:
-        raise CtxrelError(f"{f}: weights {unknown[:3]} do not exist in the model")
-    import torch
-
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 
 def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -180,5 +129,5 @@ def prune(run_dir: Path, keep_weights: bool) -> None:
             shutil.rmtree(d / "state", ignore_errors=True)
         else:
             shutil.rmtree(d, ignore_errors=True)
-    for d in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
+    for d in (Path(run_dir) / CHECKPOINTS_DIR).glob(".tmp-*"):
         shutil.rmtree(d, ignore_errors=True)

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ctxrel.errors import CtxrelError
-from ctxrel.results import append_records, atomic_write_text, read_records
+from ctxrel.models import load_weights, save_weights
+from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
+                            read_records, step_name)
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
 
@@ -214,167 +216,282 @@ def _optimizer(model, train_cfg):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
 
 
+@dataclass
+class Session:
+    """What `setup` builds and every later part of the recipe reads: a plain record, not a Trainer to subclass."""
+
+    cfg: Any
+    out: Path
+    acc: Any  # accelerate.Accelerator
+    model: Any  # the (PEFT-wrapped) model; `wrapped` is its ResponseLoss as prepared by accelerate
+    tok: Any
+    wrapped: Any
+    optimizer: Any
+    scheduler: Any
+    trainable: list
+    tokenized: Any
+    lengths: list[int]
+    plan: Plan
+    progress: dict[str, Any]  # step, tokens, pad_tokens, train_s, eval_s: what a checkpoint saves
+    n_trainable: int
+    n_parameters: int
+    writer: Any = None  # tensorboard SummaryWriter (main process, train.tensorboard) or None
+    say: Callable[..., None] = print  # log on the main process, silent on the others
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+
 def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=None, log=print) -> dict[str, Any]:
     """Finetune `cfg.model` on `cfg.data` with `cfg.train`; at each checkpoint step save weights and resume state,
     then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on the main process (the study
-    evaluates there). Rerunning with the same config resumes from the latest checkpoint. Returns a summary."""
+    evaluates there). Rerunning with the same config resumes from the latest checkpoint. Returns a summary.
+
+    The recipe, top to bottom: setup -> (resume) -> train: one optimizer step at a time, a checkpoint (save, then
+    evaluate) at each scheduled step -> cleanup."""
+    s = setup(cfg, tokenized=tokenized, log=log)
+    step = s.progress["step"]
+    if step in s.plan.checkpoints:
+        checkpoint(s, step, on_checkpoint)  # step 0 (the base model), or one a crash interrupted in its evaluation
+    bar = tqdm(total=s.plan.total, initial=step, desc="train", unit="step", file=sys.stderr, disable=not s.main,
+               dynamic_ncols=True)
+    while step < s.plan.total:
+        loss, grad_norm = optimizer_step(s, step)
+        step += 1
+        log_step(s, step, loss, grad_norm, bar)
+        if step in s.plan.checkpoints:
+            checkpoint(s, step, on_checkpoint)
+    bar.close()
+    return cleanup(s)
+
+
+# -- setup -------------------------------------------------------------------------------------------------------
+
+def on_cpu(cfg) -> bool:
+    """Does this run train on the CPU (fp32, no autocast)? `model.device`, else the default device."""
+    from ctxrel.models import default_device
+
+    return (cfg.model.device or default_device()) == "cpu"
+
+
+def make_accelerator(cpu: bool):
+    """The accelerate state of this process: CPU (fp32) or GPU (bf16 autocast); plain data parallelism only."""
     from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
-    from accelerate.utils import set_seed
 
-    from ctxrel.models import default_device, load_model, select_trainable
-    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
-
-    tc, out = cfg.train, Path(cfg.out)
-    check_train_config(cfg)
-    examples = load_examples(cfg.data, seed=tc.seed) if tokenized is None else None  # bad data fails before the model
-    cpu = (cfg.model.device or default_device()) == "cpu"
     acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals run on rank 0
     if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         raise CtxrelError(f"accelerate is set up for {acc.distributed_type}; the ctxrel loop supports plain data "
                           "parallelism (DDP) only so far -- sharded optimizers and weights (FSDP, DeepSpeed) need "
                           "gathered checkpoints and evaluation, which are not built yet")
-    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
-    say = log if main else (lambda *a, **k: None)
+    return acc
 
-    # -- setup: model, trainable parameters, data, plan ------------------------------------------------------
-    set_seed(tc.seed)
+
+def build_model(cfg, device, *, cpu: bool) -> tuple[Any, Any]:
+    """The model with `train.mode`'s trainable parameters (fp32 on CPU and for full weights, else bf16) and its
+    tokenizer (given a pad token), in training mode."""
+    from ctxrel.models import load_model, select_trainable
+
+    tc = cfg.train
     dtype = torch.float32 if cpu or tc.mode == "full" or (tc.mode == "qk" and not tc.qk_lora) else torch.bfloat16
-    model, tok, _ = load_model(cfg.model.name, device=str(acc.device), dtype=dtype,
+    model, tok, _ = load_model(cfg.model.name, device=str(device), dtype=dtype,
                                trust_remote_code=cfg.model.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     model = select_trainable(model, tc)
     model.train()
+    return model, tok
+
+
+def build_optimizer(model, train_cfg, total: int):
+    """AdamW (no weight decay on vectors and marked parameters) and its lr schedule over `total` steps."""
+    optimizer = _optimizer(model, train_cfg)
+    warmup = round(train_cfg.warmup * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, train_cfg.schedule))
+    return optimizer, scheduler
+
+
+def setup(cfg, *, tokenized=None, log=print) -> Session:
+    """Check the config, read the data, build model, optimizer and plan, and resume from the latest checkpoint."""
+    from accelerate.utils import set_seed
+
+    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
+
+    tc = cfg.train
+    check_train_config(cfg)
+    examples = load_examples(cfg.data, seed=tc.seed) if tokenized is None else None  # bad data fails before the model
+    cpu = on_cpu(cfg)
+    acc = make_accelerator(cpu)
+    say = log if acc.is_main_process else (lambda *a, **k: None)
+    set_seed(tc.seed)
+    model, tok = build_model(cfg, acc.device, cpu=cpu)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     if tokenized is None:
         template = resolve_data_template(cfg.data.template, tok)
         tokenized = tokenize(examples, tok, template=template, max_length=cfg.data.max_length)
     lengths = [len(x) for x in tokenized.input_ids]
-    plan = make_plan(len(lengths), tc, cfg.eval, world, lengths)
+    plan = make_plan(len(lengths), tc, cfg.eval, acc.num_processes, lengths)
     st = tokenized.stats
     say(f"ctxrel: {len(tokenized.input_ids)} examples ({st['truncated']} truncated to {cfg.data.max_length} "
         f"tokens, {st['dropped']} dropped: no response left), {st['label_tokens']} response tokens; "
         f"train.mode={tc.mode}: {n_train:,} of {n_all:,} parameters trainable")
-    say(f"ctxrel: {plan.total} steps ({plan.steps_per_epoch}/epoch) of {plan.batch_size} examples = {world} "
-        f"process(es) x {plan.accum} micro-batch(es) x {plan.micro}"
+    say(f"ctxrel: {plan.total} steps ({plan.steps_per_epoch}/epoch) of {plan.batch_size} examples = "
+        f"{acc.num_processes} process(es) x {plan.accum} micro-batch(es) x {plan.micro}"
         f"{', grouped by length' if tc.group_by_length else ''}; checkpoints at steps {plan.checkpoints}")
-
-    optimizer = _optimizer(model, tc)
-    warmup = round(tc.warmup * plan.total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, plan.total, warmup, tc.schedule))
+    optimizer, scheduler = build_optimizer(model, tc, plan.total)
     wrapped, optimizer = acc.prepare(ResponseLoss(model), optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    s = Session(cfg, Path(cfg.out), acc, model, tok, wrapped, optimizer, scheduler,
+                [p for p in model.parameters() if p.requires_grad], tokenized, lengths, plan,
+                dict(step=0, tokens=0, pad_tokens=0, train_s=0.0, eval_s=0.0), n_train, n_all, say=say)
+    resume(s)
+    if s.main and tc.tensorboard:
+        s.writer = _tensorboard(s.out / "tensorboard", s.progress["step"])
+    return s
 
-    # -- resume ----------------------------------------------------------------------------------------------
-    progress = dict(step=0, tokens=0, pad_tokens=0, train_s=0.0, eval_s=0.0)
-    latest = ckpt.latest_resumable(out)
-    if latest is not None:
-        ckpt.load_weights(model, latest)
-        progress = ckpt.load_state(latest, optimizer, rank)
-        scheduler.load_state_dict(progress.pop("scheduler"))
-        progress.setdefault("pad_tokens", None)  # a checkpoint written before padding was counted
-        if main:  # steps logged after the checkpoint are trained again; keep one row per step
-            log_file = out / "train_log.jsonl"
-            kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
-            atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
-        say(f"ctxrel: resuming from {latest.name} ({progress['step']} of {plan.total} steps done)")
-    step = progress["step"]
 
-    writer = _tensorboard(out / "tensorboard", step) if main and tc.tensorboard else None
+def resume(s: Session) -> None:
+    """Continue from the latest checkpoint that holds resume state, if any: weights, optimizer, scheduler, RNG,
+    progress; steps the log holds beyond it are trained again, so they are dropped from the log."""
+    latest = ckpt.latest_resumable(s.out)
+    if latest is None:
+        return
+    load_weights(s.model, latest)
+    progress = ckpt.load_state(latest, s.optimizer, s.acc.process_index)
+    s.scheduler.load_state_dict(progress.pop("scheduler"))
+    progress.setdefault("pad_tokens", None)  # a checkpoint written before padding was counted
+    s.progress = progress
+    if s.main:  # steps logged after the checkpoint are trained again; keep one row per step
+        log_file = s.out / TRAIN_LOG
+        kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
+        atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
+    s.say(f"ctxrel: resuming from {latest.name} ({progress['step']} of {s.plan.total} steps done)")
 
-    def checkpoint(step: int) -> None:
-        name = ckpt.step_name(step)
-        final = out / "checkpoints" / name
-        meta = dict(step=step, epoch=plan.epoch_at(step), tokens=progress["tokens"], mode=tc.mode,
-                    base_model=cfg.model.name)
-        if not (final / "state" / "progress.json").exists():
-            tmp = out / "checkpoints" / f".tmp-{name}"
-            if main:
-                shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt's files must not be committed
-                tmp.mkdir(parents=True)
-            acc.wait_for_everyone()
-            ckpt.save_rng(tmp, rank)
-            acc.wait_for_everyone()
-            if main:
-                ckpt.save_weights(model, tmp, meta)
-                ckpt.save_state(tmp, optimizer, dict(progress, step=step, scheduler=scheduler.state_dict()))
-                ckpt.commit(tmp, final)
-                ckpt.prune(out, tc.keep_weights)
-            acc.wait_for_everyone()
-        if on_checkpoint is not None and main:
-            t0 = time.perf_counter()
-            model.eval()
-            # evaluation must not move the training RNG (CPU or GPU), or a resumed run would differ
-            devices = [acc.device] if acc.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices), torch.no_grad(), acc.autocast():
-                on_checkpoint(step=step, epoch=meta["epoch"], tokens=meta["tokens"], model=model, tokenizer=tok)
-            model.train()
-            progress["eval_s"] += time.perf_counter() - t0
-            if writer is not None:
-                writer.flush()
-        acc.wait_for_everyone()
 
-    if step in plan.checkpoints:
-        checkpoint(step)  # step 0 (the base model), or the checkpoint a crash interrupted during its evaluation
-    bar = tqdm(total=plan.total, initial=step, desc="train", unit="step", file=sys.stderr, disable=not main,
-               dynamic_ncols=True)
-    while step < plan.total:
-        t0 = time.perf_counter()
-        batch = plan.global_batch(step, tc.seed)
-        n_labels = sum(sum(y != IGNORE for y in tokenized.labels[i][1:]) for i in batch)
-        mine = batch[rank * plan.per_process:(rank + 1) * plan.per_process]
-        loss_sum = torch.zeros((), device=acc.device)
-        for k in range(plan.accum):
-            idx = mine[k * plan.micro:(k + 1) * plan.micro]
-            ids, mask, labels = (t.to(acc.device) for t in collate(
-                [tokenized.input_ids[i] for i in idx], [tokenized.labels[i] for i in idx], tok.pad_token_id))
-            sync = k == plan.accum - 1
-            with (acc.no_sync(wrapped) if not sync and world > 1 else nullcontext()):
-                s = wrapped(ids, mask, labels)
-                acc.backward(s * world / n_labels)  # DDP averages over processes; undo that to get the mean
-            loss_sum += s.detach()
-        grad_norm = acc.clip_grad_norm_(trainable, tc.clip) if tc.clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(loss_sum, "sum").item() / n_labels
-        step += 1
-        progress["step"] = step
-        progress["tokens"] += sum(lengths[i] for i in batch)
-        if progress["pad_tokens"] is not None:
-            progress["pad_tokens"] += plan.padding(batch, lengths)
-        progress["train_s"] += time.perf_counter() - t0
-        if main:
-            lr = scheduler.get_last_lr()[0]
-            gn = float(grad_norm) if grad_norm is not None else None
-            append_records(out / "train_log.jsonl", [dict(step=step, epoch=plan.epoch_at(step), loss=loss, lr=lr,
-                                                          grad_norm=gn, tokens=progress["tokens"])])
-            if writer is not None:
-                writer.add_scalar("train/loss", loss, step)
-                writer.add_scalar("train/lr", lr, step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-        if step in plan.checkpoints:
-            checkpoint(step)
-    bar.close()
-    summary = dict(total_steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
-                   epoch_boundaries=plan.epoch_boundaries(), checkpoints=plan.checkpoints, processes=world,
-                   batch_size=plan.batch_size, micro_batch_size=plan.micro, accumulation=plan.accum,
-                   data=dict(tokenized.stats), trainable_parameters=n_train, parameters=n_all,
-                   train_s=round(progress["train_s"], 1), eval_s=round(progress["eval_s"], 1),
-                   tokens=progress["tokens"], **throughput(progress), group_by_length=tc.group_by_length)
-    if summary["padding_share"] is not None:
-        say(f"ctxrel: {summary['tokens']:,} tokens trained + {summary['pad_tokens']:,} padding "
-            f"({summary['padding_share']:.1%} of the positions computed); {summary['tokens_per_s']:.0f} tokens/s "
-            f"over {summary['train_s']:.0f} s of training")
-    if main:
-        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1))
-        if writer is not None:
-            writer.close()
+# -- train -------------------------------------------------------------------------------------------------------
+
+def optimizer_step(s: Session, step: int) -> tuple[float, Any]:
+    """Optimizer step `step` (0-based) on its global batch: this process's micro-batches, gradients scaled so the
+    loss is the mean over all response tokens of the batch, clipping, AdamW and the schedule. Updates
+    `s.progress`; returns (loss, gradient norm or None)."""
+    t0 = time.perf_counter()
+    acc, plan, tc, tokenized = s.acc, s.plan, s.cfg.train, s.tokenized
+    world = acc.num_processes
+    batch = plan.global_batch(step, tc.seed)
+    n_labels = sum(sum(y != IGNORE for y in tokenized.labels[i][1:]) for i in batch)
+    rank = acc.process_index
+    mine = batch[rank * plan.per_process:(rank + 1) * plan.per_process]
+    loss_sum = torch.zeros((), device=acc.device)
+    for k in range(plan.accum):
+        idx = mine[k * plan.micro:(k + 1) * plan.micro]
+        ids, mask, labels = (t.to(acc.device) for t in collate(
+            [tokenized.input_ids[i] for i in idx], [tokenized.labels[i] for i in idx], s.tok.pad_token_id))
+        sync = k == plan.accum - 1
+        with (acc.no_sync(s.wrapped) if not sync and world > 1 else nullcontext()):
+            loss = s.wrapped(ids, mask, labels)
+            acc.backward(loss * world / n_labels)  # DDP averages over processes; undo that to get the mean
+        loss_sum += loss.detach()
+    grad_norm = acc.clip_grad_norm_(s.trainable, tc.clip) if tc.clip > 0 else None
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    loss = acc.reduce(loss_sum, "sum").item() / n_labels
+    p = s.progress
+    p["step"] = step + 1
+    p["tokens"] += sum(s.lengths[i] for i in batch)
+    if p["pad_tokens"] is not None:
+        p["pad_tokens"] += plan.padding(batch, s.lengths)
+    p["train_s"] += time.perf_counter() - t0
+    return loss, grad_norm
+
+
+def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
+    """One row of train_log.jsonl (and tensorboard), and the progress bar (main process only)."""
+    if not s.main:
+        return
+    lr = s.scheduler.get_last_lr()[0]
+    gn = float(grad_norm) if grad_norm is not None else None
+    append_records(s.out / TRAIN_LOG, [dict(step=step, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn,
+                                            tokens=s.progress["tokens"])])
+    if s.writer is not None:
+        s.writer.add_scalar("train/loss", loss, step)
+        s.writer.add_scalar("train/lr", lr, step)
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+
+
+# -- save --------------------------------------------------------------------------------------------------------
+
+def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
+    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on the main process."""
+    meta = save_checkpoint(s, step)
+    if on_checkpoint is not None and s.main:
+        evaluate_checkpoint(s, meta, on_checkpoint)
+    s.acc.wait_for_everyone()
+
+
+def save_checkpoint(s: Session, step: int) -> dict[str, Any]:
+    """Write checkpoints/step-NNNNNN/ (weights, optimizer, scheduler, RNG of every process, progress) into a
+    temporary folder renamed into place, and prune older checkpoints; a complete one is left as it is. Returns
+    the checkpoint's meta (step, epoch, tokens, mode, base model)."""
+    acc, tc, name = s.acc, s.cfg.train, step_name(step)
+    final = s.out / CHECKPOINTS_DIR / name
+    meta = dict(step=step, epoch=s.plan.epoch_at(step), tokens=s.progress["tokens"], mode=tc.mode,
+                base_model=s.cfg.model.name)
+    if (final / "state" / "progress.json").exists():
+        return meta
+    tmp = s.out / CHECKPOINTS_DIR / f".tmp-{name}"
+    if s.main:
+        shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt's files must not be committed
+        tmp.mkdir(parents=True)
     acc.wait_for_everyone()
+    ckpt.save_rng(tmp, acc.process_index)
+    acc.wait_for_everyone()
+    if s.main:
+        save_weights(s.model, tmp, meta)
+        ckpt.save_state(tmp, s.optimizer, dict(s.progress, step=step, scheduler=s.scheduler.state_dict()))
+        ckpt.commit(tmp, final)
+        ckpt.prune(s.out, tc.keep_weights)
+    acc.wait_for_everyone()
+    return meta
+
+
+def evaluate_checkpoint(s: Session, meta: dict[str, Any], on_checkpoint: Callable[..., None]) -> None:
+    """Call `on_checkpoint` with the model in eval mode, without gradients, under the training's autocast, and
+    without moving the training RNG (CPU or GPU): a resumed run must not differ from an uninterrupted one."""
+    t0 = time.perf_counter()
+    s.model.eval()
+    devices = [s.acc.device] if s.acc.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), s.acc.autocast():
+        on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok)
+    s.model.train()
+    s.progress["eval_s"] += time.perf_counter() - t0
+    if s.writer is not None:
+        s.writer.flush()
+
+
+# -- cleanup -----------------------------------------------------------------------------------------------------
+
+def cleanup(s: Session) -> dict[str, Any]:
+    """The run's summary: printed, written to train_summary.json (main process), and returned."""
+    plan, p, tc = s.plan, s.progress, s.cfg.train
+    summary = dict(total_steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
+                   epoch_boundaries=plan.epoch_boundaries(), checkpoints=plan.checkpoints,
+                   processes=s.acc.num_processes, batch_size=plan.batch_size, micro_batch_size=plan.micro,
+                   accumulation=plan.accum, data=dict(s.tokenized.stats), trainable_parameters=s.n_trainable,
+                   parameters=s.n_parameters, train_s=round(p["train_s"], 1), eval_s=round(p["eval_s"], 1),
+                   tokens=p["tokens"], **throughput(p), group_by_length=tc.group_by_length)
+    if summary["padding_share"] is not None:
+        s.say(f"ctxrel: {summary['tokens']:,} tokens trained + {summary['pad_tokens']:,} padding "
+              f"({summary['padding_share']:.1%} of the positions computed); {summary['tokens_per_s']:.0f} tokens/s "
+              f"over {summary['train_s']:.0f} s of training")
+    if s.main:
+        atomic_write_text(s.out / TRAIN_SUMMARY, json.dumps(summary, indent=1))
+        if s.writer is not None:
+            s.writer.close()
+    s.acc.wait_for_everyone()
     return summary
 
 

@@ -18,10 +18,11 @@ import yaml
 
 from ctxrel import config as C
 from ctxrel.errors import CtxrelError
+from ctxrel.results import step_name
 from ctxrel.train import checkpoints as ckpt
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
-KNOWN_FROM = ckpt.step_name(0)
+KNOWN_FROM = step_name(0)
 # config sections a resumed run must share with the run it continues (eval settings are guarded per benchmark)
 _RESUME_KEYS = ("data", "train")
 
@@ -42,13 +43,16 @@ def load_study_config(name_or_path: str, overrides: list[str] = ()) -> C.StudyCo
     return C.load(preset_path(name_or_path), overrides, cls=C.StudyConfig)
 
 
-def _eval_template(cfg: C.StudyConfig, eval_cfg: C.RunConfig, tokenizer) -> None:
-    """`eval.template: auto` in a study means the template the model is trained with (for a tokenizer without a
-    chat template, `ctxrel eval` alone would pick plain, but training picks alpaca)."""
+def _with_template(cfg: C.StudyConfig, eval_cfg: C.RunConfig, tokenizer) -> C.RunConfig:
+    """`eval_cfg` with the template a study evaluates with: `eval.template: auto` means the template the model is
+    trained with (for a tokenizer without a chat template, `ctxrel eval` alone would pick plain, but training
+    picks alpaca). A copy: `eval_cfg` itself is never changed."""
     from ctxrel.train.data import resolve_data_template
 
-    if cfg.eval.template == "auto":
-        eval_cfg.eval.template = resolve_data_template(cfg.data.template, tokenizer)
+    if cfg.eval.template != "auto":
+        return eval_cfg
+    template = resolve_data_template(cfg.data.template, tokenizer)
+    return dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, template=template))
 
 
 def _eval_config(cfg: C.StudyConfig, benchmarks: list[str] | None = None) -> C.RunConfig:
@@ -83,12 +87,13 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
     from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.evaluate import _standard_name, load_standard, standard_tasks
+    from ctxrel.evaluate import load_standard, standard_tasks
+    from ctxrel.standard.tasks import standard_name
     from ctxrel.variants import check_variants
 
     check_variants(cfg.eval)  # eval.decoding / cad_alpha / contexts
     for b in cfg.eval.benchmarks:
-        if not _standard_name(b):
+        if not standard_name(b):
             bench = load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
             if cfg.eval.mode == "generate":
                 require_scorable(bench, skip_invalid=cfg.eval.skip_invalid)
@@ -125,10 +130,9 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
 
     eval_cfg = _eval_config(cfg)
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
-        lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{ckpt.step_name(step)}",
+        lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{step_name(step)}",
                        batch_size=cfg.model.batch_size)
-        _eval_template(cfg, eval_cfg, tokenizer)
-        run_eval(eval_cfg, checkpoint=ckpt.step_name(step), lm=lm, write_config=False,
+        run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
                                          row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM)
 
     t0 = time.perf_counter()
@@ -200,9 +204,8 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
         meta = json.loads((folder / "checkpoint.json").read_text())
         model = resident.load(folder)
         lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
-        _eval_template(cfg, eval_cfg, tok)
         log(f"ctxrel: scoring {folder.name}")
-        done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
+        done.append((step, run_eval(_with_template(cfg, eval_cfg, tok), checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
                                     known_checkpoint=KNOWN_FROM)))
     return done
