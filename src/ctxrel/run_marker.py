@@ -29,20 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel.errors import CtxrelError
+from ctxrel.results import (CHECKPOINT_META, CHECKPOINTS_DIR, CONFIG_FILE, EVALS_DIR, METRICS_CSV, METRICS_DB,
+                            TRAIN_LOG, TRAIN_SUMMARY, atomic_write_text)
 
 MARKER = "ctxrel-run.json"
 
 # what each kind of directory holds; a legacy directory (no marker) is adopted only if it holds nothing else
+_TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
 _NAMES = {
-    "eval": {"config.yaml", "metrics.sqlite", "metrics.sqlite-journal", "metrics.csv", "evals", "report"},
-    "study": {"config.yaml", "metrics.sqlite", "metrics.sqlite-journal", "metrics.csv", "evals", "checkpoints",
-              "train_log.jsonl", "train_summary.json", "tensorboard", "report"},
+    "eval": _TABLE | {EVALS_DIR, "report"},
+    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
     "report": {"index.html", "summary.json"},
-    "theory": {"config.yaml", "metrics.sqlite", "metrics.sqlite-journal", "metrics.csv", "check.json"},
-    "synth": {"config.yaml", "metrics.sqlite", "metrics.sqlite-journal", "metrics.csv", "evals", "checkpoints",
-              "train_log.jsonl", "report"},
+    "theory": _TABLE | {"check.json"},
+    "synth": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, "report"},
 }
 _WRITES = {
     "eval": "config.yaml, metrics.sqlite, metrics.csv, evals/",
@@ -103,9 +104,9 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 def _legacy_proof(path: Path, kind: str) -> bool:
     """Does this unmarked directory prove it was written by a ctxrel older than the marker?"""
     if kind in ("eval", "study", "theory", "synth"):
-        if kind in ("study", "synth") and any((path / "checkpoints").glob("step-*/checkpoint.json")):
+        if kind in ("study", "synth") and any((path / CHECKPOINTS_DIR).glob(f"step-*/{CHECKPOINT_META}")):
             return True
-        db = path / "metrics.sqlite"
+        db = path / METRICS_DB
         if db.is_file():
             try:
                 con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -220,8 +221,6 @@ def claim(path: str | Path, kind: str, *, verb: str | None = None, settings: Any
         if state == "legacy":
             marker["adopted"] = _now()
         marker["last"] = dict(verb=verb or kind, pid=os.getpid(), started=_now(), ctxrel_version=_version())
-        from ctxrel.results import atomic_write_text
-
         atomic_write_text(p / MARKER, json.dumps(marker, indent=1) + "\n")
     except BaseException:
         os.close(fd)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctxrel.errors import CtxrelError
+from ctxrel.results import CONFIG_FILE
 
 
 def group_runs(runs: Sequence[str], labels: Sequence[str] | None = None, seeds: bool = False
@@ -110,7 +111,7 @@ def _write_report(dest: Path, loaded, summaries) -> dict[str, Any]:
     configs = {}
     for label, rs in loaded:
         for r in rs:
-            cfg = r.path / "config.yaml"
+            cfg = r.path / CONFIG_FILE
             if cfg.exists():
                 configs[f"{label}: {r.path}"] = cfg.read_text()
     title = ("ctxrel report: " + " vs ".join(s["label"] for s in summaries))

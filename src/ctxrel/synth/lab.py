@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ctxrel.errors import CtxrelError
+from ctxrel.results import CHECKPOINT_META
 from ctxrel.synth.model import ModelConfig, TinyGPT, batch, lm_loss
 from ctxrel.synth.world import WorldConfig
 from ctxrel.train.checkpoints import optimizer_tensors, restore_optimizer
@@ -163,14 +164,14 @@ def save_state(path: Path, model: TinyGPT, opt: torch.optim.Optimizer | None, me
         tensors, groups = optimizer_tensors(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = {**meta, "param_groups": groups}
-    (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+    (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
 def load_state(path: Path, model: TinyGPT, opt: torch.optim.Optimizer | None) -> dict[str, Any]:
     model.load_state_dict(load_file(str(path / "model.safetensors")))
-    meta = json.loads((path / "checkpoint.json").read_text())
+    meta = json.loads((path / CHECKPOINT_META).read_text())
     if opt is not None:
         restore_optimizer(opt, load_file(str(path / "optimizer.safetensors")), meta["param_groups"])
     return meta

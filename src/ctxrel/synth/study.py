@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from ctxrel.errors import CtxrelError
-from ctxrel.results import RunDir, append_records, atomic_write_text, read_records, step_name
+from ctxrel.results import (CHECKPOINT_META, CHECKPOINTS_DIR, RunDir, append_records, atomic_write_text, read_records,
+                            step_name)
 from ctxrel.synth import measure
 from ctxrel.synth.lab import (SynthConfig, batch_indices, load_state, lr_at, save_state,
                               train_steps, validate)
@@ -88,8 +89,8 @@ def run_synth(cfg: SynthConfig, out: str | Path, *, preset: str | None = None,
     probe = train_probe(examples, cfg.eval.probe, cfg.seed)
 
     # -- pretraining (reused when saved) --
-    pre_dir = run.path / "checkpoints" / "pretrained"
-    if (pre_dir / "checkpoint.json").exists():
+    pre_dir = run.path / CHECKPOINTS_DIR / "pretrained"
+    if (pre_dir / CHECKPOINT_META).exists():
         model = TinyGPT(cfg.model, len(world.vocab))
         pre_stats = load_state(pre_dir, model, None)["stats"]
         log(f"pretrained model reused from {pre_dir}")
@@ -134,7 +135,7 @@ def run_synth(cfg: SynthConfig, out: str | Path, *, preset: str | None = None,
                          for i in batch_indices(s, ft.batch_size, len(examples), cfg.seed))
             _score(run, model, world, items, id_items, probe, known, cfg, ckpt, step, len(examples), tokens)
             t_eval += time.perf_counter() - t
-        save_state(run.path / "checkpoints" / ckpt, model, opt, {"step": step})
+        save_state(run.path / CHECKPOINTS_DIR / ckpt, model, opt, {"step": step})
         for old in run.path.glob("checkpoints/step-*"):  # only the latest state is needed to resume
             if old.name != ckpt:
                 shutil.rmtree(old, ignore_errors=True)
