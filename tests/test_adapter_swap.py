@@ -13,7 +13,7 @@ def _checkpoints(base_dir, tmp_path, mode: str, n: int = 3, **train) -> list:
     """n checkpoints of one run: the trainable tensors of `mode`, randomised per checkpoint (no training needed:
     only the saved shapes and names matter for swapping)."""
     from ctxrel.models import load_model, select_trainable
-    from ctxrel.train.checkpoints import save_weights
+    from ctxrel.models import save_weights
 
     folders = []
     for k in range(n):

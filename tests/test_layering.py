@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),
-    ("models", ("backends", "models", "synth.model")),
+    ("models", ("backends", "models", "adapter_swap", "synth.model")),
     ("evaluate", ("records", "evaluate", "variants", "probing", "standard.runner", "synth.measure")),
     ("train", ("train", "curate", "synth.lab")),
     ("analysis", ("analysis", "report")),

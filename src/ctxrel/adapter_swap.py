@@ -74,7 +74,7 @@ class ResidentModel:
         import torch
         from safetensors import safe_open
 
-        from ctxrel.train.checkpoints import load_weights
+        from ctxrel.models import load_weights
 
         if self.lora is not None:
             raise CtxrelError(f"{folder}: a full / qk checkpoint after a LoRA one in the same run is not supported")
