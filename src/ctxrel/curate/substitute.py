@@ -43,7 +43,6 @@ The engine works on NFC text (the output is NFC) and does not resolve pronouns, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -452,25 +451,14 @@ def _audit(text, replacements, protected, name) -> list[OverReplacement]:
     return bad
 
 
-# ---- CLI: `ctxrel curate substitute` (registered by ctxrel.curate.cli through add_parser) ----
+# ---- CLI: `ctxrel curate substitute` (registered by ctxrel.curate.cli) ----
 
-def add_parser(curate_sub) -> argparse.ArgumentParser:
-    """Add `substitute` to the subparsers of the `curate` verb."""
-    p = curate_sub.add_parser(
-        "substitute", help="rename a person everywhere in a text, with a leak and over-replacement report",
-        description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "
-                    "case variants, derived words) at word boundaries, keeping other entities that share a "
-                    "token (a place, a relative). Prints the leak and over-replacement report to stderr and "
-                    "exits 1 when leaks remain.")
-    p.add_argument("--text", required=True, metavar="FILE", help="text file to rewrite, or - for stdin")
-    p.add_argument("--entity", required=True, help='the name to replace, e.g. "William Shakespeare"')
-    p.add_argument("--with", dest="replacement", required=True, help='the new name, e.g. "Julius Caesar"')
-    p.add_argument("--protect", action="append", default=[], metavar="PHRASE",
-                   help="a phrase never to touch (case-sensitive, repeatable), e.g. 'Washington State'")
-    p.add_argument("--out", default="-", metavar="FILE", help="where to write the new text (default stdout)")
-    p.add_argument("--report", metavar="FILE.json", help="also write the full report as JSON")
-    p.set_defaults(handler=run_substitute)
-    return p
+# how `ctxrel curate substitute` describes itself (its flags come from curate.config.SubstituteConfig)
+PARSER = dict(help="rename a person everywhere in a text, with a leak and over-replacement report",
+              description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "
+                          "case variants, derived words) at word boundaries, keeping other entities that share a "
+                          "token (a place, a relative). Prints the leak and over-replacement report to stderr and "
+                          "exits 1 when leaks remain.")
 
 
 def _read(path: str) -> str:
@@ -522,6 +510,9 @@ def format_report(result: SubstitutionResult) -> str:
 
 def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
+    from ctxrel.curate.cli import settings
+
+    args = settings(args, "curate substitute")
     if not args.entity.strip() or not args.replacement.strip():
         raise CtxrelError("--entity and --with must both be non-empty names")
     _check_outputs(args)

@@ -1,0 +1,221 @@
+"""CLI flags derived from config dataclasses: no flag table is kept by hand.
+
+Every leaf key of a verb's config becomes a flag named after it (`eval.max_new_tokens` -> `--eval.max-new-tokens`,
+`max_length` -> `--max-length`), typed by the field (int, float, str; a list flag is repeatable; a bool gets
+`--key` / `--no-key`), with the field's declared choices, its source comment as help and its default. The few
+short aliases (`--model`, `--limit`, ...) are declared next to their field with `config.option(flag=...)`.
+Flags set the same keys as `KEY=VALUE` and win over them and over `--config`.
+
+Standard library only: the verbs' parsers are built without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import io
+import re
+import tokenize
+import types
+import typing
+from typing import Any
+
+DEST = "key:"  # argparse dest prefix of a derived flag: the rest is the dotted config key
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a KEY=VALUE argument (a path like runs/a=b is not one)
+
+
+def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | tuple = (),
+           choices: tuple | None = None, group: str | None = None, required: bool | str = False,
+           help: str | None = None) -> Any:
+    """A config field with what the CLI needs to know about it, declared next to the field: `flag` = short
+    aliases of its derived `--key` flag (`--model`), `choices` = the valid values (each element, for a list),
+    `group` = flags of one group are mutually exclusive, `required` = the verb refuses to run without it (a
+    string: how the CLI gives it, e.g. RUN for a positional argument).
+    Help comes from the field's comment in the source (`ctxrel.flags`), or `help`."""
+    meta = {"flags": (flag,) if isinstance(flag, str) else tuple(flag), "choices": choices, "group": group,
+            "required": required, "help": help}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class Leaf:
+    key: str  # dotted config key
+    type: Any  # the field's type hint
+    default: Any
+    help: str
+    meta: dict
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """Field name -> its comment in the class source: the comment lines right above the field plus the comment
+    at the end of its line (and that comment's continuation lines, `#` followed by aligned spaces)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string[1:]
+    except (tokenize.TokenError, IndentationError):
+        return {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    last = None
+    for n, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            text = comments.get(n, stripped[1:])
+            if last is not None and text.startswith("  "):  # continues the comment of the field above
+                out[last] = f"{out[last]} {text.strip()}".strip()
+            else:
+                above.append(text.strip())
+                last = None
+            continue
+        m = re.match(r"^    (\w+)\s*:[^=]", line)
+        if m and not stripped.startswith(("def ", "class ", "return ")):
+            name = m.group(1)
+            out[name] = " ".join(above + ([comments[n].strip()] if n in comments else [])).strip()
+            last = name if n in comments else None
+        else:
+            last = None
+        above = []
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _helps(cls) -> dict[str, str]:
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            helps.update({k: v for k, v in _field_comments(klass).items() if v})
+    return helps
+
+
+def leaves(cls, prefix: str = "") -> list[Leaf]:
+    """Every leaf key of dataclass `cls` (nested sections flattened to dotted keys), in declaration order."""
+    hints = typing.get_type_hints(cls)
+    helps = _helps(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            out += leaves(tp, key + ".")
+            continue
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        meta = dict(f.metadata)
+        out.append(Leaf(key, tp, default, meta.get("help") or helps.get(f.name, ""), meta))
+    return out
+
+
+def scalar(tp: Any) -> tuple[Any, bool]:
+    """(the scalar type a flag parses, whether the key is a list); (None, False) for a mapping (KEY=VALUE only)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)][:1] or [str]
+        origin = typing.get_origin(tp)
+    if origin is list:
+        return scalar(typing.get_args(tp)[0])[0], True
+    if origin is dict or tp is Any:
+        return None, False
+    return tp, False
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+METAVARS = {int: "N", float: "X"}
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, *, aliases: bool = True, skip: tuple[str, ...] = ()) -> None:
+    """One flag per leaf key of `cls` (plus its declared aliases, unless `aliases` is false: a study's `--mode`
+    would be ambiguous), in a group of its own."""
+    group = parser.add_argument_group(
+        "config keys", "each flag sets the key named after it; KEY=VALUE sets any key the same way (lists as "
+                       "[a, b]), and --config FILE or a preset gives the starting values; flags win")
+    exclusive: dict[str, Any] = {}
+    for leaf in leaves(cls):
+        tp, is_list = scalar(leaf.type)
+        if leaf.key in skip:
+            continue
+        text = (leaf.help or "").replace("%", "%%")
+        if tp is None:
+            group.add_argument(flag_name(leaf.key), dest=DEST + leaf.key, default=None, metavar="YAML",
+                               type=functools.partial(_yaml, key=leaf.key),
+                               help=f"{text} (a YAML mapping; default: {_show(leaf.default)})")
+            continue
+        names = list(dict.fromkeys([flag_name(leaf.key), *(leaf.meta.get("flags", ()) if aliases else ())]))
+        where = group
+        if leaf.meta.get("group"):
+            where = exclusive.setdefault(leaf.meta["group"], group.add_mutually_exclusive_group())
+        kwargs: dict[str, Any] = dict(dest=DEST + leaf.key, default=None,
+                                      help=f"{text} (default: {_show(leaf.default)})".lstrip())
+        if tp is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=tp if tp in (int, float) else str, metavar=METAVARS.get(tp, "VALUE"))
+            if leaf.meta.get("choices"):
+                kwargs.update(choices=leaf.meta["choices"], metavar=None)
+            if is_list:
+                kwargs["action"] = "append"
+        where.add_argument(*names, **kwargs)
+
+
+def _yaml(raw: str, key: str) -> Any:
+    from ctxrel.config import parse_value
+
+    return parse_value(raw, f"--{key}")
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as dotted config keys with typed values."""
+    return {name[len(DEST):]: value for name, value in vars(args).items()
+            if name.startswith(DEST) and value is not None}
+
+
+def split(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments -> (plain values, KEY=VALUE overrides)."""
+    plain = [x for x in items if not OVERRIDE.match(x)]
+    return plain, [x for x in items if OVERRIDE.match(x)]
+
+
+def add_common(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+    """--config and the KEY=VALUE positionals every verb takes."""
+    parser.add_argument("--config", metavar="FILE", help=config_help or "YAML config file, a shipped preset "
+                        "(`ctxrel presets`) or a run directory; KEY=VALUE and flags override it")
+
+
+def check_required(cfg, verb: str) -> None:
+    """Keys declared required (`option(required=True)`) must be set, by flag, KEY=VALUE or the config file."""
+    from ctxrel.errors import CtxrelError
+
+    missing = [leaf for leaf in leaves(type(cfg)) if leaf.meta.get("required")
+               and _get(cfg, leaf.key) in (None, [], "")]
+    if missing:
+        flags = [leaf.meta["required"] if isinstance(leaf.meta["required"], str) else
+                 (leaf.meta.get("flags") or (flag_name(leaf.key),))[0] for leaf in missing]
+        raise CtxrelError(f"ctxrel {verb} needs {', '.join(flags)} (or {', '.join(m.key + '=' for m in missing)} "
+                          "in the config)")
+
+
+def _get(cfg, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
