@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from ctxrel.curate.substitute import add_parser, derive, parse_name, substitute
+from ctxrel.curate.substitute import derive, parse_name, substitute
 from ctxrel.errors import CtxrelError
 
 WS, JC = "William Shakespeare", "Julius Caesar"
@@ -196,10 +195,10 @@ def test_derive():
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="verb")
-    add_parser(sub)
-    args = parser.parse_args(["substitute", *argv])
+    """`ctxrel curate substitute ARGV` through the real parser, errors raised (main() would print them)."""
+    from ctxrel.cli import build_parser
+
+    args = build_parser("curate").parse_args(["curate", "substitute", *argv])
     return args.handler(args)
 
 
