@@ -28,13 +28,12 @@ def _eval_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ctxrel import config as C
     from ctxrel.evaluate import run_eval
-    from ctxrel.flags import given
+    from ctxrel.flags import from_args
 
     if args.run:
         return _eval_run(args)
-    cfg = C.load_config(C.RunConfig, args.config, args.overrides, given(args), verb="eval")
+    cfg = from_args(args)
     results = run_eval(cfg)
     print(format_table(results))
     _print_harm(cfg.out)
@@ -79,28 +78,17 @@ def _study_parser(sub, verb: str) -> None:
     add_flags(p, StudyConfig, aliases=False)
 
 
-def _source(args, verb: str, plain: list[str], flag: str = "--config") -> str | None:
-    """The one config source of a verb: --config (or --preset), or a plain positional argument."""
-    given_flag = getattr(args, "config", None) or getattr(args, "preset", None)
-    if len(plain) + (given_flag is not None) > 1:
-        raise CtxrelError(f"ctxrel {verb} takes one config ({', '.join(plain + [given_flag or ''][:1])} given); "
-                          "set single keys with KEY=VALUE")
-    return given_flag or (plain[0] if plain else None)
-
-
 def cmd_study(args) -> int:
-    from ctxrel import config as C
-    from ctxrel.flags import given, split
+    from ctxrel.flags import from_args, split
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
     from ctxrel.train.study import is_main_process, run_study
 
-    plain, overrides = split(args.args)
-    source = _source(args, args.verb, plain)
+    source = args.config or next(iter(split(args.args)[0]), None)
     if source is None:
         raise CtxrelError(f"ctxrel {args.verb} needs a config: a shipped preset (quickstart; `ctxrel presets`), a "
                           "YAML file or a run directory")
-    cfg = C.load_config(C.StudyConfig, source, overrides, given(args), verb="study")
+    cfg = from_args(args)
     summary = run_study(cfg, plot=args.verb == "study")
     if not is_main_process():  # under accelerate launch, one process reports
         return 0
@@ -234,14 +222,14 @@ def _theory_parser(sub, full: bool) -> None:
 
 
 def cmd_theory(args) -> int:
-    from ctxrel.flags import given
-    from ctxrel.theory.presets import resolve, run_theory
+    from ctxrel.flags import from_args
+    from ctxrel.theory.presets import run_theory
 
-    source = _source(args, "theory", [])
+    source = args.preset or args.config
     if source is None:
         raise CtxrelError("ctxrel theory needs --preset NAME (prop1, prop2, prop3, theorem1, mitigation) or "
                           "--config FILE")
-    cfg = resolve(source, list(args.overrides), given(args))
+    cfg = from_args(args)
     name = Path(str(source)).stem
     out = cfg.out or f"runs/theory-{name}"
     r = run_theory(cfg, out, name=name)
@@ -310,12 +298,27 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 _VERB_MODULES = ("ctxrel.curate.cli", "ctxrel.report.cli", "ctxrel.synth.cli")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; KEY=VALUE (and a report's RUN) may come after flags too (`ctxrel report a --smooth 3
+    b smooth=5`): argparse takes one run of positionals, the later ones join it here."""
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        name = "args" if hasattr(args, "args") else "overrides"
+        if not hasattr(args, name):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, name, list(getattr(args, name) or []) + extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.verb is None:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
                 "train": cmd_study, "presets": cmd_presets}

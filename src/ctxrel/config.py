@@ -21,9 +21,8 @@ import yaml
 
 from ctxrel.errors import CtxrelError
 from ctxrel.flags import option
+from ctxrel.prompts import TEMPLATES, TRAIN_TEMPLATES
 
-TEMPLATES = ("auto", "alpaca", "tulu", "chat", "plain")  # prompt templates (ctxrel.prompts); auto = chat if any
-TRAIN_TEMPLATES = TEMPLATES[:-1]  # training renders a response: every template but plain
 
 
 @dataclass
@@ -107,7 +106,7 @@ class DataConfig:
 class LoraSettings:
     rank: int = 128  # the study's rank; higher = more trainable parameters and memory
     alpha: float = 256.0  # scale = alpha / rank
-    dropout: float = 0.05
+    dropout: float = 0.05  # LoRA dropout on the adapter inputs
     targets: list[str] = field(default_factory=lambda: ["all-linear"])  # module names, or all-linear
 
 
@@ -116,16 +115,16 @@ class TrainConfig:
     mode: str = option("lora", choices=("lora", "full", "qk"))  # qk = only attention query/key projections)
     qk_lora: bool = False  # qk mode: LoRA on q/k (true) or their full weights (false)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    lr: float = 1e-4
+    lr: float = 1e-4  # AdamW peak learning rate (the study: 1e-4 for LoRA, 1e-5 for full finetuning)
     schedule: str = option("linear", choices=("linear", "cosine", "constant"))  # after warmup
     warmup: float = 0.03  # share of the steps spent warming up linearly from 0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
     clip: float = 1.0  # max gradient norm (0 = no clipping)
-    epochs: int = 2
+    epochs: int = 2  # passes over the training data
     max_steps: int | None = None  # stop earlier than `epochs` (None = all epochs)
     batch_size: int = 8  # examples per optimizer step, over all processes
     micro_batch_size: int | None = None  # examples per forward pass and process (None = batch_size / processes)
-    seed: int = 0
+    seed: int = 0  # data order, LoRA init and dropout
     # put examples of similar length in the same batch (seeded shuffle, then sort within windows of 50 batches,
     # then shuffle the batches): far less padding, so much faster steps on CPU; but long and short examples
     # rarely share a batch, so the trajectory differs from unsorted batching (same examples per epoch)
@@ -147,7 +146,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: StudyEvalConfig = field(default_factory=StudyEvalConfig)
-    out: str = "runs/study"
+    out: str = "runs/study"  # run directory (rerunning the same command resumes)
 
 
 # Lower bounds of numeric settings, checked when a config is built (before any model loads). Every float must
@@ -325,6 +324,10 @@ VERBS = {"eval": "ctxrel.config:RunConfig", "study": "ctxrel.config:StudyConfig"
          "curate augment": "ctxrel.curate.config:AugmentConfig",
          "curate substitute": "ctxrel.curate.config:SubstituteConfig", "report": "ctxrel.report.cli:ReportConfig",
          "theory": "ctxrel.theory.presets:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
+
+
+# verb -> "module:function" of its own checks on a built config (limits that span several keys)
+VERB_CHECKS = {"synth": "ctxrel.synth.lab:validate", "theory": "ctxrel.theory.presets:validate"}
 
 
 def config_class(verb: str):

@@ -164,7 +164,9 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, aliases: bool = True, ski
         names = list(dict.fromkeys([flag_name(leaf.key), *(leaf.meta.get("flags", ()) if aliases else ())]))
         where = group
         if leaf.meta.get("group"):
-            where = exclusive.setdefault(leaf.meta["group"], group.add_mutually_exclusive_group())
+            if leaf.meta["group"] not in exclusive:
+                exclusive[leaf.meta["group"]] = group.add_mutually_exclusive_group()
+            where = exclusive[leaf.meta["group"]]
         kwargs: dict[str, Any] = dict(dest=DEST + leaf.key, default=None,
                                       help=f"{text} (default: {_show(leaf.default)})".lstrip())
         if tp is bool and not is_list:
@@ -197,9 +199,46 @@ def split(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def add_common(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
-    """--config and the KEY=VALUE positionals every verb takes."""
+    """--config: the source every verb takes."""
     parser.add_argument("--config", metavar="FILE", help=config_help or "YAML config file, a shipped preset "
                         "(`ctxrel presets`) or a run directory; KEY=VALUE and flags override it")
+
+
+def verb_name(args: argparse.Namespace) -> str:
+    """The key of `config.VERBS` the parsed command runs (`curate filter`, `eval`, ...)."""
+    return f"{args.verb} {args.curate_verb}" if getattr(args, "curate_verb", None) else args.verb
+
+
+def from_args(args: argparse.Namespace, verb: str | None = None):
+    """The verb's config from its parsed command line, the same path for every verb (`config.load_config`):
+    the source (--config, --preset, or the first plain argument of study/train), then KEY=VALUE, then flags.
+    Required keys and the verb's own checks (`config.VERB_CHECKS`) run here, before any model loads."""
+    import importlib
+
+    from ctxrel.config import VERB_CHECKS, config_class, load_config
+    from ctxrel.errors import CtxrelError
+
+    verb = verb or verb_name(args)
+    plain, overrides = split(list(getattr(args, "args", None) or getattr(args, "overrides", None) or []))
+    settings = given(args)
+    if verb == "report" and plain:  # the run directories
+        settings["runs"], plain = plain, []
+    if plain and verb not in ("study", "train"):
+        raise CtxrelError(f"argument {plain[0]!r}: expected KEY=VALUE, e.g. {_example(verb)}")
+    sources = [s for s in (getattr(args, "config", None), getattr(args, "preset", None)) if s is not None] + plain
+    if len(sources) > 1:
+        raise CtxrelError(f"ctxrel {verb} takes one config ({', '.join(map(str, sources))} given); set single "
+                          "keys with KEY=VALUE")
+    cfg = load_config(config_class(verb), sources[0] if sources else None, overrides, settings, verb=verb)
+    check_required(cfg, verb)
+    if verb in VERB_CHECKS:
+        module, name = VERB_CHECKS[verb].split(":")
+        getattr(importlib.import_module(module), name)(cfg)
+    return cfg
+
+
+def _example(verb: str) -> str:
+    return {"eval": "eval.limit=20", "theory": "lr=10", "synth": "finetune.steps=300"}.get(verb, "limit=100")
 
 
 def check_required(cfg, verb: str) -> None:

@@ -54,20 +54,11 @@ def add_parsers(sub, verb: str | None = None) -> None:
     _operation(curate_sub, "substitute", SubstituteConfig, substitute.run_substitute, **substitute.PARSER)
 
 
-def settings(args, verb: str):
-    """The operation's config: --config, then KEY=VALUE, then the flags (`config.load_config`)."""
-    from ctxrel.config import config_class, load_config
-    from ctxrel.flags import check_required, given
-
-    cfg = load_config(config_class(verb), args.config, args.overrides, given(args), verb=verb)
-    check_required(cfg, verb)
-    return cfg
-
-
 def cmd_classify(args) -> int:
     from ctxrel.curate.operations import classify
+    from ctxrel.flags import from_args
 
-    r = classify(settings(args, "curate classify"))
+    r = classify(from_args(args))
     print(r["table"])
     print(f"\nout: {r['out']}/ data.jsonl (annotated records), scores.jsonl, report.json, manifest.json; "
           f"histogram: {r['plot']}")
@@ -76,8 +67,9 @@ def cmd_classify(args) -> int:
 
 def cmd_filter(args) -> int:
     from ctxrel.curate.operations import filter_records
+    from ctxrel.flags import from_args
 
-    r = filter_records(settings(args, "curate filter"))
+    r = filter_records(from_args(args))
     c = r["counts"]
     print(f"{c['input']} records -> kept {c['kept']} ({c['kept_share']:.1%})")
     for reason, n in c["dropped"].items():
@@ -97,8 +89,9 @@ def cmd_filter(args) -> int:
 
 def cmd_augment(args) -> int:
     from ctxrel.curate.operations import augment
+    from ctxrel.flags import from_args
 
-    r = augment(settings(args, "curate augment"))
+    r = augment(from_args(args))
     c = r["counts"]
     kind, n = next(iter(c["added"].items()))
     print(f"{c['input']} records + {n} counterfactual ({kind}) = {c['output']} "

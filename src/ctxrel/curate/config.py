@@ -1,8 +1,8 @@
 """`ctxrel curate`'s settings: one dataclass per operation, built like every verb's (`config.load_config`:
 --config FILE or KEY=VALUE, then the flags derived from these fields by `ctxrel.flags`).
 
-Keys are flat (`limit=100 threshold_quantile=0.5`); each field's comment is its `--help` line. Standard library
-only (the parsers are built without torch).
+Keys are flat (`limit=100 threshold_quantile=0.5`); each field's comment is its `--help` line. No torch here:
+the parsers are built without it.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ctxrel.flags import option
+from ctxrel.prompts import TRAIN_TEMPLATES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-TEMPLATES = ("auto", "alpaca", "tulu", "chat")  # = config.TRAIN_TEMPLATES (a test keeps them equal)
 FORMATS = ("auto", "alpaca", "chat", "squad", "mixture")
 
 
@@ -32,7 +32,7 @@ class DataSettings:
 @dataclass
 class ModelSettings:
     model: str = DEFAULT_MODEL  # reference model: hub id, local directory, .gguf, or smollm2-135m-instruct
-    template: str = option("auto", choices=TEMPLATES)  # how records are rendered, as the trainer would
+    template: str = option("auto", choices=TRAIN_TEMPLATES)  # how records are rendered, as the trainer would
     max_length: int = 512  # tokens per rendering; longer ones are cut at the end
     batch_size: int | None = None  # sequences per forward pass (None = 4 on CPU, 32 on GPU)
     device: str | None = None  # cpu, cuda, cuda:1 ... (None = cuda if available)

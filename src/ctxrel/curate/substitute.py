@@ -510,9 +510,9 @@ def format_report(result: SubstitutionResult) -> str:
 
 def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
-    from ctxrel.curate.cli import settings
+    from ctxrel.flags import from_args
 
-    args = settings(args, "curate substitute")
+    args = from_args(args)
     if not args.entity.strip() or not args.replacement.strip():
         raise CtxrelError("--entity and --with must both be non-empty names")
     _check_outputs(args)

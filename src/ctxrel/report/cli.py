@@ -94,16 +94,10 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ctxrel.config import load_config
-    from ctxrel.flags import check_required, given, split
+    from ctxrel.flags import from_args
     from ctxrel.report.build import build_report
 
-    runs, overrides = split(args.args)
-    settings = given(args)
-    if runs:
-        settings["runs"] = runs
-    cfg = load_config(ReportConfig, args.config, overrides, settings, verb="report")
-    check_required(cfg, "report")
+    cfg = from_args(args)
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
     res = build_report(cfg.runs, labels=labels, out=cfg.out, seeds=cfg.seeds, smooth=cfg.smooth,
                        n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to)

@@ -43,22 +43,19 @@ def cmd_synth(args) -> int:
     from pathlib import Path
 
     from ctxrel.errors import CtxrelError
-    from ctxrel.synth.presets import preset_names, preset_summary, resolve
+    from ctxrel.synth.presets import preset_names, preset_summary
 
     if args.list:
         for name in preset_names():
             print(f"{name:<24} {preset_summary(name)}")
         return 0
-    from ctxrel.flags import given
+    from ctxrel.flags import from_args, given
 
     seeds = _seeds(args)
-    settings = given(args)
-    if seeds is not None and "seed" in settings:
+    if seeds is not None and "seed" in given(args):
         raise CtxrelError("give --seed or --seeds, not both")
-    if args.preset and args.config:
-        raise CtxrelError("give --preset or --config, not both")
     source = args.preset or args.config
-    cfg = resolve(source, list(args.overrides), settings)  # fail fast on a bad preset or key, before torch loads
+    cfg = from_args(args)  # fail fast on a bad preset or key, before anything is built
     name = Path(source).stem if source else "default"
     out = Path(args.out or f"runs/synth-{name}")
 
