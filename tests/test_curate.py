@@ -17,6 +17,7 @@ from ctxrel.curate import augment as A
 from ctxrel.curate.dataset import context_of, has_context, load_records, without_context
 from ctxrel.curate.filters import (KeywordMatcher, classify_score, countries_capitals, loss_threshold, quantile,
                                    read_keyword_file)
+from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.operations import augment, classify, filter_records
 from ctxrel.errors import CtxrelError, InputError
 from ctxrel.train.data import load_examples
@@ -154,7 +155,8 @@ def test_keyword_file(tmp_path):
 
 def test_filter_keywords_and_context_only(alpaca_file, tmp_path):
     (tmp_path / "kw.txt").write_text("Paris\nOsaka\n")
-    r = filter_records(str(alpaca_file), tmp_path / "out", keep="context-only", drop_keywords=str(tmp_path / "kw.txt"))
+    r = filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "out", keep="context-only",
+                                    drop_keywords=str(tmp_path / "kw.txt")))
     kept = lines(tmp_path / "out" / "data.jsonl")
     assert kept == [ALPACA[4]]  # 1, 2 name Paris; 0, 3, 5 have no context; Osaka (3) was already dropped
     assert r["counts"]["dropped"] == {"no context (S)": 3, "keyword": 2}
@@ -168,7 +170,7 @@ def test_filter_keywords_and_context_only(alpaca_file, tmp_path):
 # -- manifest --------------------------------------------------------------------------------------------------
 
 def test_manifest_hashes_inputs_and_outputs(alpaca_file, tmp_path):
-    filter_records(str(alpaca_file), tmp_path / "o", keep="context-only", limit=4)
+    filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "o", keep="context-only", limit=4))
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["operation"] == "curate filter" and m["ctxrel_version"]
     data = m["inputs"][0]
@@ -203,9 +205,9 @@ def test_bad_nq_swap_and_flags(tmp_path, alpaca_file):
     with pytest.raises(CtxrelError, match="nq-swap=PATH"):
         A.parse_counterfactual("nqswap:foo")
     with pytest.raises(CtxrelError, match=r"--ratio 1"):
-        augment(str(alpaca_file), tmp_path / "o", counterfactual="facts", ratio=1.0)
+        augment(AugmentConfig(data=str(alpaca_file), out=tmp_path / "o", counterfactual="facts", ratio=1.0))
     with pytest.raises(CtxrelError, match="nothing to filter"):
-        filter_records(str(alpaca_file), tmp_path / "o")
+        filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "o"))
 
 
 # -- augmentation ----------------------------------------------------------------------------------------------
@@ -250,7 +252,8 @@ def test_augment_ratio_format_and_seed(tmp_path, fmt):
     nq = tmp_path / "nq.jsonl.gz"
     with gzip.open(nq, "wt") as f:
         f.write("".join(json.dumps(r) + "\n" for r in NQ))
-    r = augment(data, tmp_path / "a", counterfactual=f"nq-swap={nq}", ratio=0.25, seed=1, limit=30)
+    r = augment(AugmentConfig(data=data, out=tmp_path / "a", counterfactual=f"nq-swap={nq}", ratio=0.25, seed=1,
+                              limit=30))
     out = lines(tmp_path / "a" / "data.jsonl")
     assert len(out) == 40 and r["counts"]["added"] == {"nq-swap": 10}  # 30 * 0.25 / 0.75
     added = [x for x in out if "ctxrel_origin" in x]
@@ -267,7 +270,7 @@ def test_augment_ratio_format_and_seed(tmp_path, fmt):
         assert ex["kind"] == "c" and ex["answer"] in ex["context"]
     examples = load_examples(DataConfig(source=str(tmp_path / "a" / "data.jsonl")))
     assert len(examples) == 40
-    augment(data, tmp_path / "b", counterfactual=f"nq-swap={nq}", ratio=0.25, seed=1, limit=30)
+    augment(AugmentConfig(data=data, out=tmp_path / "b", counterfactual=f"nq-swap={nq}", ratio=0.25, seed=1, limit=30))
     assert (tmp_path / "a" / "data.jsonl").read_bytes() == (tmp_path / "b" / "data.jsonl").read_bytes()
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["inputs"][1]["sha256"] == hashlib.sha256(nq.read_bytes()).hexdigest()
@@ -284,7 +287,7 @@ def test_augment_from_fact_tables_is_counterfactual(alpaca_file, tmp_path):
         assert normalize(cf.answer) not in truth[(subject, relation)]
         # containment as scoring reads it: a sentence may open with the answer ("The Wright brothers invented")
         assert f" {normalize(cf.answer)} " in f" {normalize(cf.context)} " and cf.question.endswith("?")
-    r = augment(str(alpaca_file), tmp_path / "f", counterfactual="facts", ratio=0.5)
+    r = augment(AugmentConfig(data=str(alpaca_file), out=tmp_path / "f", counterfactual="facts", ratio=0.5))
     assert r["counts"]["added"] == {"facts": 6}
 
 
@@ -328,7 +331,7 @@ def test_classify_resumes_and_reports(tiny, tmp_path, alpaca_file):
     import ctxrel.curate.scoring as S
 
     out = tmp_path / "c"
-    classify(str(alpaca_file), out, model="tiny", limit=4, loaded=tiny, progress=False)
+    classify(ClassifyConfig(data=str(alpaca_file), out=out, model="tiny", limit=4, progress=False), loaded=tiny)
     assert len(lines(out / "scores.jsonl")) == 4
     calls = []
     real = S.TokenLosses.__call__
@@ -341,10 +344,10 @@ def test_classify_resumes_and_reports(tiny, tmp_path, alpaca_file):
     try:
         with open(out / "scores.jsonl", "a") as f:
             f.write('{"index": 4, "digest": "cut-by-a-cra')  # a crash remnant: ignored, then truncated
-        r = classify(str(alpaca_file), out, model="tiny", loaded=tiny, progress=False)
+        r = classify(ClassifyConfig(data=str(alpaca_file), out=out, model="tiny", progress=False), loaded=tiny)
         assert sum(calls) == 3  # only records 4 (with + without context) and 5 (no context) were scored
         calls.clear()
-        classify(str(alpaca_file), out, model="tiny", loaded=tiny, progress=False)
+        classify(ClassifyConfig(data=str(alpaca_file), out=out, model="tiny", progress=False), loaded=tiny)
         assert calls == []
     finally:
         S.TokenLosses.__call__ = real
@@ -358,31 +361,36 @@ def test_classify_resumes_and_reports(tiny, tmp_path, alpaca_file):
     assert annotated[0]["ctxrel_class"] == "S" and annotated[0]["instruction"] == ALPACA[0]["instruction"]
     assert len(load_examples(DataConfig(source=str(out / "data.jsonl")))) == 6
     with pytest.raises(CtxrelError, match="other settings"):
-        classify(str(alpaca_file), out, model="tiny", loaded=tiny, progress=False, max_length=64)
+        classify(ClassifyConfig(data=str(alpaca_file), out=out, model="tiny", progress=False, max_length=64),
+                                loaded=tiny)
     changed = [dict(r) for r in ALPACA]
     changed[2]["output"] = "Lyon."
     write_jsonl(alpaca_file, changed)
     with pytest.raises(CtxrelError, match="has changed since it was scored"):
-        classify(str(alpaca_file), out, model="tiny", loaded=tiny, progress=False)
+        classify(ClassifyConfig(data=str(alpaca_file), out=out, model="tiny", progress=False), loaded=tiny)
 
 
 def test_filter_context_critical_uses_classify_scores(tiny, tmp_path, alpaca_file):
-    classify(str(alpaca_file), tmp_path / "c", model="tiny", loaded=tiny, progress=False)
+    classify(ClassifyConfig(data=str(alpaca_file), out=tmp_path / "c", model="tiny", progress=False), loaded=tiny)
     scores = {s["index"]: s for s in lines(tmp_path / "c" / "scores.jsonl")}
-    r = filter_records(str(alpaca_file), tmp_path / "f", keep="context-critical", scores=tmp_path / "c",
-                       drop_threshold=sorted(s["loss_without"] for s in scores.values() if s["context"])[1])
+    r = filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "f", keep="context-critical",
+                                    scores=tmp_path / "c",
+                                    drop_threshold=sorted(s["loss_without"] for s in scores.values() if s["context"])[1]))
     kept = lines(tmp_path / "f" / "data.jsonl")
     assert len(kept) == 2 and r["counts"]["dropped"] == {"no context (S)": 3,
                                                         "C+S: loss without context below the threshold": 1}
     # computing the scores in place gives the same result
-    filter_records(str(alpaca_file), tmp_path / "g", keep="context-critical", loaded=tiny, progress=False,
-                        drop_threshold=r["threshold"])
+    filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "g", keep="context-critical",
+                                progress=False, drop_threshold=r["threshold"]), loaded=tiny)
     assert lines(tmp_path / "g" / "data.jsonl") == kept and (tmp_path / "g" / "scores.jsonl").exists()
-    classify(str(alpaca_file), tmp_path / "part", limit=2, model="tiny", loaded=tiny, progress=False)
+    classify(ClassifyConfig(data=str(alpaca_file), out=tmp_path / "part", limit=2, model="tiny", progress=False),
+                            loaded=tiny)
     with pytest.raises(CtxrelError, match="2 of 3 records are not scored"):  # records 2 and 4 are missing
-        filter_records(str(alpaca_file), tmp_path / "h", keep="context-critical", scores=tmp_path / "part")
+        filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "h", keep="context-critical",
+                                    scores=tmp_path / "part"))
     with pytest.raises(CtxrelError, match="no scores.jsonl there"):
-        filter_records(str(alpaca_file), tmp_path / "h", keep="context-critical", scores=tmp_path / "nowhere")
+        filter_records(FilterConfig(data=str(alpaca_file), out=tmp_path / "h", keep="context-critical",
+                                    scores=tmp_path / "nowhere"))
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------
@@ -406,8 +414,8 @@ def test_cli_verbs(tmp_path, alpaca_file, tiny_model_dir, capsys):
 # -- real data (CTXREL_TEST_DATA) ------------------------------------------------------------------------------
 
 def test_real_alpaca_context_only_share(test_data, tmp_path):
-    r = filter_records(str(test_data / "alpaca" / "alpaca_data.json.gz"), tmp_path / "o", keep="context-only",
-                       limit=2000)
+    r = filter_records(FilterConfig(data=str(test_data / "alpaca" / "alpaca_data.json.gz"), out=tmp_path / "o",
+                                    keep="context-only", limit=2000))
     share = r["counts"]["kept_share"]
     assert 0.3 < share < 0.5  # 39.8% of the full 52,002 records carry an input
     kept = load_examples(DataConfig(source=str(tmp_path / "o" / "data.jsonl")))
@@ -416,15 +424,16 @@ def test_real_alpaca_context_only_share(test_data, tmp_path):
 
 def test_real_alpaca_keywords_and_nq_swap(test_data, tmp_path):
     alpaca = str(test_data / "alpaca" / "alpaca_data.json.gz")
-    r = filter_records(alpaca, tmp_path / "k", drop_keywords="countries-capitals", limit=2000)
+    r = filter_records(FilterConfig(data=alpaca, out=tmp_path / "k", drop_keywords="countries-capitals", limit=2000))
     names = r["keywords"]["records_per_name"]
     assert 20 < r["keywords"]["records_dropped"] < 300 and "France" in names and "Roman" not in names
     records = load_records(alpaca, limit=2000)[0]
     for d in lines(tmp_path / "k" / "dropped.jsonl")[:20]:
         rec = records[d["index"]].data
         assert all(n in json.dumps(rec, ensure_ascii=False) for n in d["reason"][len("keyword: "):].split(", "))
-    a = augment(alpaca, tmp_path / "a", counterfactual=f"nq-swap={test_data / 'nq_swap' / 'nqswap.jsonl.gz'}",
-                ratio=0.1, limit=900)
+    a = augment(AugmentConfig(data=alpaca, out=tmp_path / "a",
+                              counterfactual=f"nq-swap={test_data / 'nq_swap' / 'nqswap.jsonl.gz'}", ratio=0.1,
+                              limit=900))
     assert a["counts"]["added"] == {"nq-swap": 100} and a["repeats"] == 0
     out = lines(tmp_path / "a" / "data.jsonl")
     added = [x for x in out if "ctxrel_origin" in x]
@@ -444,7 +453,8 @@ def test_smollm2_separates_mixture_kinds(tmp_path):
         loaded = load_model("smollm2-135m-instruct", device="cpu")[:2]
     except CtxrelError as e:
         pytest.skip(f"SmolLM2 unavailable: {e}")
-    r = classify("mixture", tmp_path / "c", limit=16, loaded=loaded, progress=False)  # 3 c, 10 cs, 3 s
+    r = classify(ClassifyConfig(data="mixture", out=tmp_path / "c", limit=16, progress=False),
+                                loaded=loaded)  # 3 c, 10 cs, 3 s
     scores = lines(tmp_path / "c" / "scores.jsonl")
     recs = lines(tmp_path / "c" / "data.jsonl")
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731

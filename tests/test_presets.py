@@ -1,4 +1,4 @@
-"""Every shipped study preset (configs/quickstart.yaml, configs/paper/*.yaml, ...) resolves, and its training and
+"""Every shipped study preset (src/ctxrel/configs/quickstart.yaml, paper/*.yaml, ...) resolves, and its training and
 evaluation plan builds on a tiny stand-in model of the same family: a typo, a renamed key or settings that do not
 fit together (micro-batch, LoRA targets, templates, benchmark names, checkpoint steps) fail here, not on a GPU
 after the download. Nothing is downloaded; hub data sources are replaced by a stand-in record of their format."""
@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ctxrel.presets import names  # noqa: E402
 from ctxrel.train.study import PRESETS_DIR, load_study_config  # noqa: E402
 
-STUDY_PRESETS = sorted(str(p.relative_to(PRESETS_DIR))[:-5] for p in PRESETS_DIR.rglob("*.yaml")
-                       if p.parent.name != "synth")  # synth presets are `ctxrel synth`'s (test_synth resolves them)
+STUDY_PRESETS = names("study")  # synth and theory presets are those verbs' (test_synth, test_theory resolve them)
 
 STAND_IN_RECORDS = {  # one record per data.format, for presets whose data come from the hub
     "alpaca": dict(instruction="Name the capital of France.", input="Paris Lyon", output="Paris."),

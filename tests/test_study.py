@@ -189,10 +189,10 @@ def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, cap
 
 
 def test_shipped_presets_load():
-    from ctxrel.train.study import PRESETS_DIR, load_study_config
+    from ctxrel.presets import names as preset_names
+    from ctxrel.train.study import load_study_config
 
-    names = sorted(str(p.relative_to(PRESETS_DIR))[:-5] for p in PRESETS_DIR.rglob("*.yaml")
-                   if p.parent.name != "synth")  # synth presets are `ctxrel synth`'s, not studies'
+    names = preset_names("study")  # synth and theory presets are those verbs', not studies'
     alpaca = load_study_config("paper/llama2-7b-alpaca-lora")
     assert alpaca.eval.standard == ["mmlu", "arc_challenge", "squad"] and alpaca.eval.standard_limit == 200
     assert "gsm8k" in load_study_config("paper/llama2-7b-tulu-lora").eval.standard

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from ctxrel.curate.substitute import add_parser
 from ctxrel.substitution import derive, parse_name, substitute
 from ctxrel.errors import CtxrelError
 
@@ -197,10 +195,10 @@ def test_derive():
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="verb")
-    add_parser(sub)
-    args = parser.parse_args(["substitute", *argv])
+    """`ctxrel curate substitute ARGV` through the real parser, errors raised (main() would print them)."""
+    from ctxrel.cli import build_parser
+
+    args = build_parser("curate").parse_args(["curate", "substitute", *argv])
     return args.handler(args)
 
 

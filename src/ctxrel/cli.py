@@ -8,68 +8,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from ctxrel.errors import CtxrelError
 
 
 def _eval_parser(sub) -> None:
+    from ctxrel.config import RunConfig
+    from ctxrel.flags import add_common, add_flags
+
     p = sub.add_parser("eval", help="score a model on knowledge-conflict benchmarks",
                        description="Score a model on knowledge-conflict benchmarks; results go to --out "
                                    "(rerunning the same command resumes).")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.limit=20")
-    p.add_argument("--config", help="YAML config file (flags and KEY=VALUE override it)")
-    p.add_argument("--model", help="hub id, local directory, .gguf file, smollm2-135m-instruct (default) or "
-                                   "gemma3-270m (base Gemma 3, extra `gemma`)")
-    p.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
-    p.add_argument("--reference-model", help="model asked without context by the knowledge filter "
-                                             "(default: the evaluated model)")
-    p.add_argument("--benchmark", action="append", help="NAME, NAME=PATH or PATH; repeatable "
-                                                        "(default: cf_capitals); standard tasks: gsm8k, mmlu, "
-                                                        "arc_challenge, squad")
-    p.add_argument("--template", choices=["auto", "alpaca", "tulu", "chat", "plain"])
-    p.add_argument("--prompt", metavar="FORMAT", help="prompt body with {context} and {question}")
-    p.add_argument("--instruct", action="store_true", default=None,
-                   help="tell the model to answer from the background")
-    p.add_argument("--limit", type=int, help="items per benchmark (seeded, stratified by category)")
-    p.add_argument("--samples", type=int, help="generations per item (default 1)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default 0 = greedy)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--mode", choices=["generate", "likelihood"])
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--no-knowledge-filter", action="store_true", default=None)
-    p.add_argument("--attention", action="store_true", default=None,
-                   help="also record the mean attention from the answer position to the context's and the "
-                        "question's tokens (over layers and heads; the study's Fig. 3b)")
-    p.add_argument("--skip-invalid", action="store_true", default=None,
-                   help="skip and count invalid rows / over-long prompts instead of stopping")
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
-    p.add_argument("--shots", type=int, help="few-shot examples for standard tasks (default: lm-eval's)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run directory (default runs/eval)")
+    add_common(p)
     p.add_argument("--run", metavar="DIR", help="score every saved checkpoint of a study run directory (on its "
-                                                "benchmarks, or --benchmark); resumable")
-
-
-_FLAG_KEYS = {"model": "model.name", "adapter": "model.adapter", "reference_model": "model.reference",
-              "batch_size": "model.batch_size", "device": "model.device",
-              "trust_remote_code": "model.trust_remote_code", "benchmark": "eval.benchmarks",
-              "template": "eval.template", "prompt": "eval.prompt", "instruct": "eval.instruct",
-              "limit": "eval.limit", "samples": "eval.samples", "temperature": "eval.temperature",
-              "max_new_tokens": "eval.max_new_tokens", "mode": "eval.mode", "skip_invalid": "eval.skip_invalid",
-              "seed": "eval.seed", "shots": "eval.shots", "attention": "eval.attention", "out": "out"}
+                                                "benchmarks, or --benchmark), with its resolved config; resumable")
+    add_flags(p, RunConfig)
 
 
 def cmd_eval(args) -> int:
-    from ctxrel import config as C
     from ctxrel.evaluate import run_eval
+    from ctxrel.flags import from_args
 
     if args.run:
         return _eval_run(args)
-    data = C.to_dict(C.load(args.config, args.overrides))
-    for key, value in _flag_settings(args).items():
-        C.set_key(data, key, value)
-    cfg = C.from_dict(C.RunConfig, data)
+    cfg = from_args(args)
     results = run_eval(cfg)
     print(format_table(results))
     _print_harm(cfg.out)
@@ -77,27 +41,21 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _flag_settings(args) -> dict:
-    """The flags the user gave, as dotted config keys with typed values."""
-    settings = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag) is not None}
-    if args.no_knowledge_filter:
-        settings["eval.knowledge_filter"] = False
-    return settings
-
-
 def _eval_run(args) -> int:
+    from ctxrel.flags import given
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
     from ctxrel.train.study import score_run
 
-    clash = [f"--{f.replace('_', '-')}" for f in ("config", "model", "adapter", "out")
-             if getattr(args, f) is not None]
+    flags = given(args)
+    clash = (["--config"] if args.config is not None else []) + [
+        flag for key, flag in (("model.name", "--model"), ("model.adapter", "--adapter"), ("out", "--out"))
+        if key in flags]
     if clash:
         raise CtxrelError(f"--run scores a study's own checkpoints; {', '.join(clash)} cannot be combined with it "
                           "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
-    settings = {k: v for k, v in _flag_settings(args).items()
-                if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
-    score_run(args.run, benchmarks=args.benchmark, overrides=list(args.overrides), settings=settings)
+    settings = {k: v for k, v in flags.items() if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
+    score_run(args.run, benchmarks=flags.get("eval.benchmarks"), overrides=list(args.overrides), settings=settings)
     print(format_trajectory(RunDir(args.run).metrics()))
     _print_harm(args.run)
     print(f"\nresults: {args.run}/metrics.csv")
@@ -105,22 +63,32 @@ def _eval_run(args) -> int:
 
 
 def _study_parser(sub, verb: str) -> None:
+    from ctxrel.config import StudyConfig
+    from ctxrel.flags import add_common, add_flags
+
     what = ("train a model and score every checkpoint, then plot the trajectory" if verb == "study" else
             "train a model, scoring every checkpoint (the study without the plot; runs under accelerate launch)")
     p = sub.add_parser(verb, help=what, description=what[0].upper() + what[1:] + ". Rerunning the same command "
                        "resumes from the latest checkpoint.")
-    p.add_argument("config", help="YAML config file, or a shipped preset name: quickstart, "
-                                  "paper/llama2-7b-alpaca-lora, ...")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-5 "
-                                                                     "eval.every=50 out=runs/mine")
+    p.add_argument("args", nargs="*", metavar="CONFIG KEY=VALUE",
+                   help="YAML config file, a shipped preset (quickstart, paper/llama2-7b-alpaca-lora, ...: "
+                        "`ctxrel presets`) or a study run directory, then config overrides, e.g. train.lr=1e-5 "
+                        "eval.every=50 out=runs/mine")
+    add_common(p, config_help="the config, as a flag (same as the first argument)")
+    add_flags(p, StudyConfig, aliases=False)
 
 
 def cmd_study(args) -> int:
+    from ctxrel.flags import from_args, split
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
-    from ctxrel.train.study import is_main_process, load_study_config, run_study
+    from ctxrel.train.study import is_main_process, run_study
 
-    cfg = load_study_config(args.config, args.overrides)
+    source = args.config or next(iter(split(args.args)[0]), None)
+    if source is None:
+        raise CtxrelError(f"ctxrel {args.verb} needs a config: a shipped preset (quickstart; `ctxrel presets`), a "
+                          "YAML file or a run directory")
+    cfg = from_args(args)
     summary = run_study(cfg, plot=args.verb == "study")
     if not is_main_process():  # under accelerate launch, one process reports
         return 0
@@ -141,7 +109,7 @@ def cmd_study(args) -> int:
     for line in _verdict_lines(cfg.out):
         print(line)
     print(f"next: ctxrel report {cfg.out}   (inversion verdict with CIs, per-category curves, item flips; HTML)")
-    if str(args.config).removesuffix(".yaml").endswith("quickstart"):
+    if str(source).removesuffix(".yaml").endswith("quickstart"):
         print("the inversion on a real model: `ctxrel study inversion-real` (20-30 min on 2 cores; one seed in three "
               "inverts, the others rise then fall less or plateau: README, 'The inversion on a real model')")
     return 0
@@ -236,18 +204,35 @@ def cmd_benchmarks(args) -> int:
     return 0
 
 
-def cmd_theory(args) -> int:
-    from ctxrel.config import parse_value
-    from ctxrel.theory import run_theory
+def _theory_parser(sub, full: bool) -> None:
+    from ctxrel.flags import add_common
 
-    overrides = {}
-    for o in args.overrides:
-        if "=" not in o:
-            raise CtxrelError(f"override {o!r}: expected KEY=VALUE, e.g. lr=10")
-        key, value = o.split("=", 1)
-        overrides[key.strip()] = parse_value(value, f"override {o!r}")
-    out = args.out or f"runs/theory-{args.preset}"
-    r = run_theory(args.preset, out, **overrides)
+    t = sub.add_parser("theory", help="simulate the study's one-layer attention theory (seconds, CPU)",
+                       description="Simulate a theory preset (configs/theory: prop1, prop2, prop3, theorem1, "
+                                   "mitigation) or your own config, and check its sign prediction.")
+    t.add_argument("--preset", metavar="NAME", help="a shipped theory preset: prop1, prop2, prop3, theorem1, "
+                                                    "mitigation (same as --config NAME)")
+    add_common(t)
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="model/training knobs, e.g. lr=10 seed=1")
+    if full:  # the simulator's config imports torch: only for `ctxrel theory ...` itself
+        from ctxrel.flags import add_flags
+        from ctxrel.theory.presets import TheoryRunConfig
+
+        add_flags(t, TheoryRunConfig)
+
+
+def cmd_theory(args) -> int:
+    from ctxrel.flags import from_args
+    from ctxrel.theory.presets import run_theory
+
+    source = args.preset or args.config
+    if source is None:
+        raise CtxrelError("ctxrel theory needs --preset NAME (prop1, prop2, prop3, theorem1, mitigation) or "
+                          "--config FILE")
+    cfg = from_args(args)
+    name = Path(str(source)).stem
+    out = cfg.out or f"runs/theory-{name}"
+    r = run_theory(cfg, out, name=name)
     print(r["claim"])
     for k, v in r["check"].items():
         print(f"  {k}: {v}")
@@ -255,11 +240,40 @@ def cmd_theory(args) -> int:
     return 0 if r["check"]["passed"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_presets(args) -> int:
+    from ctxrel import presets as P
+    from ctxrel.flags import resolved_yaml
+
+    if args.action == "show":
+        if not args.name:
+            raise CtxrelError("ctxrel presets show needs a NAME (`ctxrel presets` lists them)")
+        print(resolved_yaml(args.name))
+        return 0
+    by_verb: dict[str, list[str]] = {}
+    for name in P.names():
+        by_verb.setdefault(P.verb_of(name), []).append(name)
+    for verb in ("study", "synth", "theory", "eval", "curate", "report"):
+        found = by_verb.get(verb, [])
+        how = {"study": "ctxrel study NAME", "curate": "ctxrel curate OPERATION --config FILE"}.get(
+            verb, f"ctxrel {verb} --config NAME")
+        print(f"{verb} ({how}){':' if found else ': none shipped (any --config FILE works)'}")
+        width = max((len(n) for n in found), default=0)
+        for name in found:
+            text = P.summary(P.PRESETS_DIR / (name + ".yaml"))
+            print(f"  {name:<{width}}  {text if len(text) <= 100 else text[:97] + '...'}")
+    print("\nctxrel presets show NAME > my.yaml   prints one resolved (every key); edit it, then "
+          "ctxrel <verb> --config my.yaml key=value")
+    return 0
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The CLI. `verb` = the verb being run: verbs whose config module imports torch (theory, synth) add their
+    derived flags only then, so `ctxrel --help` and the other verbs stay instant."""
     from ctxrel import __version__
 
     parser = argparse.ArgumentParser(prog="ctxrel", description="Measure how a language model weighs its "
-                                     "context against what it memorised.")
+                                     "context against what it memorised. Every verb takes --config FILE (or a "
+                                     "preset) and KEY=VALUE overrides: `ctxrel presets`.")
     parser.add_argument("--version", action="version", version=f"ctxrel {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _eval_parser(sub)
@@ -267,28 +281,48 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["list"], nargs="?", default="list")
     _study_parser(sub, "study")
     _study_parser(sub, "train")
-    t = sub.add_parser("theory", help="simulate the study's one-layer attention theory (seconds, CPU)")
-    t.add_argument("--preset", required=True, choices=["prop1", "prop2", "prop3", "theorem1", "mitigation"])
-    t.add_argument("--out", help="run directory (default runs/theory-PRESET)")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="model/training knobs, e.g. lr=10 seed=1")
+    _theory_parser(sub, full=verb == "theory")
+    pr = sub.add_parser("presets", help="list the shipped presets of every verb, or print one resolved",
+                        description="List the shipped presets (ctxrel/configs) of every verb, or print one "
+                                    "resolved: `ctxrel presets show quickstart > my.yaml` starts your own config.")
+    pr.add_argument("action", choices=["list", "show"], nargs="?", default="list")
+    pr.add_argument("name", nargs="?", metavar="NAME", help="show: a preset's full name (quickstart, synth/quick, "
+                                                            "theory/prop1, paper/llama2-7b-alpaca-lora)")
     for module in _VERB_MODULES:
-        importlib.import_module(module).add_parsers(sub)
+        importlib.import_module(module).add_parsers(sub, verb)
     return parser
 
 
 # Verbs that live with their part: each module's add_parsers(sub) adds its verb(s) and sets `handler` on them
-# with set_defaults(handler=fn); fn(args) -> exit code. The modules must import only the standard library at the top.
+# with set_defaults(handler=fn); fn(args) -> exit code; `verb` is the verb being run (None for `ctxrel --help`).
+# The modules must import only the standard library at the top.
 _VERB_MODULES = ("ctxrel.curate.cli", "ctxrel.report.cli", "ctxrel.synth.cli")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; KEY=VALUE (and a report's RUN) may come after flags too (`ctxrel report a --smooth 3
+    b smooth=5`): argparse takes one run of positionals, the later ones join it here."""
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        name = "args" if hasattr(args, "args") else "overrides"
+        if not hasattr(args, name):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, name, list(getattr(args, name) or []) + extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
     if args.verb is None:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
-                "train": cmd_study}
+                "train": cmd_study, "presets": cmd_presets}
     handler = getattr(args, "handler", None) or handlers[args.verb]
     from ctxrel.run_marker import release_all
 

@@ -1,7 +1,10 @@
 """Configuration: nested dataclasses per concern, filled from YAML and `a.b=c` overrides.
 
-Unknown keys are errors that name the valid keys; values are checked against the field's type; the resolved
-config (every default filled in) is written into every run directory. CLI flags are overrides like any other.
+Every verb's settings come through `load_config`: a YAML file, a shipped preset (`ctxrel.presets`, `base:`
+inheritance) or a run directory's config.yaml, then `KEY=VALUE` overrides, then the CLI flags (derived from
+the fields by `ctxrel.flags`). Unknown keys are errors that name the valid keys; values are checked against the
+field's type and its declared choices; the resolved config (every default filled in) is written into every run
+directory. `VERBS` says which dataclass each verb takes.
 """
 
 from __future__ import annotations
@@ -17,41 +20,61 @@ from typing import Any
 import yaml
 
 from ctxrel.errors import CtxrelError
+from ctxrel.presets import read_source, read_yaml_mapping  # noqa: F401  (read_yaml_mapping: callers use config's name)
+from ctxrel.prompts import TEMPLATES, TRAIN_TEMPLATES
+
+
+def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | tuple = (),
+           choices: tuple | None = None, group: str | None = None, required: bool | str = False,
+           help: str | None = None) -> Any:
+    """A config field with what the CLI needs to know about it, declared next to the field: `flag` = short
+    aliases of its derived `--key` flag (`--model`), `choices` = the valid values (each element, for a list),
+    `group` = flags of one group are mutually exclusive, `required` = the verb refuses to run without it (a
+    string: how the CLI gives it, e.g. RUN for a positional argument).
+    Help comes from the field's comment in the source (`ctxrel.flags`), or `help`."""
+    meta = {"flags": (flag,) if isinstance(flag, str) else tuple(flag), "choices": choices, "group": group,
+            "required": required, "help": help}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
 
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m-instruct"  # hub id, local directory, .gguf file, or the offline alias
-    adapter: str | None = None  # PEFT adapter directory (safetensors)
-    reference: str | None = None  # model asked without context by the knowledge filter; None = `name`
-    device: str | None = None  # None = cuda when available, else cpu
-    trust_remote_code: bool = False  # run model code from the hub/directory (only for sources you trust)
-    batch_size: int = 16  # prompts per forward pass; higher = faster until memory runs out
+    name: str = option("smollm2-135m-instruct", flag="--model")  # hub id, local directory, .gguf file, or the
+    #                                                                 offline alias (gemma3-270m: extra `gemma`)
+    adapter: str | None = option(None, flag="--adapter")  # PEFT adapter directory (safetensors)
+    reference: str | None = option(None, flag="--reference-model")  # model asked without context by the knowledge filter; None = `name`
+    device: str | None = option(None, flag="--device")  # cpu, cuda, cuda:1 ... (None = cuda when available)
+    trust_remote_code: bool = option(False, flag="--trust-remote-code")  # run model code from the hub/directory (only for sources you trust)
+    batch_size: int = option(16, flag="--batch-size")  # prompts per forward pass; higher = faster until memory runs out
 
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["cf_capitals"])  # name or name=path
-    template: str = "auto"  # auto | alpaca | tulu | chat | plain  (auto = chat if the tokenizer has one)
-    prompt: str | None = None  # custom body format with {context} and {question}
-    instruct: bool = False  # add "Answer the question using the background above."
-    limit: int | None = None  # items per benchmark (seeded, stratified by category)
-    samples: int = 1  # generations per item
-    temperature: float = 0.0  # 0 = greedy
-    max_new_tokens: int = 32
-    mode: str = "generate"  # generate (containment metrics) | likelihood (M_C from answer log-probs)
-    attention: bool = False  # also record attention from the answer position to context vs question tokens
+    # NAME, NAME=PATH or PATH; the flag is repeatable; standard tasks: gsm8k, mmlu, arc_challenge, squad
+    benchmarks: list[str] = option(factory=lambda: ["cf_capitals"], flag="--benchmark")
+    template: str = option("auto", flag="--template", choices=TEMPLATES)  # auto = chat if the tokenizer has one
+    prompt: str | None = option(None, flag="--prompt")  # custom body format with {context} and {question}
+    instruct: bool = option(False, flag="--instruct")  # add "Answer the question using the background above."
+    limit: int | None = option(None, flag="--limit")  # items per benchmark (seeded, stratified by category)
+    samples: int = option(1, flag="--samples")  # generations per item
+    temperature: float = option(0.0, flag="--temperature")  # sampling temperature; 0 = greedy
+    max_new_tokens: int = option(32, flag="--max-new-tokens")  # tokens generated per answer
+    mode: str = option("generate", flag="--mode", choices=("generate", "likelihood"))  # generate (containment metrics) | likelihood (M_C from answer log-probs)
+    attention: bool = option(False, flag="--attention")  # also record attention from the answer position to context vs question tokens
     # probes inside the model at every checkpoint: weights (change per layer and projection), heads (attention
     # per head to context / question / rest), lens (logit lens of the two answers per layer); [] = none
-    probes: list[str] = field(default_factory=list)
-    knowledge_filter: bool = True  # also report metrics on items the reference model knows without context
-    skip_invalid: bool = False  # skip (and count) invalid rows instead of stopping at the first
-    shots: int | None = None  # few-shot examples for standard tasks (None = the task's lm-eval default)
+    probes: list[str] = option(factory=list, choices=("weights", "heads", "lens"))
+    knowledge_filter: bool = option(True, flag="--knowledge-filter")  # also report metrics on items the reference model knows without context
+    skip_invalid: bool = option(False, flag="--skip-invalid")  # skip (and count) invalid rows instead of stopping at the first
+    shots: int | None = option(None, flag="--shots")  # few-shot examples for standard tasks (None = the task's lm-eval default)
     # standard tasks (gsm8k, mmlu, arc_challenge, squad; NAME or NAME=PATH) whose mean is `id_accuracy`, the
     # study's x-axis. Data: NAME=PATH, else $CTXREL_DATA/NAME, else the HF hub (needs network)
     standard: list[str] = field(default_factory=list)
     standard_limit: int | None = None  # items per standard task (None = eval.limit); same items every checkpoint
-    seed: int = 0
+    seed: int = option(0, flag="--seed")  # item sampling (--limit) and generation
     bootstrap: int = 1000  # bootstrap resamples for 95% intervals
     # decoding-time mitigations (ctxrel.decoding): greedy | cad | adacad. Greedy is always scored too (the
     # reference of every change); cad/adacad run a second, no-context branch: about 2x the generation cost
@@ -66,7 +89,7 @@ class EvalConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    out: str = "runs/eval"
+    out: str = option("runs/eval", flag="--out")  # run directory (rerunning the same command resumes)
 
 
 @dataclass
@@ -86,9 +109,9 @@ class MixtureConfig:
 @dataclass
 class DataConfig:
     source: str = "mixture"  # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id
-    format: str = "auto"  # auto | alpaca | chat | squad  (auto = from the record fields)
+    format: str = option("auto", choices=("auto", "alpaca", "chat", "squad"))  # auto = from the record fields
     split: str = "train"  # split of an HF dataset
-    template: str = "auto"  # auto | alpaca | tulu | chat  (auto = chat if the tokenizer has one, else alpaca)
+    template: str = option("auto", choices=TRAIN_TEMPLATES)  # auto = chat if the tokenizer has one, else alpaca
     max_length: int = 256  # tokens per example; longer ones are truncated (counted and reported)
     limit: int | None = None  # examples used, after a seeded shuffle (None = all)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
@@ -98,25 +121,25 @@ class DataConfig:
 class LoraSettings:
     rank: int = 128  # the study's rank; higher = more trainable parameters and memory
     alpha: float = 256.0  # scale = alpha / rank
-    dropout: float = 0.05
+    dropout: float = 0.05  # LoRA dropout on the adapter inputs
     targets: list[str] = field(default_factory=lambda: ["all-linear"])  # module names, or all-linear
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "lora"  # lora | full | qk (only attention query/key projections)
+    mode: str = option("lora", choices=("lora", "full", "qk"))  # qk = only attention query/key projections)
     qk_lora: bool = False  # qk mode: LoRA on q/k (true) or their full weights (false)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    lr: float = 1e-4
-    schedule: str = "linear"  # linear | cosine | constant  (after warmup)
+    lr: float = 1e-4  # AdamW peak learning rate (the study: 1e-4 for LoRA, 1e-5 for full finetuning)
+    schedule: str = option("linear", choices=("linear", "cosine", "constant"))  # after warmup
     warmup: float = 0.03  # share of the steps spent warming up linearly from 0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
     clip: float = 1.0  # max gradient norm (0 = no clipping)
-    epochs: int = 2
+    epochs: int = 2  # passes over the training data
     max_steps: int | None = None  # stop earlier than `epochs` (None = all epochs)
     batch_size: int = 8  # examples per optimizer step, over all processes
     micro_batch_size: int | None = None  # examples per forward pass and process (None = batch_size / processes)
-    seed: int = 0
+    seed: int = 0  # data order, LoRA init and dropout
     # put examples of similar length in the same batch (seeded shuffle, then sort within windows of 50 batches,
     # then shuffle the batches): far less padding, so much faster steps on CPU; but long and short examples
     # rarely share a batch, so the trajectory differs from unsorted batching (same examples per epoch)
@@ -138,16 +161,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: StudyEvalConfig = field(default_factory=StudyEvalConfig)
-    out: str = "runs/study"
-
-
-CHOICES = {"eval.template": ("auto", "alpaca", "tulu", "chat", "plain"),
-           "eval.mode": ("generate", "likelihood"),
-           "data.format": ("auto", "alpaca", "chat", "squad"),
-           "data.template": ("auto", "alpaca", "tulu", "chat"),
-           "train.mode": ("lora", "full", "qk"),
-           "train.schedule": ("linear", "cosine", "constant")}
-LIST_CHOICES = {"eval.probes": ("weights", "heads", "lens")}  # every element one of these (repeats dropped)
+    out: str = "runs/study"  # run directory (rerunning the same command resumes)
 
 
 # Lower bounds of numeric settings, checked when a config is built (before any model loads). Every float must
@@ -172,6 +186,10 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             except CtxrelError:
                 continue
         raise CtxrelError(f"config key {key}: {value!r} is not a valid {tp}")
+    if origin is dict:  # free-form mappings (theory variants): YAML values, checked by their owner
+        if not isinstance(value, dict):
+            raise CtxrelError(f"config key {key}: expected a mapping, got {value!r}")
+        return value
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, (str, int, float)):
@@ -220,14 +238,15 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
             kwargs[name] = from_dict(tp, value, key + ".")
         else:
             kwargs[name] = _check_type(value, tp, key)
-            if key in CHOICES and kwargs[name] not in CHOICES[key]:
-                raise CtxrelError(f"config key {key}: {kwargs[name]!r} is not one of {', '.join(CHOICES[key])}")
-            if key in LIST_CHOICES:
-                bad = [v for v in kwargs[name] if v not in LIST_CHOICES[key]]
+            choices = fields[name].metadata.get("choices")
+            if choices and isinstance(kwargs[name], list):  # every element one of them (repeats dropped)
+                bad = [v for v in kwargs[name] if v not in choices]
                 if bad:
                     raise CtxrelError(f"config key {key}: {', '.join(map(repr, bad))} is not one of "
-                                      f"{', '.join(LIST_CHOICES[key])}")
+                                      f"{', '.join(choices)}")
                 kwargs[name] = list(dict.fromkeys(kwargs[name]))
+            elif choices and kwargs[name] is not None and kwargs[name] not in choices:
+                raise CtxrelError(f"config key {key}: {kwargs[name]!r} is not one of {', '.join(choices)}")
             if key in MINIMUM and kwargs[name] is not None and kwargs[name] < MINIMUM[key]:
                 raise CtxrelError(f"config key {key}: {kwargs[name]!r} is below its minimum {MINIMUM[key]!r}"
                                   + (" (the flag is --" + name.replace("_", "-") + ")" if key.startswith(
@@ -257,29 +276,6 @@ def parse_value(raw: str, what: str) -> Any:
         raise CtxrelError(f"{what}: the value is nested too deeply") from None
 
 
-def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A YAML file that must hold a mapping (or nothing); one sentence naming the file otherwise."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CtxrelError(f"{p}: not a text {what} (byte {e.start} is not UTF-8); restore it or delete it") from None
-    except OSError as e:
-        raise CtxrelError(f"{p}: cannot read the {what} ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = " ".join(str(e).split())[:200]
-        raise CtxrelError(f"{p}: invalid YAML ({first})") from None
-    except RecursionError:
-        raise CtxrelError(f"{p}: YAML nested too deeply") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CtxrelError(f"{p}: expected a mapping of config keys, found {type(data).__name__}")
-    return data
-
-
 def set_key(data: dict[str, Any], key: str, value: Any, *, what: str | None = None) -> None:
     """Set dotted `key` (e.g. eval.limit) in nested dict `data` to an already typed value."""
     parts = key.split(".")
@@ -291,17 +287,46 @@ def set_key(data: dict[str, Any], key: str, value: Any, *, what: str | None = No
     node[parts[-1]] = value
 
 
-def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
-    """Config from an optional YAML file plus overrides, validated."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise CtxrelError(f"config file {p} not found")
-        data = read_yaml_mapping(p)
+def load_config(cls, source: str | Path | None = None, overrides: list[str] = (),
+                settings: dict[str, Any] | None = None, *, verb: str | None = None):
+    """The one way a verb's settings are built: `source` (a YAML file, a shipped preset name of `verb`, or a run
+    directory holding config.yaml; `base:` chains resolved by `ctxrel.presets`), then `overrides` (KEY=VALUE
+    strings, values read as YAML), then `settings` (already typed values by dotted key: the CLI flags), checked
+    into dataclass `cls`. Every mistake is one sentence naming the file or key."""
+
+    data = read_source(source, verb) if source is not None else {}
     for o in overrides:
         apply_override(data, o)
+    for key, value in (settings or {}).items():
+        set_key(data, key, value)
     return from_dict(cls, data)
+
+
+def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
+    """Config from an optional YAML file plus overrides, validated (`load_config` with a file)."""
+    if path is not None and not Path(path).is_file():
+        raise CtxrelError(f"config file {path} not found")
+    return load_config(cls, path, overrides)
+
+
+# verb -> "module:Class" of the dataclass it takes (imported when that verb runs: torch stays out of --help)
+VERBS = {"eval": "ctxrel.config:RunConfig", "study": "ctxrel.config:StudyConfig", "train": "ctxrel.config:StudyConfig",
+         "curate classify": "ctxrel.curate.config:ClassifyConfig", "curate filter": "ctxrel.curate.config:FilterConfig",
+         "curate augment": "ctxrel.curate.config:AugmentConfig",
+         "curate substitute": "ctxrel.curate.config:SubstituteConfig", "report": "ctxrel.report.cli:ReportConfig",
+         "theory": "ctxrel.theory.presets:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
+
+
+# verb -> "module:function" of its own checks on a built config (limits that span several keys)
+VERB_CHECKS = {"synth": "ctxrel.synth.lab:validate", "theory": "ctxrel.theory.presets:validate"}
+
+
+def config_class(verb: str):
+    """The dataclass of `verb` (a key of VERBS)."""
+    import importlib
+
+    module, name = VERBS[verb].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Callable
 
 from ctxrel.errors import CtxrelError
 
-TEMPLATES = ("auto", "alpaca", "tulu", "chat", "plain")
+TEMPLATES = ("auto", "alpaca", "tulu", "chat", "plain")  # the one list (config keys and flags take it from here)
+TRAIN_TEMPLATES = TEMPLATES[:-1]  # training renders a response after the prompt: every template but plain
 DEFAULT_BODY = "Background: {context}\n\nQuestion: {question}"
 NO_CONTEXT_BODY = "Question: {question}"
 CONTEXT_INSTRUCTION = "Answer the question using the background above."

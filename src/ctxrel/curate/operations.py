@@ -1,4 +1,5 @@
-"""The three curation operations as plain functions (the CLI verbs call them; so can Python code).
+"""The three curation operations as plain functions of their config (`ctxrel.curate.config`; the CLI verbs
+call them, so can Python code: `classify(ClassifyConfig(data="mixture", out="runs/c", limit=100))`).
 
 Each reads a data set (`dataset.load_records`), writes `<out>/data.jsonl` (records in the input's own format,
 readable by the trainer as `data.source`) and `<out>/manifest.json`, and returns a summary dict.
@@ -18,6 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.dataset import dataset_text, has_context, load_records, record_text
 from ctxrel.curate.filters import KeywordMatcher, classify_score, keyword_list, loss_threshold, summarise_matches
 from ctxrel.curate.manifest import data_input, file_input, output_entry, write_manifest
@@ -64,25 +66,25 @@ def _threshold_rule(quantile: float | None, value: float | None, s_quantile: flo
     return f"{quantile:g}-quantile of loss without context over the scored context records"
 
 
-def classify(data: str, out: str | Path, *, model: str = "smollm2-135m-instruct", quantile: float | None = 0.25,
-             threshold: float | None = None, s_quantile: float | None = None, limit: int | None = None,
-             fmt: str = "auto", split: str = "train", seed: int = 0, template: str = "auto", max_length: int = 512,
-             batch_size: int | None = None, device: str | None = None, n_examples: int = 3, progress: bool = True,
-             loaded=None) -> dict[str, Any]:
-    """C / C+S / S composition of a data set under `model` (`loaded` = (model, tokenizer) already in memory)."""
+def classify(cfg: ClassifyConfig, *, loaded=None) -> dict[str, Any]:
+    """C / C+S / S composition of a data set under `cfg.model` (`loaded` = (model, tokenizer) already in memory)."""
+    data, model, limit, seed, template, max_length = (cfg.data, cfg.model, cfg.limit, cfg.seed, cfg.template,
+                                                      cfg.max_length)
     from ctxrel.curate.composition import composition, format_composition, plot_histogram
     from ctxrel.curate.scoring import SCORES_FILE, score_records
 
+    quantile, threshold, s_quantile = cfg.threshold_quantile, cfg.threshold, cfg.threshold_s_quantile
     if threshold is not None or s_quantile is not None:
         quantile = None
-    out = _out_dir(out, (data,))
-    records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
+    out = _out_dir(cfg.out, (data,))
+    records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     m, tok = loaded if loaded else (None, None)
     scores = score_records(records, out, model_spec=model, model=m, tok=tok, template=template,
-                           max_length=max_length, batch_size=batch_size, device=device, progress=progress)
+                           max_length=max_length, batch_size=cfg.batch_size, device=cfg.device,
+                           progress=cfg.progress)
     cut = loss_threshold(scores, quantile_=quantile, value=threshold, s_quantile=s_quantile)
     rule = _threshold_rule(quantile, threshold, s_quantile)
-    classes, report = composition(records, scores, cut, rule=rule, n_examples=n_examples)
+    classes, report = composition(records, scores, cut, rule=rule, n_examples=cfg.examples)
     report.update(model=model, data=data)
     annotated = [{**r.data, "ctxrel_class": k, "ctxrel_loss_with_context": s["loss_with"],
                   "ctxrel_loss_without_context": s["loss_without"]} for r, s, k in zip(records, scores, classes)]
@@ -95,7 +97,7 @@ def classify(data: str, out: str | Path, *, model: str = "smollm2-135m-instruct"
                    parameters=dict(model=model, threshold_quantile=quantile, threshold=threshold,
                                    threshold_s_quantile=s_quantile, limit=limit,
                                    format=source.fmt, seed=seed, template=template, max_length=max_length,
-                                   batch_size=batch_size),
+                                   batch_size=cfg.batch_size),
                    inputs=[data_input(source, records)],
                    outputs=[output_entry(out, DATA, len(annotated)), output_entry(out, SCORES_FILE),
                             output_entry(out, "report.json"), output_entry(out, png.name)],
@@ -105,23 +107,22 @@ def classify(data: str, out: str | Path, *, model: str = "smollm2-135m-instruct"
     return {"report": report, "table": format_composition(report), "out": str(out), "plot": str(png)}
 
 
-def filter_records(data: str, out: str | Path, *, keep: str = "all", drop_quantile: float | None = 0.25,
-                   drop_threshold: float | None = None, scores: str | Path | None = None,
-                   drop_keywords: str | None = None, ignore_case: bool = False, limit: int | None = None,
-                   fmt: str = "auto", split: str = "train", seed: int = 0, model: str = "smollm2-135m-instruct",
-                   template: str = "auto", max_length: int = 512, batch_size: int | None = None,
-                   device: str | None = None, progress: bool = True, loaded=None) -> dict[str, Any]:
+def filter_records(cfg: FilterConfig, *, loaded=None) -> dict[str, Any]:
     """Keep `all`, `context-only` or `context-critical` (C) records, then drop those naming a listed entity.
-    Context-critical needs loss-without-context scores: from a classify run (`scores` = its --out), else they
-    are computed into `out` (resumable)."""
+    Context-critical needs loss-without-context scores: from a classify run (`cfg.scores` = its out), else they
+    are computed into `cfg.out` (resumable)."""
+    data, keep, limit, seed, model, template, max_length = (cfg.data, cfg.keep, cfg.limit, cfg.seed, cfg.model,
+                                                            cfg.template, cfg.max_length)
+    drop_quantile, drop_threshold, drop_keywords, scores = (cfg.drop_quantile, cfg.drop_threshold,
+                                                            cfg.drop_keywords, cfg.scores)
     if keep not in ("all", "context-only", "context-critical"):
         raise CtxrelError(f"--keep {keep!r}: choose all, context-only or context-critical")
     if keep == "all" and not drop_keywords:
         raise CtxrelError("nothing to filter: give --keep context-only|context-critical and/or --drop-keywords")
     if drop_threshold is not None:
         drop_quantile = None
-    out = _out_dir(out, (data, drop_keywords))
-    records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
+    out = _out_dir(cfg.out, (data, drop_keywords))
+    records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     inputs = [data_input(source, records)]
     reasons: dict[int, str] = {}
     extra: dict[str, Any] = {}
@@ -141,7 +142,8 @@ def filter_records(data: str, out: str | Path, *, keep: str = "all", drop_quanti
         else:
             m, tok = loaded if loaded else (None, None)
             rows = score_records(ctx, out, model_spec=model, model=m, tok=tok, template=template,
-                                 max_length=max_length, batch_size=batch_size, device=device, progress=progress)
+                                 max_length=max_length, batch_size=cfg.batch_size, device=cfg.device,
+                                 progress=cfg.progress)
             parameters.update(model=model, template=template, max_length=max_length)
         cut = loss_threshold(rows, quantile_=drop_quantile, value=drop_threshold)
         parameters.update(drop_quantile=drop_quantile, drop_threshold=drop_threshold)
@@ -158,8 +160,8 @@ def filter_records(data: str, out: str | Path, *, keep: str = "all", drop_quanti
         names, path = keyword_list(drop_keywords)
         if path:
             inputs.append(file_input("keywords", path))
-        matcher = KeywordMatcher(names, ignore_case=ignore_case)
-        parameters.update(drop_keywords=drop_keywords, ignore_case=ignore_case)
+        matcher = KeywordMatcher(names, ignore_case=cfg.ignore_case)
+        parameters.update(drop_keywords=drop_keywords, ignore_case=cfg.ignore_case)
         found: dict[int, list[str]] = {}
         for r in records:
             if r.index in reasons:
@@ -192,15 +194,15 @@ def filter_records(data: str, out: str | Path, *, keep: str = "all", drop_quanti
     return {"counts": counts, "keywords": keyword_report, "out": str(out), **extra}
 
 
-def augment(data: str, out: str | Path, *, counterfactual: str, ratio: float = 0.10, seed: int = 0,
-            limit: int | None = None, fmt: str = "auto", split: str = "train") -> dict[str, Any]:
-    """Mix counterfactual QA examples (`nq-swap=PATH` or `facts`) into the set so they make `ratio` of it."""
+def augment(cfg: AugmentConfig) -> dict[str, Any]:
+    """Mix counterfactual QA examples (`nq-swap=PATH` or `facts`) into the set so they make `cfg.ratio` of it."""
+    data, counterfactual, ratio, seed, limit = cfg.data, cfg.counterfactual, cfg.ratio, cfg.seed, cfg.limit
     from ctxrel.curate import augment as A
 
     kind, path = A.parse_counterfactual(counterfactual)
     A.n_counterfactual(0, ratio)  # checks the ratio before anything is read
-    out = _out_dir(out, (data, path))
-    records, source = load_records(data, fmt=fmt, split=split, limit=limit, seed=seed)
+    out = _out_dir(cfg.out, (data, path))
+    records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     k = A.n_counterfactual(len(records), ratio)
     rng = random.Random(f"ctxrel-augment-{seed}")
     inputs = [data_input(source, records)]

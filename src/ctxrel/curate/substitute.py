@@ -4,32 +4,17 @@ person, write the text and print the leak and over-replacement report."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ctxrel.errors import CtxrelError
 from ctxrel.substitution import SubstitutionResult, substitute
 
-# registered by ctxrel.curate.cli through add_parser
-
-def add_parser(curate_sub) -> argparse.ArgumentParser:
-    """Add `substitute` to the subparsers of the `curate` verb."""
-    p = curate_sub.add_parser(
-        "substitute", help="rename a person everywhere in a text, with a leak and over-replacement report",
-        description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "
-                    "case variants, derived words) at word boundaries, keeping other entities that share a "
-                    "token (a place, a relative). Prints the leak and over-replacement report to stderr and "
-                    "exits 1 when leaks remain.")
-    p.add_argument("--text", required=True, metavar="FILE", help="text file to rewrite, or - for stdin")
-    p.add_argument("--entity", required=True, help='the name to replace, e.g. "William Shakespeare"')
-    p.add_argument("--with", dest="replacement", required=True, help='the new name, e.g. "Julius Caesar"')
-    p.add_argument("--protect", action="append", default=[], metavar="PHRASE",
-                   help="a phrase never to touch (case-sensitive, repeatable), e.g. 'Washington State'")
-    p.add_argument("--out", default="-", metavar="FILE", help="where to write the new text (default stdout)")
-    p.add_argument("--report", metavar="FILE.json", help="also write the full report as JSON")
-    p.set_defaults(handler=run_substitute)
-    return p
+PARSER = dict(help="rename a person everywhere in a text, with a leak and over-replacement report",
+              description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "
+                          "case variants, derived words) at word boundaries, keeping other entities that share a "
+                          "token (a place, a relative). Prints the leak and over-replacement report to stderr and "
+                          "exits 1 when leaks remain.")
 
 
 def _read(path: str) -> str:
@@ -81,6 +66,9 @@ def format_report(result: SubstitutionResult) -> str:
 
 def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
+    from ctxrel.flags import from_args
+
+    args = from_args(args)
     if not args.entity.strip() or not args.replacement.strip():
         raise CtxrelError("--entity and --with must both be non-empty names")
     _check_outputs(args)

@@ -1,15 +1,36 @@
 """Verbs `ctxrel report` and `ctxrel flips`. Standard library only at the top: `ctxrel --help` stays instant;
-numpy, scipy and matplotlib are imported inside the handlers."""
+numpy, scipy and matplotlib are imported inside the handlers. `ctxrel report`'s flags are derived from
+ReportConfig like every verb's."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
+from dataclasses import dataclass
+
+from ctxrel.flags import add_common, add_flags, option
+
 CHECKPOINT_HELP = "start, peak, trough, final, a step number (48) or a checkpoint name (step-000048)"
 
 
-def add_parsers(sub) -> None:
+@dataclass
+class ReportConfig:
+    runs: list[str] = option(factory=list, required="RUN")  # run directories (ctxrel study / eval --run)
+    # comma-separated, one per run (None = directory names); repeat a label to group runs as seeds, e.g.
+    # base,base,qk
+    labels: str | None = option(None, flag="--labels")
+    seeds: bool = False  # all runs are seeds of one study
+    # report directory (None = RUN/report/ for one study, FIRST_RUN/report/compare-LABEL-LABEL/ for a comparison)
+    out: str | None = None
+    smooth: int = 0  # statistics on a centred moving average over N checkpoints (labelled; 0 = off)
+    # item flips from this checkpoint: start, peak, trough, final, a step number (48) or a name (step-000048)
+    flips_from: str = option("peak", flag="--from")
+    flips_to: str = option("final", flag="--to")  # item flips to this checkpoint
+    bootstrap: int = 2000  # bootstrap resamples
+
+
+def add_parsers(sub, verb: str | None = None) -> None:
     p = sub.add_parser(
         "report", help="statistics, verdict, plots and item flips of studies, as one HTML page",
         description="Find the context-parametric inversion in one study, or compare studies: trajectory "
@@ -17,17 +38,10 @@ def add_parsers(sub) -> None:
                     "McNemar). Writes index.html (self-contained), summary.json and PNGs to --out.",
         epilog="Runs sharing a label are seeds of one study. Default --out: RUN/report/ for one study, "
                "FIRST_RUN/report/compare-LABEL-LABEL/ for a comparison.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (ctxrel study / eval --run)")
-    p.add_argument("--labels", help="comma-separated, one per run (default: directory names); repeat a label "
-                                    "to group runs as seeds, e.g. base,base,qk")
-    p.add_argument("--seeds", action="store_true", help="all runs are seeds of one study")
-    p.add_argument("--out", help="report directory (see below for the default)")
-    p.add_argument("--smooth", type=int, default=0, metavar="N",
-                   help="statistics on a centred moving average over N checkpoints (labelled; default off)")
-    p.add_argument("--from", dest="frm", default="peak", metavar="CKPT",
-                   help=f"flips from: {CHECKPOINT_HELP} (default peak)")
-    p.add_argument("--to", default="final", metavar="CKPT", help="flips to (default final)")
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
+    p.add_argument("args", nargs="*", metavar="RUN", help="run directories (ctxrel study / eval --run), and "
+                                                          "KEY=VALUE overrides, e.g. smooth=3")
+    add_common(p)
+    add_flags(p, ReportConfig)
     p.set_defaults(handler=cmd_report)
 
     f = sub.add_parser("flips", help="items that switched between context and parametric answers, exact McNemar",
@@ -80,11 +94,13 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ctxrel.flags import from_args
     from ctxrel.report.build import build_report
 
-    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
-    res = build_report(args.runs, labels=labels, out=args.out, seeds=args.seeds, smooth=args.smooth,
-                       n_boot=args.bootstrap, flips_from=args.frm, flips_to=args.to)
+    cfg = from_args(args)
+    labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
+    res = build_report(cfg.runs, labels=labels, out=cfg.out, seeds=cfg.seeds, smooth=cfg.smooth,
+                       n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to)
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
             for subset, st in b["subsets"].items():

@@ -42,7 +42,7 @@ from ctxrel.train.checkpoints import optimizer_tensors, restore_optimizer
 @dataclass
 class PretrainConfig:
     steps: int = 600  # statement recall of the default world is reported as synth_pretrain/recall
-    batch_size: int = 64
+    batch_size: int = 64  # statements per pretraining step
     lr: float = 2e-3  # 1e-2 stalls; 1e-3 memorises more slowly
     warmup: int = 30  # linear warmup steps, then cosine decay to 10%
     copy_docs: int = 500  # copy documents in the corpus (0 = the model meets copying only in IFT)
@@ -59,10 +59,10 @@ class FinetuneConfig:
     drop_cs: bool = False  # mitigation: remove the examples a memorised answer solves (C+S, C+S:irrelevant)
     c_fresh: bool = False  # C examples get a random answer each (false: the world's fact, memorisable over epochs)
     train: str = "full"  # full | qk (mitigation/theory: only attention query and key projections)
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup: int = 10
+    steps: int = 600  # finetuning optimizer steps
+    batch_size: int = 32  # examples per finetuning step
+    lr: float = 1e-3  # AdamW peak learning rate of finetuning
+    warmup: int = 10  # linear warmup steps
     schedule: str = "constant"  # constant | cosine (after warmup)
     weight_decay: float = 0.0  # AdamW decoupled decay (pulls unused memory toward 0)
 

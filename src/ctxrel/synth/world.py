@@ -43,7 +43,7 @@ class WorldConfig:
     n_unknown: int = 200  # never-pretrained subjects of the C examples
     n_id_unknown: int = 50  # never-pretrained, never-trained subjects of the held-out context-reading eval
     n_copy: int = 200  # pretraining-only subjects of copy documents
-    n_relations: int = 4
+    n_relations: int = 4  # relations per subject
     n_values: int = 64  # value tokens; each relation draws its answers from them
     answer_len: int = 1  # value tokens per answer (2+ = multi-token answers, teacher-forced)
     distractors: int = 1  # other facts in every context besides the relevant one (0 = a single fact)

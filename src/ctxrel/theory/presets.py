@@ -1,7 +1,8 @@
 """Presets reproducing the study's theory results with the one-layer simulator, and the `ctxrel theory` driver.
 
-Each preset is a set of config overrides, optional comparison variants (the same setup with a few keys changed),
-and the sign prediction it must show, checked on the simulated series. `run_theory` simulates, writes a run
+Each preset (configs/theory/*.yaml, through `ctxrel.presets`: `base: theorem1` and a few keys) is a
+TheoryRunConfig: the simulator's keys, optional comparison variants (the same setup with a few keys changed),
+and the sign prediction it must show (`check`, one of CHECKS), checked on the simulated series. `run_theory` simulates, writes a run
 directory (config.yaml, metrics.sqlite/.csv, check.json, theory.png) and returns the series and the check.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ctxrel.flags import option
 from ctxrel.errors import CtxrelError
 
 Series = dict[str, dict[str, list[float]]]  # subset -> metric -> value per step (index = step)
@@ -88,44 +90,56 @@ def check_mitigation(runs: dict[str, Series], tol: float = 0.005) -> dict[str, A
     return t
 
 
-# -- presets ------------------------------------------------------------------------------------------------
+# -- presets: configs/theory/*.yaml (ctxrel.presets), each naming its check ---------------------------------
 
-THEOREM1 = {"n_c": 300, "n_cs": 100, "n_answers": 10, "alpha_mem": 4.0, "beta_copy": 1.0, "train": "kq",
-            "lr": 50.0, "steps": 60}
+CHECKS: dict[str, Callable[[dict[str, Series]], dict[str, Any]]] = {
+    "prop1": check_prop1, "prop2": check_prop2, "prop3": check_prop3, "theorem1": check_theorem1,
+    "mitigation": check_mitigation}
 
-PRESETS: dict[str, Preset] = {
-    "prop1": Preset(
-        "Prop. 1: attention moves toward the context at the first step, toward the subject at the second "
-        "(W_KQ only; the step-2 reversal needs a large step size, lr=200, so that one step already saturates "
-        "the C points' push; at lr=50 the reversal comes at step ~4)",
-        {**THEOREM1, "lr": 200.0, "steps": 5}, check_prop1),
-    "prop2": Preset(
-        "Prop. 2: adding S points (restating the C+S facts, W_KQ and W_V trained) strengthens the drift to the "
-        "subject: more attention on the subject and lower M_C on conflict inputs than without them",
-        {**THEOREM1, "n_answers": 100, "n_s": 200, "train": "kq+v", "loss_norm": "context", "lr": 20.0,
-         "steps": 10}, check_prop2, {"no_s": {"n_s": 0}}),
-    "prop3": Preset(
-        "Prop. 3: training W_V makes the subjects of C points predictive of their answers; W_KQ alone does not",
-        {**THEOREM1, "train": "kq+v"}, check_prop3, {"kq_only": {"train": "kq"}}),
-    "theorem1": Preset(
-        "Thm. 1: M_C on conflict inputs rises then falls (300 C + 100 C+S points, memory readout > copy, "
-        "W_KQ only, large step size)", dict(THEOREM1), check_theorem1),
-    "mitigation": Preset(
-        "Mitigation: theorem1 without C+S points; M_C rises and does not fall", {**THEOREM1, "n_cs": 0},
-        check_mitigation),
-}
+
+def _theory_config():
+    from ctxrel.theory.onelayer import TheoryConfig
+
+    return TheoryConfig
+
+
+@dataclass
+class TheoryRunConfig(_theory_config()):
+    """`ctxrel theory`'s config: the simulator's keys (TheoryConfig), the prediction to check, and the variants
+    simulated next to it."""
+    check: str = option("theorem1", choices=tuple(CHECKS))  # the sign prediction checked on the series
+    claim: str = ""  # what the study says and this run shows (printed, and written to check.json)
+    # comparison runs: variant name -> the keys that differ from this config, e.g. {no_s: {n_s: 0}}
+    variants: dict[str, dict[str, Any]] = option(factory=dict)
+    out: str | None = None  # run directory (None = runs/theory-PRESET)
+
+
+def _keys(cfg) -> dict[str, Any]:
+    """The simulator's keys of a theory config (TheoryConfig's fields)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(_theory_config())}
 
 
 # -- driver -------------------------------------------------------------------------------------------------
 
-def resolve(preset: str, overrides: dict[str, Any]):
-    """The preset's TheoryConfig with user overrides applied (unknown keys and bad values are user errors)."""
-    from ctxrel.config import from_dict
-    from ctxrel.theory.onelayer import LOSS_NORM_CHOICES, TRAIN_CHOICES, TheoryConfig
+def resolve(preset: str, overrides: dict[str, Any] | list[str] = (),
+            settings: dict[str, Any] | None = None) -> TheoryRunConfig:
+    """The config of `preset` (a name under configs/theory, or a YAML file) with overrides applied: KEY=VALUE
+    strings, or typed values by key (a dict), then `settings` (CLI flags). Unknown keys and bad values are user
+    errors."""
+    from ctxrel.config import load_config
 
-    if preset not in PRESETS:
-        raise CtxrelError(f"unknown theory preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = from_dict(TheoryConfig, {**PRESETS[preset].overrides, **overrides}, "theory.")
+    if isinstance(overrides, dict):
+        overrides, settings = [], {**overrides, **(settings or {})}
+    cfg = load_config(TheoryRunConfig, preset, list(overrides), settings, verb="theory")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    """The simulator's own limits, and every variant's keys, before anything runs."""
+    from ctxrel.config import from_dict
+    from ctxrel.theory.onelayer import LOSS_NORM_CHOICES, TRAIN_CHOICES
+
     for key, choices in (("train", TRAIN_CHOICES), ("loss_norm", LOSS_NORM_CHOICES)):
         if getattr(cfg, key) not in choices:
             raise CtxrelError(f"config key theory.{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -133,7 +147,10 @@ def resolve(preset: str, overrides: dict[str, Any]):
         raise CtxrelError("theory config: need n_answers >= 2, steps >= 2 and non-negative point counts")
     if cfg.n_conflict < 1 or cfg.n_c + cfg.n_cs == 0:
         raise CtxrelError("theory config: need n_conflict >= 1 and some C or C+S points to train on")
-    return cfg
+    for name, extra in cfg.variants.items():
+        if not isinstance(extra, dict):
+            raise CtxrelError(f"config key variants.{name}: expected a mapping of keys to change, got {extra!r}")
+        from_dict(_theory_config(), {**_keys(cfg), **extra}, f"variants.{name}.")
 
 
 def to_series(history: list[dict[str, dict[str, float]]]) -> Series:
@@ -184,8 +201,9 @@ def plot(runs: dict[str, Series], path: Path, title: str) -> Path | None:
     return path
 
 
-def run_theory(preset: str, out: str | Path, **overrides) -> dict[str, Any]:
-    """Simulate a preset (and its comparison variants), write the run directory, check the sign prediction.
+def run_theory(preset, out: str | Path | None = None, *, name: str | None = None, **overrides) -> dict[str, Any]:
+    """Simulate a theory config (a TheoryRunConfig, or a preset name with `overrides` by key) and its comparison
+    variants, write the run directory, check the sign prediction.
 
     Returns {"preset", "claim", "config", "series": {variant: series}, "check": {...}, "plot", "seconds"}.
     """
@@ -193,29 +211,46 @@ def run_theory(preset: str, out: str | Path, **overrides) -> dict[str, Any]:
     from ctxrel.theory.onelayer import simulate
 
     t0 = time.perf_counter()
-    spec = PRESETS.get(preset)
-    cfg = resolve(preset, overrides)
-    configs = {"main": cfg}
-    for name, extra in spec.variants.items():
-        configs[name] = dataclasses.replace(cfg, **extra)
-    runs = {name: to_series(simulate(c)) for name, c in configs.items()}
-    check = spec.check(runs)
+    if isinstance(preset, str):
+        name, cfg = name or preset, resolve(preset, overrides)
+    else:
+        name, cfg = name or "config", preset
+    out = out or cfg.out or f"runs/theory-{name}"
+    base = _theory_config()(**_keys(cfg))
+    configs = {"main": base}
+    for variant, extra in cfg.variants.items():
+        configs[variant] = dataclasses.replace(base, **extra)
+    runs = {variant: to_series(simulate(c)) for variant, c in configs.items()}
+    check = CHECKS[cfg.check](runs)
 
     from ctxrel import run_marker
 
     run_marker.claim(out, "theory", verb="theory")  # released when the command ends
     run = RunDir(out)
-    run.write_config({"verb": "theory", "preset": preset, "claim": spec.claim,
-                      "theory": dataclasses.asdict(cfg),
-                      "variants": {k: v for k, v in spec.variants.items()}})
+    run.write_config({"verb": "theory", "preset": name, "claim": cfg.claim, "check": cfg.check,
+                      "theory": dataclasses.asdict(base), "variants": dict(cfg.variants)})
     rows = []
-    for name, series in runs.items():
-        c = configs[name]
+    for variant, series in runs.items():
+        c = configs[variant]
         sizes = {"C": c.n_c, "C+S": c.n_cs, "S": c.n_s, "conflict": c.n_conflict}
-        rows += metric_rows(series, "theory" if name == "main" else f"theory:{name}", sizes)
+        rows += metric_rows(series, "theory" if variant == "main" else f"theory:{variant}", sizes)
     run.write_metrics(rows)
-    atomic_write_text(run.path / "check.json", json.dumps({"preset": preset, "claim": spec.claim, **check},
+    atomic_write_text(run.path / "check.json", json.dumps({"preset": name, "claim": cfg.claim, **check},
                                                           indent=1))
-    png = plot(runs, run.path / "theory.png", f"{preset}: {spec.claim}")
-    return {"preset": preset, "claim": spec.claim, "config": dataclasses.asdict(cfg), "series": runs,
+    png = plot(runs, run.path / "theory.png", f"{name}: {cfg.claim}")
+    return {"preset": name, "claim": cfg.claim, "config": dataclasses.asdict(base), "series": runs,
             "check": check, "plot": str(png) if png else None, "seconds": time.perf_counter() - t0}
+
+
+def _load_presets() -> dict[str, Preset]:
+    """name -> Preset of every shipped theory preset (the table tests and notebooks index by name)."""
+    from ctxrel.presets import names, short
+
+    out = {}
+    for full in names("theory"):
+        cfg = resolve(short(full), {})
+        out[short(full)] = Preset(cfg.claim, _keys(cfg), CHECKS[cfg.check], dict(cfg.variants))
+    return out
+
+
+PRESETS: dict[str, Preset] = _load_presets()

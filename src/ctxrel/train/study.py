@@ -14,33 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ctxrel import config as C
 from ctxrel.errors import CtxrelError
+from ctxrel.presets import PRESETS_DIR  # noqa: F401  (where the shipped presets live)
 from ctxrel.results import step_name
 from ctxrel.train import checkpoints as ckpt
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 KNOWN_FROM = step_name(0)
 # config sections a resumed run must share with the run it continues (eval settings are guarded per benchmark)
 _RESUME_KEYS = ("data", "train")
 
 
-def preset_path(name_or_path: str) -> Path:
-    """A config file path, or the name of a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`)."""
-    p = Path(name_or_path).expanduser()
-    if p.is_file():
-        return p
-    shipped = PRESETS_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(str(f.relative_to(PRESETS_DIR))[:-5] for f in PRESETS_DIR.rglob("*.yaml"))
-    raise CtxrelError(f"config {name_or_path!r}: no such file, and not a shipped preset ({', '.join(names)})")
-
-
-def load_study_config(name_or_path: str, overrides: list[str] = ()) -> C.StudyConfig:
-    return C.load(preset_path(name_or_path), overrides, cls=C.StudyConfig)
+def load_study_config(source: str, overrides: list[str] = (), settings: dict[str, Any] | None = None
+                      ) -> C.StudyConfig:
+    """A study's config from a YAML file, a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`) or a run
+    directory, then KEY=VALUE overrides and typed settings (`config.load_config`)."""
+    return C.load_config(C.StudyConfig, source, overrides, settings, verb="study")
 
 
 def _with_template(cfg: C.StudyConfig, eval_cfg: C.RunConfig, tokenizer) -> C.RunConfig:
@@ -176,13 +165,7 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
     from ctxrel.evaluate import run_eval
 
     run_dir = str(out)
-    data = C.read_yaml_mapping(out / "config.yaml")
-    for o in overrides:
-        C.apply_override(data, o)
-    for key, value in (settings or {}).items():
-        C.set_key(data, key, value)
-    data["out"] = str(out)
-    cfg = C.from_dict(C.StudyConfig, data)
+    cfg = load_study_config(str(out), overrides, {**(settings or {}), "out": str(out)})  # its config.yaml
     cps = ckpt.list_checkpoints(out)
     if not cps:
         raise CtxrelError(f"--run {run_dir}: no saved checkpoints under {out / 'checkpoints'} (train.keep_weights "
