@@ -24,7 +24,7 @@ def make_checkpoints(spec: str, root: Path, n: int, mode: str, rank: int) -> lis
 
     from ctxrel.config import LoraSettings, TrainConfig
     from ctxrel.models import load_model, select_trainable
-    from ctxrel.train.checkpoints import save_weights
+    from ctxrel.models import save_weights
 
     model, _, _ = load_model(spec, device="cpu")
     model = select_trainable(model, TrainConfig(mode=mode, lora=LoraSettings(rank=rank, alpha=2.0 * rank)))

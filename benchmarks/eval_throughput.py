@@ -42,7 +42,7 @@ def main() -> None:
     from ctxrel.prompts import PromptBuilder, continuation_delimiter
 
     model, tok, name = load_model(args.model, device="cpu")
-    lm = HFBackend(model, tok, name=name, batch_size=args.batch_size)
+    lm = HFBackend(model, tok, name=name, batch_size=args.batch_size, decode="own")
     items = select_items(load_benchmark(args.benchmark).items, args.n, seed=0)
     builder = PromptBuilder("chat", render_chat=lm.render_chat)
     prompts = [builder.with_context(it.context, it.question, it.prompt) for it in items]

@@ -147,7 +147,7 @@ def main() -> int:
 
     from ctxrel.backends.hf import HFBackend
     from ctxrel.prompts import continuation_delimiter
-    from ctxrel.train import checkpoints as ckpt
+    from ctxrel.models import load_weights, save_weights
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
     from ctxrel.train.study import load_study_config
@@ -254,7 +254,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ctxrel-gpu-check-") as tmp:
         folder = Path(tmp) / "step-000001"
         folder.mkdir()
-        ckpt.save_weights(model, folder, dict(step=1))
+        save_weights(model, folder, dict(step=1))
         size = sum(f.stat().st_size for f in folder.iterdir()) / 2 ** 20
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         with torch.no_grad():
@@ -264,7 +264,7 @@ def main() -> int:
         times = []
         for _ in range(3):
             with Clock(cuda) as c:
-                ckpt.load_weights(model, folder)
+                load_weights(model, folder)
             times.append(c.s)
         swapped = dict(model.named_parameters())
         assert all(torch.equal(swapped[n], t) for n, t in saved.items()), "the loaded adapter differs from the saved"

@@ -19,7 +19,7 @@ PROMPTS = ["Background: The capital city of France is Lyon.\n\nQuestion: What is
 
 
 def _pair(tiny_lm, batch_size: int):
-    own = HFBackend(tiny_lm.model, tiny_lm.tok, name="own", batch_size=batch_size)
+    own = HFBackend(tiny_lm.model, tiny_lm.tok, name="own", batch_size=batch_size, decode="own")
     hf = HFBackend(tiny_lm.model, tiny_lm.tok, name="hf", batch_size=batch_size, decode="hf")
     return own, hf
 
@@ -88,7 +88,7 @@ def test_sliding_window_cache_falls_back_to_hf_generate(tiny_model_dir):
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, sliding_window=8, max_position_embeddings=256, pad_token_id=tok.pad_token_id))
     model.eval()
-    own = HFBackend(model, tok, batch_size=2)
+    own = HFBackend(model, tok, batch_size=2, decode="own")
     hf = HFBackend(model, tok, batch_size=2, decode="hf")
     ids = torch.tensor([own.encode(PROMPTS[0])])
     cache = model(input_ids=ids, use_cache=True).past_key_values
