@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ctxrel.flags import option
 from ctxrel.errors import CtxrelError
+from ctxrel.results import step_name
 
 Series = dict[str, dict[str, list[float]]]  # subset -> metric -> value per step (index = step)
 
@@ -167,7 +168,7 @@ def metric_rows(series: Series, benchmark: str, sizes: dict[str, int]) -> list[d
     for subset, metrics in series.items():
         for metric, values in metrics.items():
             for t, v in enumerate(values):
-                rows.append({"checkpoint": f"step-{t:06d}", "step": t, "benchmark": benchmark, "subset": subset,
+                rows.append({"checkpoint": step_name(t), "step": t, "benchmark": benchmark, "subset": subset,
                              "metric": metric, "value": v, "n": sizes.get(subset)})
     return rows
 
