@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs of each path (alternating; fastest counts)")
     ap.add_argument("--loop-only", action="store_true", help="only the own loop vs HF generate comparison")
+    ap.add_argument("--decoding-only", action="store_true",
+                    help="only greedy vs CAD / AdaCAD, each method timed right after a greedy run (the default path)")
     args = ap.parse_args()
 
     from ctxrel.backends.hf import HFBackend
@@ -61,6 +63,8 @@ def main() -> None:
     lm.generate(prompts[:2], max_new_tokens=4)
 
     hf_lm = HFBackend(model, tok, name=name, batch_size=args.batch_size, decode="hf")
+    if args.decoding_only:
+        return decoding_ratios(hf_lm, builder, items, prompts, args)
     best = {"hf": float("inf"), "own": float("inf")}
     texts = {}
     for _ in range(args.repeats):
@@ -120,6 +124,28 @@ def main() -> None:
         per = n * (2 if what == "cad+adacad" else 1) / sec
         print(f"  {what + ':':<18} {per:6.2f} items/s{' (item x method)' if what == 'cad+adacad' else ''}  "
               f"({sec:.1f} s)  ratio to greedy {per / g:.2f}")
+
+
+def decoding_ratios(lm, builder, items, prompts, args) -> None:
+    """Greedy (HF generate, the default path) against each contrast method, timed back to back `--repeats` times
+    (greedy, method, greedy, method, ...; fastest of each counts), so that a change of load on a shared machine
+    hits both sides of a ratio alike."""
+    pairs = [(p, builder.without_context(it.question)) for it, p in zip(items, prompts)]
+    n = len(items)
+    print(f"greedy (HF generate) against each decoding method, back to back, {args.repeats} repeat(s):")
+    for what, methods in (("cad", [("cad", 1.0)]), ("adacad", [("adacad", 0.0)]),
+                          ("cad+adacad", [("cad", 1.0), ("adacad", 0.0)])):
+        g_best = m_best = float("inf")
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            lm.generate(prompts, max_new_tokens=args.max_new_tokens)
+            g_best = min(g_best, time.perf_counter() - t)
+            t = time.perf_counter()
+            lm.generate_contrast(pairs, methods, max_new_tokens=args.max_new_tokens)
+            m_best = min(m_best, time.perf_counter() - t)
+        per = n * len(methods) / m_best
+        print(f"  {what + ':':<12} greedy {n / g_best:5.2f} items/s, {what} {per:5.2f} "
+              f"{'item-methods' if len(methods) > 1 else 'items'}/s, ratio {per / (n / g_best):.2f}")
 
 
 if __name__ == "__main__":
