@@ -1,12 +1,12 @@
 """Throughput of `ctxrel eval` against a naive loop, in one process, on the same items.
 
-    python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 24] [--loop-only]
+    python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 24] [--loop-only | --decoding-only]
 
 First, ctxrel's own greedy loop (`ctxrel.backends.decode_loop`: finished rows leave the batch, waiting prompts
 join it) against the backend's HF `generate` path (length-sorted batches run until their longest row ends), on the
 same prompts and batch size: items/s of both, their ratio, and how many greedy outputs are identical. Each path
 runs `--repeats` times (default 2), alternating, and the fastest run of each counts (the machine is shared).
-`--loop-only` stops there.
+`--loop-only` stops there; `--decoding-only` times greedy and each contrast method back to back instead.
 
 Naive loop: HF `generate`, one prompt at a time, greedy. ctxrel: the HF backend (length-sorted batches, left
 padding). Both see identical prompt strings and stop tokens; the script checks the greedy outputs are identical
