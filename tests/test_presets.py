@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrel.presets import names  # noqa: E402
-from ctxrel.train.study import PRESETS_DIR, load_study_config  # noqa: E402
+from ctxrel.presets import PRESETS_DIR  # noqa: E402
+from ctxrel.train.study import load_study_config  # noqa: E402
 
 STUDY_PRESETS = names("study")  # synth and theory presets are those verbs' (test_synth, test_theory resolve them)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from ctxrel import config as C
 from ctxrel.errors import CtxrelError
-from ctxrel.presets import PRESETS_DIR  # noqa: F401  (where the shipped presets live)
 from ctxrel.results import step_name
 from ctxrel.train import checkpoints as ckpt
 
@@ -161,8 +160,10 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
 
 
 def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
+    from ctxrel.adapter_swap import ResidentModel
     from ctxrel.backends.hf import HFBackend
     from ctxrel.evaluate import run_eval
+    from ctxrel.variants import check_variants
 
     run_dir = str(out)
     cfg = load_study_config(str(out), overrides, {**(settings or {}), "out": str(out)})  # its config.yaml
@@ -174,21 +175,18 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
         raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset (was the run "
                           "trained with train.keep_weights=false?)")
     eval_cfg = _eval_config(cfg, benchmarks)
-    from ctxrel.variants import check_variants
-
     check_variants(eval_cfg.eval)  # before the first checkpoint loads
     done = []
-    from ctxrel.adapter_swap import ResidentModel
-
     resident = ResidentModel(cfg.model.name, device=cfg.model.device,  # the base loads once; checkpoints swap in
                              trust_remote_code=cfg.model.trust_remote_code)
     tok = resident.tokenizer
+    eval_cfg = _with_template(cfg, eval_cfg, tok)  # one tokenizer for every checkpoint
     for step, folder in cps:
         meta = json.loads((folder / "checkpoint.json").read_text())
         model = resident.load(folder)
         lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
         log(f"ctxrel: scoring {folder.name}")
-        done.append((step, run_eval(_with_template(cfg, eval_cfg, tok), checkpoint=folder.name, lm=lm, write_config=False,
+        done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
                                     known_checkpoint=KNOWN_FROM)))
     return done
