@@ -119,6 +119,12 @@ def test_eval_into_a_study_directory_and_run_of_a_users_directory(tiny_model_dir
     refused(capsys, "eval", "--run", decoys, names=[decoys])
 
 
+def test_eval_run_with_an_empty_path_is_refused_not_a_plain_eval(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert "empty path" in refused(capsys, "eval", "--run", "", names=["--run"])
+    assert not (tmp_path / "runs").exists()  # the default eval out= was never created
+
+
 def test_curate_never_overwrites_its_input(tmp_path, decoys, capsys):
     refused(capsys, "curate", "filter", "--data", decoys / "data.jsonl", "--out", decoys, "--keep",
             "context-only", names=[decoys])

@@ -31,7 +31,7 @@ def cmd_eval(args) -> int:
     from ctxrel.evaluate import run_eval
     from ctxrel.flags import from_args
 
-    if args.run:
+    if args.run is not None:  # --run '' is an error below, not a plain eval
         return _eval_run(args)
     cfg = from_args(args)
     results = run_eval(cfg)
@@ -47,6 +47,8 @@ def _eval_run(args) -> int:
     from ctxrel.results import RunDir
     from ctxrel.train.study import score_run
 
+    if not args.run.strip():
+        raise CtxrelError("--run needs a study run directory (got an empty path)")
     flags = given(args)
     clash = (["--config"] if args.config is not None else []) + [
         flag for key, flag in (("model.name", "--model"), ("model.adapter", "--adapter"), ("out", "--out"))
