@@ -32,8 +32,8 @@ HUB_EXAMPLES = 52_002  # a stand-in data size for hub sources (Alpaca's)
 def stand_in_model(name: str, tok):
     """A tiny random model of the preset's architecture family (module names are what LoRA targets and qk mode
     look up). A preset of a new family fails here until a stand-in is added."""
-    from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                              MistralForCausalLM)
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                              LlamaForCausalLM, MistralConfig, MistralForCausalLM)
 
     small = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
@@ -44,6 +44,8 @@ def stand_in_model(name: str, tok):
         return GPTNeoXForCausalLM(GPTNeoXConfig(**small))
     if "mistral" in lowered:
         return MistralForCausalLM(MistralConfig(**small, num_key_value_heads=2))
+    if "gemma" in lowered:
+        return Gemma3ForCausalLM(Gemma3TextConfig(**small, num_key_value_heads=2, head_dim=8))
     if "llama" in lowered or "smollm" in lowered:
         return LlamaForCausalLM(LlamaConfig(**small, num_key_value_heads=2))
     raise AssertionError(f"no stand-in architecture for model.name {name!r}: add one to stand_in_model()")
