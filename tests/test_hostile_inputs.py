@@ -177,6 +177,15 @@ def test_bad_study_settings_are_refused_before_anything(tmp_path, capsys, overri
     assert not out.exists()
 
 
+@pytest.mark.parametrize("source,says", [("data.source=./missing.jsonl", "no such file"),
+                                          ("data.source=$CTXREL_UNSET_DIR/a.json", "$CTXREL_UNSET_DIR is not set")])
+def test_missing_training_data_is_refused_before_the_run_directory(tmp_path, monkeypatch, capsys, source, says):
+    monkeypatch.delenv("CTXREL_UNSET_DIR", raising=False)
+    out = tmp_path / "study"
+    assert says in refused(capsys, "study", "quickstart", source, f"out={out}", names=["data.source"])
+    assert not out.exists()
+
+
 def test_bad_config_files(tmp_path, capsys):
     binary = tmp_path / "c.yaml"
     binary.write_bytes(b"\x00\xff\xfe binary")

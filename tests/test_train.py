@@ -95,6 +95,19 @@ def test_bad_records_name_file_line_and_key(tmp_path):
     assert ex.messages[-1]["content"] == "Lyon" and "Background: Lyon is big." in ex.messages[0]["content"]
 
 
+def test_source_path_expands_environment_variables(tmp_path, monkeypatch):
+    """A preset can name `$CTXREL_DATA/...`; an unset variable is one sentence, not a literal `$` path."""
+    write_json(tmp_path / "a.json", ALPACA)
+    monkeypatch.setenv("CTXREL_DATA", str(tmp_path))
+    assert len(load_examples(C.DataConfig(source="$CTXREL_DATA/a.json"))) == len(ALPACA)
+    assert len(load_examples(C.DataConfig(source="${CTXREL_DATA}/a.json"))) == len(ALPACA)
+    with pytest.raises(CtxrelError, match="no such file"):
+        load_examples(C.DataConfig(source="$CTXREL_DATA/missing.json"))
+    monkeypatch.delenv("CTXREL_DATA")
+    with pytest.raises(CtxrelError, match=r"\$CTXREL_DATA is not set"):
+        load_examples(C.DataConfig(source="$CTXREL_DATA/a.json"))
+
+
 def test_hub_dataset_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -19,7 +19,9 @@ example left with no response token is dropped and counted.
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -166,6 +168,27 @@ def _qa_example(context: str, question: str, answer: str, kind: str, where: str)
                    alpaca=(question, context), kind=kind, source=where)
 
 
+def source_path(source: str) -> Path:
+    """data.source as a local path: `~` and environment variables expanded, so that a shipped preset can name
+    `$CTXREL_DATA/alpaca/alpaca_data.json.gz`; a variable that is not set is an error, not a literal `$`."""
+    for name in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", source):
+        if name not in os.environ:
+            raise CtxrelError(f"data.source {source}: ${name} is not set (export {name}=FOLDER, or give the path)")
+    return Path(os.path.expandvars(source)).expanduser()
+
+
+def local_source(source: str) -> Path | None:
+    """The file a non-mixture data.source names, or None for a hub dataset id. A source that looks like a path
+    (`./`, `/`, `~`, `$VAR`, a .json/.jsonl/.gz name) but does not exist is an error, raised before anything else
+    (a study checks it before its run directory is touched)."""
+    path = source_path(source)
+    if path.exists():
+        return path
+    if source.startswith((".", "/", "~", "$")) or source.endswith((".json", ".jsonl", ".gz")):
+        raise CtxrelError(f"data.source {source}: no such file")
+    return None
+
+
 def load_examples(data_cfg, *, seed: int = 0) -> list[Example]:
     """The examples a study trains on, in a seeded order (the loop reshuffles per epoch)."""
     if data_cfg.source == "mixture":
@@ -176,13 +199,8 @@ def load_examples(data_cfg, *, seed: int = 0) -> list[Example]:
         pairs = [(r, f"mixture:{i}") for i, r in enumerate(records)]
         fmt = "mixture"
     else:
-        path = Path(data_cfg.source).expanduser()
-        if path.exists():
-            pairs = read_file(path)
-        elif data_cfg.source.startswith((".", "/", "~")) or data_cfg.source.endswith((".json", ".jsonl", ".gz")):
-            raise CtxrelError(f"data.source {data_cfg.source}: no such file")
-        else:
-            pairs = read_hub(data_cfg.source, data_cfg.split)
+        path = local_source(data_cfg.source)
+        pairs = read_file(path) if path else read_hub(data_cfg.source, data_cfg.split)
         if not pairs:
             raise CtxrelError(f"data.source {data_cfg.source}: no records")
         fmt = data_cfg.format if data_cfg.format != "auto" else sniff_format(pairs[0][0])

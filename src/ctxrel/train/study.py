@@ -102,6 +102,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
         from ctxrel.train.mixture import kind_counts
 
         kind_counts(cfg.data.mixture.n, cfg.data.mixture.shares())
+    else:  # a missing file or an unset $VAR in data.source, before the run directory is touched
+        from ctxrel.train.data import local_source
+
+        local_source(cfg.data.source)
     _check_benchmarks(cfg)
     with run_marker.scope():
         if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
