@@ -267,18 +267,35 @@ def attach_adapter(model, adapter: str):
 
 # -- the trained weights of a checkpoint (a study's checkpoints/step-NNNNNN/) ---------------------------------
 
-def _trainable_state(model) -> dict[str, Any]:
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def whole(t):
+    """A tensor whole on this process: an FSDP shard (a DTensor) is gathered from every process -- a collective
+    call, so every process must make it, in the same order -- and a plain tensor is returned as it is."""
+    return t.full_tensor() if is_sharded(t) else t
 
 
-def save_weights(model, folder: Path, meta: dict[str, Any]) -> None:
-    """The trained weights: a PEFT adapter for LoRA, else the trainable tensors as safetensors."""
+def is_sharded(t) -> bool:
+    """Is `t` an FSDP shard (a DTensor)? False where torch was built without torch.distributed."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:
+        return False
+    return isinstance(t, DTensor)
+
+
+def trainable_state(model) -> dict[str, Any]:
+    """The trainable tensors by name, whole and on the CPU (under FSDP, gathered: call it on every process)."""
+    return {n: whole(p.detach()).to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(model, folder: Path, meta: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+    """The trained weights: a PEFT adapter for LoRA, else the trainable tensors as safetensors (`state`, when
+    the caller has gathered them already)."""
     from safetensors.torch import save_file
 
     if hasattr(model, "peft_config"):
         model.save_pretrained(str(folder), safe_serialization=True)
     else:
-        save_file(_trainable_state(model), str(folder / TRAINABLE_FILE))
+        save_file(trainable_state(model) if state is None else state, str(folder / TRAINABLE_FILE))
     (folder / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 

@@ -57,29 +57,43 @@ def latest_resumable(run_dir: Path) -> Path | None:
 
 def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """An optimizer's state as flat `{"<param index>.<name>": tensor}` (safetensors holds no nesting, and no
-    pickle is used) plus its JSON-able param groups."""
+    pickle is used) plus its JSON-able param groups. Under FSDP the moments are gathered whole (call it on every
+    process): the file is the same as one process would write, so a run resumes on any number of processes."""
     import torch
 
+    from ctxrel.models import whole
+
     sd = optimizer.state_dict()
-    tensors = {f"{idx}.{key}": torch.as_tensor(value).detach().to("cpu").contiguous()
-               for idx, st in sd["state"].items() for key, value in st.items()}
+    tensors = {f"{idx}.{key}": whole(torch.as_tensor(value).detach()).to("cpu").contiguous()
+               for idx, st in sorted(sd["state"].items()) for key, value in sorted(st.items())}
     return tensors, sd["param_groups"]
 
 
 def restore_optimizer(optimizer, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
-    """Inverse of `optimizer_tensors`."""
+    """Inverse of `optimizer_tensors`. Under FSDP each process keeps the part of a moment that matches its shard
+    of the parameter (no communication: every process read the whole file)."""
+    from ctxrel.models import is_sharded
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]  # state_dict's indices
     nested: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         idx, name = key.split(".", 1)
+        p = params[int(idx)] if int(idx) < len(params) else None
+        if is_sharded(p) and value.shape == p.shape:  # a moment of a sharded weight (not `step`)
+            from torch.distributed.tensor import distribute_tensor
+
+            value = distribute_tensor(value.to(p.device_mesh.device_type), p.device_mesh, p.placements,
+                                      src_data_rank=None)
         nested.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": nested, "param_groups": groups})
 
 
-def save_state(folder: Path, optimizer, progress: dict[str, Any]) -> None:
-    """Optimizer moments (flattened into safetensors) and progress; written by the main process."""
+def save_state(folder: Path, moments, progress: dict[str, Any]) -> None:
+    """Optimizer moments (`optimizer_tensors`: flattened into safetensors) and progress; written by the main
+    process."""
     from safetensors.torch import save_file
 
-    tensors, groups = optimizer_tensors(optimizer)
+    tensors, groups = moments
     (folder / "state").mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "state" / "optimizer.safetensors"))
     (folder / "state" / "optimizer.json").write_text(json.dumps(groups))

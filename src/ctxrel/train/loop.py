@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ctxrel.errors import CtxrelError
-from ctxrel.models import load_weights, save_weights
+from ctxrel.models import load_weights, save_weights, trainable_state
 from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
                             read_records, step_name)
 from ctxrel.train import checkpoints as ckpt
@@ -50,6 +50,7 @@ class ResponseLoss(torch.nn.Module):
         super().__init__()
         self.model = model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP's per-layer wrapping reads it
         self.decoder = base.get_decoder()
         self.head = base.get_output_embeddings()
         self.softcap = getattr(base.config, "final_logit_softcapping", None)
@@ -174,6 +175,48 @@ def check_train_config(cfg) -> None:
     ] if not ok]
     if problems:
         raise CtxrelError("; ".join(f"{k}={v!r} {why}" for k, v, why in problems))
+    check_launch(cfg)
+
+
+def sharded_launch(env=None) -> bool:
+    """Was this process started by `accelerate launch` with an FSDP config?"""
+    import os
+
+    env = os.environ if env is None else env
+    return env.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def check_launch(cfg, env=None) -> None:
+    """What the ctxrel loop supports of the accelerate launch settings (environment variables that `accelerate
+    launch` sets from its config file), checked before any model loads: plain data parallelism, or FSDP2 for
+    train.mode full / qk; DeepSpeed and FSDP1 are refused (not tested here)."""
+    import os
+
+    env = os.environ if env is None else env
+    on = lambda key: env.get(key, "false").lower() == "true"  # noqa: E731
+    if on("ACCELERATE_USE_DEEPSPEED"):
+        raise CtxrelError("accelerate is set up for DeepSpeed, which the ctxrel loop refuses: it cannot be tested "
+                          "on CPU processes, and untested distributed code is not shipped; use DDP, or FSDP "
+                          "(fsdp_version: 2) for train.mode full / qk")
+    if not sharded_launch(env):
+        return
+    version = env.get("FSDP_VERSION", "1")
+    problems = []
+    if version != "2":
+        problems.append(f"fsdp_version {version}: only FSDP2 (fsdp_config: fsdp_version: 2) is supported and tested")
+    if cfg.train.mode == "lora" or cfg.train.qk_lora:
+        problems.append(f"train.mode={cfg.train.mode}{' with train.qk_lora' if cfg.train.qk_lora else ''}: LoRA "
+                        "under FSDP is not tested; use DDP (its adapters are small) or train.mode full / qk")
+    if on("FSDP_ACTIVATION_CHECKPOINTING"):
+        problems.append("fsdp_activation_checkpointing: it renames the layers, so checkpoints would not match "
+                        "the model; leave it false")
+    if on("FSDP_OFFLOAD_PARAMS"):
+        problems.append("fsdp_offload_params: CPU offload is not tested; leave it false")
+    if not cfg.train.keep_weights:
+        problems.append("train.keep_weights=false: under FSDP checkpoints are scored after training (ctxrel eval "
+                        "--run), so their weights must be kept")
+    if problems:
+        raise CtxrelError("accelerate FSDP launch: " + "; ".join(problems))
 
 
 def make_plan(n_examples: int, train_cfg, eval_cfg, world: int, lengths=None) -> Plan:
@@ -242,6 +285,12 @@ class Session:
     def main(self) -> bool:
         return self.acc.is_main_process
 
+    @property
+    def sharded(self) -> bool:
+        """FSDP: weights and optimizer state are split over the processes; every process takes part in
+        gathering them, and the model runs only when all processes run it."""
+        return getattr(self.acc, "is_fsdp2", False)
+
 
 def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=None, log=print) -> dict[str, Any]:
     """Finetune `cfg.model` on `cfg.data` with `cfg.train`; at each checkpoint step save weights and resume state,
@@ -276,15 +325,27 @@ def on_cpu(cfg) -> bool:
 
 
 def make_accelerator(cpu: bool):
-    """The accelerate state of this process: CPU (fp32) or GPU (bf16 autocast); plain data parallelism only."""
+    """The accelerate state of this process: CPU (fp32) or GPU (bf16 autocast); plain data parallelism, or FSDP2
+    (`check_launch` has refused what is not supported)."""
     from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
 
     acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals run on rank 0
-    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+    if acc.distributed_type == DistributedType.MULTI_CPU and sharded_launch():
+        # accelerate (1.15) turns an FSDP launch into FSDP only on accelerators, and into plain DDP on CPU
+        # processes; torch's FSDP2 shards over gloo on the CPU as well, so select it here the way accelerate does
+        # on a GPU: this is how the tests check the FSDP path on a machine without GPUs
+        from accelerate import PartialState
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # read from the launcher's FSDP_* variables
+        PartialState().distributed_type = DistributedType.FSDP  # shared state: later AcceleratorState()s copy it
+        acc.state.distributed_type = DistributedType.FSDP
+    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU,
+                                    DistributedType.FSDP) or (acc.distributed_type == DistributedType.FSDP
+                                                              and not acc.is_fsdp2):
         raise CtxrelError(f"accelerate is set up for {acc.distributed_type}; the ctxrel loop supports plain data "
-                          "parallelism (DDP) only so far -- sharded optimizers and weights (FSDP, DeepSpeed) need "
-                          "gathered checkpoints and evaluation, which are not built yet")
+                          "parallelism (DDP) and FSDP2 (fsdp_version: 2) for train.mode full / qk")
     return acc
 
 
@@ -327,6 +388,9 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     say = log if acc.is_main_process else (lambda *a, **k: None)
     set_seed(tc.seed)
     model, tok = build_model(cfg, acc.device, cpu=cpu)
+    if getattr(acc, "is_fsdp2", False) and any(getattr(p, "_ctxrel_no_decay", False) for p in model.parameters()):
+        raise CtxrelError("train.mode=qk on a fused q|k|v layer (GPT-NeoX) is not supported under FSDP: sharding "
+                          "replaces the weight, and with it the hook that keeps the v rows frozen")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     if tokenized is None:
@@ -342,23 +406,29 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
         f"{acc.num_processes} process(es) x {plan.accum} micro-batch(es) x {plan.micro}"
         f"{', grouped by length' if tc.group_by_length else ''}; checkpoints at steps {plan.checkpoints}")
     optimizer, scheduler = build_optimizer(model, tc, plan.total)
+    latest = ckpt.latest_resumable(Path(cfg.out))
+    if latest is not None:
+        load_weights(model, latest)  # before FSDP shards the weights: every process holds them whole here
     wrapped, optimizer = acc.prepare(ResponseLoss(model), optimizer)
     s = Session(cfg, Path(cfg.out), acc, model, tok, wrapped, optimizer, scheduler,
-                [p for p in model.parameters() if p.requires_grad], tokenized, lengths, plan,
-                dict(step=0, tokens=0, pad_tokens=0, train_s=0.0, eval_s=0.0), n_train, n_all, say=say)
-    resume(s)
+                [p for p in model.parameters() if p.requires_grad],  # after prepare: FSDP replaces them
+                tokenized, lengths, plan, dict(step=0, tokens=0, pad_tokens=0, train_s=0.0, eval_s=0.0),
+                n_train, n_all, say=say)
+    if s.sharded:
+        say(f"ctxrel: FSDP over {acc.num_processes} process(es); checkpoints are gathered, and scored after "
+            "training")
+    resume(s, latest)
     if s.main and tc.tensorboard:
         s.writer = _tensorboard(s.out / "tensorboard", s.progress["step"])
     return s
 
 
-def resume(s: Session) -> None:
-    """Continue from the latest checkpoint that holds resume state, if any: weights, optimizer, scheduler, RNG,
-    progress; steps the log holds beyond it are trained again, so they are dropped from the log."""
-    latest = ckpt.latest_resumable(s.out)
+def resume(s: Session, latest: Path | None) -> None:
+    """Continue from `latest`, the latest checkpoint that holds resume state (its weights are already loaded), if
+    any: optimizer, scheduler, RNG, progress; steps the log holds beyond it are trained again, so they are dropped
+    from the log."""
     if latest is None:
         return
-    load_weights(s.model, latest)
     progress = ckpt.load_state(latest, s.optimizer, s.acc.process_index)
     s.scheduler.load_state_dict(progress.pop("scheduler"))
     progress.setdefault("pad_tokens", None)  # a checkpoint written before padding was counted
@@ -425,9 +495,10 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
 # -- save --------------------------------------------------------------------------------------------------------
 
 def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
-    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on the main process."""
+    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on the main process.
+    Under FSDP no process holds the whole model, so the caller scores the saved checkpoints after training."""
     meta = save_checkpoint(s, step)
-    if on_checkpoint is not None and s.main:
+    if on_checkpoint is not None and s.main and not s.sharded:
         evaluate_checkpoint(s, meta, on_checkpoint)
     s.acc.wait_for_everyone()
 
@@ -449,9 +520,12 @@ def save_checkpoint(s: Session, step: int) -> dict[str, Any]:
     acc.wait_for_everyone()
     ckpt.save_rng(tmp, acc.process_index)
     acc.wait_for_everyone()
+    if s.main or s.sharded:  # under FSDP every process takes part in gathering the tensors, rank 0 writes them
+        weights = trainable_state(s.model)
+        moments = ckpt.optimizer_tensors(s.optimizer)
     if s.main:
-        save_weights(s.model, tmp, meta)
-        ckpt.save_state(tmp, s.optimizer, dict(s.progress, step=step, scheduler=s.scheduler.state_dict()))
+        save_weights(s.model, tmp, meta, state=weights)
+        ckpt.save_state(tmp, moments, dict(s.progress, step=step, scheduler=s.scheduler.state_dict()))
         ckpt.commit(tmp, final)
         ckpt.prune(s.out, tc.keep_weights)
     acc.wait_for_everyone()
@@ -482,7 +556,8 @@ def cleanup(s: Session) -> dict[str, Any]:
                    processes=s.acc.num_processes, batch_size=plan.batch_size, micro_batch_size=plan.micro,
                    accumulation=plan.accum, data=dict(s.tokenized.stats), trainable_parameters=s.n_trainable,
                    parameters=s.n_parameters, train_s=round(p["train_s"], 1), eval_s=round(p["eval_s"], 1),
-                   tokens=p["tokens"], **throughput(p), group_by_length=tc.group_by_length)
+                   tokens=p["tokens"], **throughput(p), group_by_length=tc.group_by_length,
+                   sharded=s.sharded)
     if summary["padding_share"] is not None:
         s.say(f"ctxrel: {summary['tokens']:,} tokens trained + {summary['pad_tokens']:,} padding "
               f"({summary['padding_share']:.1%} of the positions computed); {summary['tokens_per_s']:.0f} tokens/s "

@@ -129,6 +129,10 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
 
     t0 = time.perf_counter()
     summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
+    if summary["sharded"] and is_main_process():  # FSDP: no process held the whole model, so score the saved
+        t1 = time.perf_counter()                  # checkpoints now, as `ctxrel eval --run` would
+        _score_run(out, None, [], None, log)
+        summary["eval_s"] = round(summary["eval_s"] + time.perf_counter() - t1, 1)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     if plot and is_main_process():
         from ctxrel.report import plot_trajectory
