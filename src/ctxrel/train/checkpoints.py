@@ -11,7 +11,8 @@
 
 A checkpoint is written into a temporary folder and renamed into place, so a crash leaves either a complete
 checkpoint or none. Under FSDP the weights and moments are gathered whole before rank 0 writes them: the files
-are those of a single-process run, and a run resumes on any number of processes. The schedule of checkpoint steps is a pure function of the config.
+are those of a single-process run, and a run resumes on any number of processes. The schedule of checkpoint
+steps is a pure function of the config.
 """
 
 from __future__ import annotations
