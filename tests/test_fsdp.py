@@ -37,14 +37,15 @@ fsdp_config:
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 
 
-def launch(tmp_path: Path, *args: str, port_offset: int = 0) -> subprocess.CompletedProcess:
+def launch(tmp_path: Path, *args: str, port_offset: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file fsdp2.yaml ARGS` with 2 CPU processes."""
     conf = tmp_path / "fsdp2.yaml"
     conf.write_text(FSDP2_CONFIG)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(conf),
            "--main_process_port", str(29600 + (os.getpid() + port_offset) % 900), *args]
     r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    if ok:
+        assert r.returncode == 0, r.stderr[-3000:]
     return r
 
 
@@ -152,3 +153,22 @@ def test_a_resumed_sharded_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_p
                    env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     l1, l2 = losses(single), losses(ref)
     assert l1.keys() == l2.keys() and all(l1[s] == pytest.approx(l2[s], rel=1e-5) for s in l2)
+
+
+@pytest.mark.integration
+def test_qk_on_a_fused_qkv_layer_is_refused_under_fsdp(tiny_model_dir, tmp_path):
+    """GPT-NeoX's query_key_value trains only its q and k rows through a gradient hook that sharding would drop."""
+    import torch
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(0)
+    neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4,
+                                            max_position_embeddings=256))
+    neox.save_pretrained(tmp_path / "neox", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "neox")
+    cfg = write_config(tmp_path, tmp_path / "neox", train=dict(mode="qk"))
+    r = launch(tmp_path, "-m", "ctxrel", "train", str(cfg), ok=False)
+    assert r.returncode != 0 and "fused q|k|v layer (GPT-NeoX) is not supported under FSDP" in r.stderr
+    assert not list((tmp_path / "run").glob("checkpoints/step-*"))
