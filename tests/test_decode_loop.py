@@ -24,19 +24,19 @@ def _pair(tiny_lm, batch_size: int):
     return own, hf
 
 
-def _stop_ids_that_fire(lm, n_new: int) -> list[int]:
+def _stop_ids_that_fire(lm, n_new: int, prompts=PROMPTS, picks=((0, 1), (3, 4), (5, 0))) -> list[int]:
     """Tokens the random model emits at different steps of different prompts: used as stop tokens, they end rows
     at different points (a random model almost never emits its EOS)."""
     lm.decode = "hf"
     ids = []
-    for p in PROMPTS:
+    for p in prompts:
         enc = torch.tensor([lm.encode(p)])
         out = lm.model.generate(input_ids=enc, attention_mask=torch.ones_like(enc), max_new_tokens=n_new,
                                 do_sample=False, pad_token_id=lm.tok.pad_token_id, eos_token_id=lm.stop_ids)
         ids.append(out[0, enc.shape[1]:].tolist())
     lm.decode = "own"
-    picks = {ids[0][1], ids[3][4], ids[5][0]}  # second, fifth and first generated token of three prompts
-    return sorted(set(lm.stop_ids) | picks)
+    # by default the second, fifth and first generated token of three prompts
+    return sorted(set(lm.stop_ids) | {ids[p][step] for p, step in picks})
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
@@ -111,3 +111,76 @@ def test_a_generation_config_that_changes_greedy_keeps_hf_generate(tiny_lm):
     finally:
         tiny_lm.model.generation_config.repetition_penalty = before
     assert want != hf.generate(PROMPTS, max_new_tokens=10)  # the penalty did change HF's greedy output
+
+
+CHAT_PICKS = ((2, 1), (6, 5), (0, 6))  # tokens that end chat prompts' rows after 2, 6, 7 and 10 steps
+
+
+def _chat(lm) -> list[str]:
+    """PROMPTS in the chat template behind one system turn: the encoded prompts share a long common prefix."""
+    return [lm.render_chat([{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+                            {"role": "user", "content": p}]) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 8])
+def test_shared_prefix_runs_once_and_outputs_stay_those_of_hf_generate(tiny_lm, batch_size):
+    from ctxrel.backends.decode_loop import shared_prefix_len
+
+    own, hf = _pair(tiny_lm, batch_size)
+    prompts = _chat(own)
+    assert shared_prefix_len([own.encode(p) for p in prompts]) > 10  # the loop takes its shared-prefix path
+    own.stop_ids = hf.stop_ids = _stop_ids_that_fire(own, 10, prompts, CHAT_PICKS)
+    want = hf.generate(prompts, max_new_tokens=10)
+    assert own._generate_own([own.encode(p) for p in prompts], max_new_tokens=10, stop=(), on_done=None) == want
+    assert len({len(tiny_lm.tok(o[0])["input_ids"]) for o in want}) >= 3  # rows end at different steps
+
+
+def test_own_loop_computes_fewer_token_positions_than_hf_generate(tiny_lm):
+    """The work each path hands the model (rows x tokens of every forward pass, prefill and decoding): the own
+    loop skips finished rows and the shared prefix, so it must be smaller for the same text."""
+    own, hf = _pair(tiny_lm, 4)
+    prompts = _chat(own)
+    own.stop_ids = hf.stop_ids = _stop_ids_that_fire(own, 12, prompts, CHAT_PICKS)
+    counted = []
+    handle = tiny_lm.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: counted.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        work = {}
+        for name, lm in (("hf", hf), ("own", own)):
+            counted.clear()
+            out = lm.generate(prompts, max_new_tokens=12)
+            work[name] = (sum(counted), out)
+    finally:
+        handle.remove()
+    assert work["own"][1] == work["hf"][1]
+    print("token positions computed (hf, own):", work["hf"][0], work["own"][0])
+    assert work["own"][0] < 0.8 * work["hf"][0], work
+
+
+def test_roomy_cache_layer_writes_in_place_and_grows_when_full():
+    from ctxrel.backends.decode_loop import _RoomyLayer
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(1, 3, 2, 5)  # two row blocks of different widths
+    layer = _RoomyLayer([a, b], [a + 1, b + 1], width=4, room=1)
+    pad = torch.zeros(1, 3, 2, 5)
+    want = torch.cat([a, torch.cat([pad, b], dim=2)])  # b right-aligned, zeros on its left
+    assert torch.equal(layer.keys, want) and torch.equal(layer.values, torch.cat([a + 1, torch.cat([pad, b + 1], 2)]))
+    buffer = layer._k
+    for step in range(3):  # the first step fits the room (same buffer); the next ones grow it
+        new = torch.randn(3, 3, 1, 5)
+        keys, _ = layer.update(new, new)
+        want = torch.cat([want, new], dim=2)
+        assert torch.equal(keys, want) and keys.shape == (3, 3, 5 + step, 5)
+        if step == 0:
+            assert layer._k is buffer
+    assert layer._k is not buffer and layer.get_seq_length() == 7
+
+
+def test_shared_prefix_len_leaves_a_token_to_predict_from():
+    from ctxrel.backends.decode_loop import shared_prefix_len
+
+    assert shared_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 6]]) == 3
+    assert shared_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # not the whole of the shorter prompt
+    assert shared_prefix_len([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_len([]) == 0

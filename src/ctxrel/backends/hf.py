@@ -144,17 +144,29 @@ class HFBackend:
                 on_done(len(batch))
         return out
 
+    @torch.inference_mode()
     def _generate_own(self, encoded: list[list[int]], *, max_new_tokens: int, stop: Sequence[str],
                       on_done: Callable[[int], None] | None) -> list[list[str]] | None:
         """Greedy generation on ctxrel's own loop (`decode_loop.greedy_decode`: finished rows leave the batch,
         waiting prompts join it); None when the model's KV cache is not one that loop can split and join."""
+        from transformers.cache_utils import DynamicCache
+
         from ctxrel.backends.decode_loop import greedy_decode
 
-        def prefill(seqs):
+        def prefill(seqs, head):
+            """Left-padded `seqs` after the cached prefix `head` (one row; None: no prefix): its keys and values
+            are copied to every row, and the mask and positions count it (padding then sits between the two)."""
             ids, mask = self._left_pad(seqs)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            shift, past = 0, {}
+            if head is not None:
+                shift = head.get_seq_length()
+                past = {self._cache_kwarg: DynamicCache([(x.keys.expand(len(seqs), -1, -1, -1),
+                                                          x.values.expand(len(seqs), -1, -1, -1))
+                                                         for x in head.layers])}
+                mask = torch.cat([mask.new_ones(len(seqs), shift), mask], dim=1)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shift:]
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                             logits_to_keep=1)
+                             logits_to_keep=1, **past)
             cache = getattr(out, "cache", None) or out.past_key_values
             return cache, mask, mask.sum(-1), out.logits[:, -1]
 
@@ -168,7 +180,8 @@ class HFBackend:
             check = StopStringCriteria(self.tok, list(stop))
         tokens = greedy_decode(forward, prefill, encoded, max_new_tokens=max_new_tokens,
                                batch_size=self.batch_size, stop_ids=self.stop_ids, stop_check=check,
-                               pad_id=self.tok.pad_token_id, on_done=on_done)
+                               pad_id=self.tok.pad_token_id, refill_at=max(1, self.batch_size // 4),
+                               on_done=on_done)
         if tokens is None:
             return None
         return [[_cut(self.tok.decode(t, skip_special_tokens=True), stop).strip()] for t in tokens]
