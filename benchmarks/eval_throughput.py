@@ -3,9 +3,11 @@
     python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 24] [--loop-only | --decoding-only]
 
 First, ctxrel's own greedy loop (`ctxrel.backends.decode_loop`: finished rows leave the batch, waiting prompts
-join it) against the backend's HF `generate` path (length-sorted batches run until their longest row ends), on the
-same prompts and batch size: items/s of both, their ratio, and how many greedy outputs are identical. Each path
-runs `--repeats` times (default 2), alternating, and the fastest run of each counts (the machine is shared).
+join it, the prompts' common prefix runs once) against the backend's HF `generate` path (length-sorted batches run
+until their longest row ends), on the same prompts and batch size: items/s of both, their ratio in wall time and
+in the process's CPU time (on a shared machine the CPU time is the steadier measure of the work done), the token
+positions each path hands the model (rows x tokens of every forward pass), and how many greedy outputs are
+identical. Each path runs `--repeats` times (default 2), alternating, and the fastest run of each counts.
 `--loop-only` stops there; `--decoding-only` times greedy and each contrast method back to back instead.
 
 Naive loop: HF `generate`, one prompt at a time, greedy. ctxrel: the HF backend (length-sorted batches, left
@@ -66,21 +68,32 @@ def main() -> None:
     if args.decoding_only:
         return decoding_ratios(hf_lm, builder, items, prompts, args)
     best = {"hf": float("inf"), "own": float("inf")}
-    texts = {}
+    cpu = dict(best)
+    texts, positions = {}, {}
+    counted: list[int] = []  # rows x tokens of every forward pass: the work each path hands the model
+    hook = model.register_forward_pre_hook(lambda mod, a, kw: counted.append(kw["input_ids"].numel()),
+                                           with_kwargs=True)
     for _ in range(args.repeats):
         for what, backend in (("hf", hf_lm), ("own", lm)):
-            t = time.perf_counter()
+            counted.clear()
+            t, c = time.perf_counter(), time.process_time()
             texts[what] = [o[0] for o in backend.generate(prompts, max_new_tokens=args.max_new_tokens)]
             best[what] = min(best[what], time.perf_counter() - t)
+            cpu[what] = min(cpu[what], time.process_time() - c)
+            positions[what] = sum(counted)
+    hook.remove()
     n = len(items)
     same = sum(a == b for a, b in zip(texts["hf"], texts["own"]))
     for a, b, it in zip(texts["hf"], texts["own"], items):
         if a != b:
             print(f"  differs on {it.id}: hf={a!r} own={b!r}")
-    print(f"HF generate path (batch {args.batch_size}):  {n / best['hf']:6.2f} items/s  ({best['hf']:.1f} s)")
-    print(f"own decode loop (batch {args.batch_size}):   {n / best['own']:6.2f} items/s  ({best['own']:.1f} s)")
+    print(f"HF generate path (batch {args.batch_size}):  {n / best['hf']:6.2f} items/s  ({best['hf']:.1f} s wall, "
+          f"{cpu['hf']:.1f} s CPU, {positions['hf']} token positions computed)")
+    print(f"own decode loop (batch {args.batch_size}):   {n / best['own']:6.2f} items/s  ({best['own']:.1f} s wall, "
+          f"{cpu['own']:.1f} s CPU, {positions['own']} token positions computed)")
     print(f"identical greedy outputs: {same}/{n}")
-    print(f"speed-up ratio (own loop / HF generate): {best['hf'] / best['own']:.2f}x")
+    print(f"speed-up ratio (own loop / HF generate): {best['hf'] / best['own']:.2f}x wall, "
+          f"{cpu['hf'] / cpu['own']:.2f}x CPU time, {positions['hf'] / positions['own']:.2f}x fewer positions")
     if args.loop_only:
         return
 

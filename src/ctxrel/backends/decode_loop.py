@@ -110,8 +110,8 @@ class _Batch:
                  room: int):
         self.rows, self.cache, self.mask, self.pos, self.logits = rows, cache, mask, pos, logits
         self.room = room
-        width = mask.shape[1]
-        cache.layers = [_RoomyLayer([x.keys], [x.values], width, room) for x in cache.layers]
+        for i, x in enumerate(cache.layers):
+            cache.layers[i] = _RoomyLayer([x.keys], [x.values], mask.shape[1], room)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -125,15 +125,16 @@ class _Batch:
         used = self.mask.any(0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]
-        width = self.mask.shape[1]
-        self.cache.layers = [_RoomyLayer([x.keys[sel, :, start:]], [x.values[sel, :, start:]], width, self.room)
-                             for x in self.cache.layers]
+        width, layers = self.mask.shape[1], self.cache.layers
+        for i, x in enumerate(layers):  # one layer at a time: the old buffers go as the new ones come
+            layers[i] = _RoomyLayer([x.keys[sel, :, start:]], [x.values[sel, :, start:]], width, self.room)
 
     def join(self, other: "_Batch") -> None:
         """Append `other`'s rows, padding the narrower cache and mask on the left to a common width."""
         width = max(self.mask.shape[1], other.mask.shape[1])
-        self.cache.layers = [_RoomyLayer([mine.keys, theirs.keys], [mine.values, theirs.values], width, self.room)
-                             for mine, theirs in zip(self.cache.layers, other.cache.layers)]
+        layers = self.cache.layers
+        for i, (mine, theirs) in enumerate(zip(layers, other.cache.layers)):
+            layers[i] = _RoomyLayer([mine.keys, theirs.keys], [mine.values, theirs.values], width, self.room)
         self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
         self.rows += other.rows
         self.pos = torch.cat([self.pos, other.pos])

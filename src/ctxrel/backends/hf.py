@@ -47,7 +47,7 @@ def _plain_greedy(model) -> bool:
 
 
 class HFBackend:
-    def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16, decode: str = "hf"):
+    def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16, decode: str = "own"):
         if decode not in ("own", "hf"):
             raise ValueError(f"decode must be 'own' (ctxrel's loop that drops finished rows) or 'hf' (transformers' "
                              f"generate), not {decode!r}")
