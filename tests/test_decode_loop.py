@@ -94,6 +94,9 @@ def test_sliding_window_cache_falls_back_to_hf_generate(tiny_model_dir):
     cache = model(input_ids=ids, use_cache=True).past_key_values
     assert not own_cache_supported(cache)
     assert own.generate(PROMPTS[:3], max_new_tokens=6) == hf.generate(PROMPTS[:3], max_new_tokens=6)
+    chat = _chat(own)[:3]  # a shared prefix: the loop's first prefill is the prefix's, and it falls back there
+    assert own._generate_own([own.encode(p) for p in chat], max_new_tokens=6, stop=(), on_done=None) is None
+    assert own.generate(chat, max_new_tokens=6) == hf.generate(chat, max_new_tokens=6)
 
 
 def test_unknown_decode_is_refused(tiny_lm):
