@@ -6,7 +6,9 @@ Why each choice:
   continuation's scored tokens all sit in the last positions — the vocabulary projection is computed only there
   (`logits_to_keep`), which is most of a small model's cost;
 * greedy unless a temperature is given; generation stops at EOS, at the chat template's end-of-turn token, or
-  at max_new_tokens.
+  at max_new_tokens;
+* greedy generation runs on ctxrel's own loop (`decode_loop`: finished rows leave the batch, the prompts' common
+  prefix runs once) unless `decode="hf"`; sampling and caches that loop cannot split use HF `generate`.
 """
 
 from __future__ import annotations
