@@ -150,7 +150,8 @@ class HFBackend:
     def _generate_own(self, encoded: list[list[int]], *, max_new_tokens: int, stop: Sequence[str],
                       on_done: Callable[[int], None] | None) -> list[list[str]] | None:
         """Greedy generation on ctxrel's own loop (`decode_loop.greedy_decode`: finished rows leave the batch,
-        waiting prompts join it, the prompts' common prefix runs once); None when the model's KV cache is not one that loop can split and join."""
+        waiting prompts join it, the prompts' common prefix runs once); None when the model's KV cache is not one
+        that loop can split and join."""
         from transformers.cache_utils import DynamicCache
 
         from ctxrel.backends.decode_loop import greedy_decode
