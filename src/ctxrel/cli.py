@@ -45,7 +45,7 @@ def _eval_run(args) -> int:
     from ctxrel.flags import given
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
-    from ctxrel.train.study import score_run
+    from ctxrel.train.study import is_main_process, score_run
 
     if not args.run.strip():
         raise CtxrelError("--run needs a study run directory (got an empty path)")
@@ -58,6 +58,8 @@ def _eval_run(args) -> int:
                           "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
     settings = {k: v for k, v in flags.items() if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
     score_run(args.run, benchmarks=flags.get("eval.benchmarks"), overrides=list(args.overrides), settings=settings)
+    if not is_main_process():  # under accelerate launch, one process reports
+        return 0
     print(format_trajectory(RunDir(args.run).metrics()))
     _print_harm(args.run)
     print(f"\nresults: {args.run}/metrics.csv")

@@ -245,8 +245,8 @@ class Session:
 
 def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=None, log=print) -> dict[str, Any]:
     """Finetune `cfg.model` on `cfg.data` with `cfg.train`; at each checkpoint step save weights and resume state,
-    then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on the main process (the study
-    evaluates there). Rerunning with the same config resumes from the latest checkpoint. Returns a summary.
+    then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on every process (the study evaluates
+    there, each process a shard of the items). Rerunning with the same config resumes from the latest checkpoint. Returns a summary.
 
     The recipe, top to bottom: setup -> (resume) -> train: one optimizer step at a time, a checkpoint (save, then
     evaluate) at each scheduled step -> cleanup."""
@@ -280,7 +280,7 @@ def make_accelerator(cpu: bool):
     from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
 
     acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
-                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals run on rank 0
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals: probes on rank 0
     if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         raise CtxrelError(f"accelerate is set up for {acc.distributed_type}; the ctxrel loop supports plain data "
                           "parallelism (DDP) only so far -- sharded optimizers and weights (FSDP, DeepSpeed) need "
@@ -425,9 +425,10 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
 # -- save --------------------------------------------------------------------------------------------------------
 
 def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
-    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on the main process."""
+    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on every process (a
+    study's evaluation splits the items over them: ctxrel.shards)."""
     meta = save_checkpoint(s, step)
-    if on_checkpoint is not None and s.main:
+    if on_checkpoint is not None:
         evaluate_checkpoint(s, meta, on_checkpoint)
     s.acc.wait_for_everyone()
 
