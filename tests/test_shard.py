@@ -175,3 +175,23 @@ def test_eval_run_on_two_processes_resumes_a_finished_shard(study_two, tmp_path)
     assert kept and all(g == dict(r, output="FROM THE SHARD") for g, r in zip(got, ref) if g != r)
     assert len(kept) < len(ref) - 1 and got[-1] == ref[-1]  # process 0's chunks and the cut item: scored
     assert metric_rows(three) == metric_rows(one)  # the marks changed no match field
+
+
+@pytest.mark.integration
+def test_plain_eval_on_two_processes_writes_what_one_writes(tiny_model_dir, tmp_path):
+    """`ctxrel eval` under accelerate launch, in likelihood mode (the same bits of every log-probability) with a
+    variant (gold contexts: scored by the main process alone)."""
+    from ctxrel.cli import main
+
+    args = ["eval", "--model", str(tiny_model_dir), "--benchmark", "cf_capitals", "--limit", "13", "--mode",
+            "likelihood", "model.batch_size=2", "model.device=cpu", "eval.contexts=[conflict,gold]",
+            "eval.bootstrap=50"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    launch(args + ["--out", str(tmp_path / "two")])
+    one, two = eval_files(tmp_path / "one"), eval_files(tmp_path / "two")
+    assert "evals/model/cf_capitals[gold].jsonl" in one and "evals/model/cf_capitals.nocontext.jsonl" in one
+    assert two == one
+    assert metric_rows(tmp_path / "two") == metric_rows(tmp_path / "one")
+    configs = [yaml.safe_load((tmp_path / d / "config.yaml").read_text()) for d in ("one", "two")]
+    assert configs[1].pop("out").endswith("two") and configs[0].pop("out").endswith("one")
+    assert configs[1] == configs[0]

@@ -28,13 +28,19 @@ def _eval_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    from ctxrel import shards
     from ctxrel.evaluate import run_eval
     from ctxrel.flags import from_args
 
     if args.run is not None:  # --run '' is an error below, not a plain eval
         return _eval_run(args)
     cfg = from_args(args)
-    results = run_eval(cfg)
+    shard = shards.current()  # under accelerate launch: every process scores a shard (ctxrel.shards)
+    if shard.world > 1:
+        shard = shards.join(cpu=shards.device_of(shard, cfg.model.device) == "cpu")
+    results = run_eval(cfg, shard=shard)
+    if not shard.main:  # one process reports
+        return 0
     print(format_table(results))
     _print_harm(cfg.out)
     print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")

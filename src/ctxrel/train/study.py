@@ -96,7 +96,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
     from ctxrel.train.loop import check_train_config
 
+    from ctxrel import shards
+
     out = Path(cfg.out)
+    shards.current()  # a broken launcher environment fails now, not at the first evaluation
     check_train_config(cfg)
     if cfg.data.source == "mixture":  # the shares (n >= 1 is config.MINIMUM's), before the run directory is touched
         from ctxrel.train.mixture import kind_counts
