@@ -1,21 +1,21 @@
-"""Sharded evaluation: the scoring behind one records file split over the processes of a distributed launch, and
-merged back into exactly the file one process would have written.
+"""Sharded evaluation: the scoring behind one records file split over the processes of a distributed launch, and merged
+back into exactly the file one process would have written.
 
-Under `accelerate launch` (or torchrun: WORLD_SIZE > 1) a study evaluates each checkpoint on every process, and so
-does `ctxrel eval --run`. What is split is the unit one process appends at once: the chunks of `chunk_size(lm)`
-prompts (`results.chunked`) cut from the work still to do. Every process forms the same chunks (from the same
-records file), `deal` gives each chunk to one process (largest first to the least loaded, by token count), and
-each process appends the records of its chunks to its own shard file (`results.shard_file`:
-`evals/<ckpt>/<records>.shard-R-of-W.jsonl`). A chunk reaches the backend exactly as one process would have
-handed it over, so every batch holds the same prompts with the same padding: greedy outputs and likelihood scores
-are the same bits as one process's, not merely close. After a barrier the main process merges the shard files into
-the records file, unit by unit in the order one process appends them, deletes them, and goes on as one process
-does (metric rows from the whole file); a last barrier lets the others read the merged file.
+Under `accelerate launch` (WORLD_SIZE > 1; torchrun sets the same variables, untested) a study evaluates each
+checkpoint on every process, and so do `ctxrel eval --run` and `ctxrel eval`. What is split is the unit one process
+appends at once: the chunks of `chunk_size(lm)` prompts (`results.chunked`) cut from the work still to do. Every
+process forms the same chunks (from the same records file), `deal` gives each chunk to one process (largest first to
+the least loaded, by token count), and each process appends the records of its chunks to its own shard file
+(`results.shard_file`: `evals/<ckpt>/<records>.shard-R-of-W.jsonl`). A chunk reaches the backend exactly as one
+process would have handed it over, so every batch holds the same prompts with the same padding: greedy outputs and
+likelihood scores are the same bits as one process's, not merely close. After a barrier the main process merges the
+shard files into the records file, unit by unit in the order one process appends them, deletes them, and goes on as
+one process does (metric rows from the whole file); a last barrier lets the others read the merged file.
 
 Resume, per shard: a restarted process reads its own shard file and scores only the units of its chunks that are
 unfinished there, by the rule the records file uses (a unit is finished when each of its item ids has all its
-samples; a line cut short by a crash is ignored and cut off before the next append). Shard files of another
-number of processes (an earlier launch) are not read; the merge deletes them with this file's own shards.
+samples; a line cut short by a crash is ignored and cut off before the next append). Shard files of another number
+of processes (an earlier launch) are not read; the merge deletes them with this file's own shards.
 """
 
 from __future__ import annotations
