@@ -64,6 +64,48 @@ def test_shard_file_names_and_what_holds_records(tmp_path):
     assert run.holds_records("step-000004", "cf_capitals")  # so its settings are kept: nothing mixes with them
 
 
+class InTurn(shards.Shard):
+    """A process of a sharded evaluation run one after the other in this test process: with every process's
+    scoring done before the main process merges, the barriers have nothing to wait for."""
+
+    def wait(self) -> None:
+        pass
+
+
+def test_shards_scored_in_turn_merge_into_one_process_files_and_resume(tmp_path):
+    units = [f"i{k}" for k in range(10)]  # 5 chunks of 2, equal cost: dealt 0 1 0 1 0
+    calls: dict[int, list] = {0: [], 1: [], -1: []}
+
+    def score_as(rank):
+        def score(chunk):
+            calls[rank].append(list(chunk))
+            return [[dict(id=u, v="A") for u in chunk], [dict(id=u, sample=0, v="B") for u in chunk]]
+        return score
+
+    def run(root: Path, shard, rank):
+        paths = [root / "a.jsonl", root / "b.jsonl"]
+        return shards.score_files(units, size=2, score=score_as(rank), paths=paths, ids=lambda u: [u],
+                                  finished=lambda u, held: all(u in h for h in held), cost=len, shard=shard)
+
+    alone = run(tmp_path / "alone", shards.ALONE, -1)
+    assert [len(c) for c in calls[-1]] == [2] * 5 and [r["id"] for r in alone[0]] == units
+    two = tmp_path / "two"
+    two.mkdir()
+    # process 1 of a killed launch: chunk i2 i3 done in both files, i6 in one file only (chunk i6 i7 unfinished)
+    (two / "a.shard-1-of-2.jsonl").write_text("".join(json.dumps(dict(id=u, v="kept")) + "\n"
+                                                      for u in ("i2", "i3", "i6")))
+    (two / "b.shard-1-of-2.jsonl").write_text("".join(json.dumps(dict(id=u, sample=0, v="kept")) + "\n"
+                                                      for u in ("i2", "i3")) + '{"id": "i6"')
+    assert run(two, InTurn(1, 2), 1) == [[], []]  # not the main process: no merge
+    merged = run(two, InTurn(0, 2), 0)
+    assert calls[1] == [["i6", "i7"]] and calls[0] == [["i0", "i1"], ["i4", "i5"], ["i8", "i9"]]
+    assert not shard_files(two / "a.jsonl") and not shard_files(two / "b.jsonl")
+    for k, name in enumerate(("a.jsonl", "b.jsonl")):
+        assert merged[k] == read_records(two / name)
+        expected = [dict(r, v="kept") if r["id"] in ("i2", "i3") else r for r in alone[k]]
+        assert read_records(two / name) == expected  # one process's order; the finished chunk not rescored
+
+
 @pytest.mark.parametrize("env, message", [
     (dict(WORLD_SIZE="two", RANK="0"), "not whole numbers"),
     (dict(WORLD_SIZE="2", RANK="2"), "not a process of WORLD_SIZE=2"),
@@ -126,7 +168,8 @@ def study_two(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
                train=dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.0), lr=1e-2, max_steps=2, batch_size=4,
                           tensorboard=False),
                eval=dict(benchmarks=["cf_capitals"], limit=14, max_new_tokens=5, every=2, early=[], shots=0,
-                         standard=[f"mmlu={mmlu}"], standard_limit=10, bootstrap=50))
+                         standard=[f"mmlu={mmlu}"], standard_limit=10, bootstrap=50,
+                         decoding=["greedy", "cad"]))
     path = tmp / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     two = tmp / "two"
@@ -146,7 +189,7 @@ def test_study_on_two_processes_writes_what_one_writes(study_two):
     assert "evals/step-000000/cf_capitals.nocontext.jsonl" in files and "evals/step-000002/mmlu.jsonl" in files
     assert files == eval_files(one)  # same records, same order, same bytes
     rows = metric_rows(two)
-    assert {r["benchmark"] for r in rows} == {"cf_capitals", "mmlu", "id_accuracy"}
+    assert {r["benchmark"] for r in rows} == {"cf_capitals", "cf_capitals[cad]", "mmlu", "id_accuracy"}
     assert rows == metric_rows(one)
 
 
@@ -179,17 +222,19 @@ def test_eval_run_on_two_processes_resumes_a_finished_shard(study_two, tmp_path)
 
 @pytest.mark.integration
 def test_plain_eval_on_two_processes_writes_what_one_writes(tiny_model_dir, tmp_path):
-    """`ctxrel eval` under accelerate launch, in likelihood mode (the same bits of every log-probability) with a
-    variant (gold contexts: scored by the main process alone)."""
+    """`ctxrel eval` under accelerate launch, in likelihood mode (the same bits of every log-probability), with
+    variants: gold contexts and CAD (records files written together, chunk by chunk)."""
     from ctxrel.cli import main
 
     args = ["eval", "--model", str(tiny_model_dir), "--benchmark", "cf_capitals", "--limit", "13", "--mode",
             "likelihood", "model.batch_size=2", "model.device=cpu", "eval.contexts=[conflict,gold]",
+            "eval.decoding=[greedy,cad]",
             "eval.bootstrap=50"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     launch(args + ["--out", str(tmp_path / "two")])
     one, two = eval_files(tmp_path / "one"), eval_files(tmp_path / "two")
-    assert "evals/model/cf_capitals[gold].jsonl" in one and "evals/model/cf_capitals.nocontext.jsonl" in one
+    assert {"evals/model/cf_capitals[gold].jsonl", "evals/model/cf_capitals[gold,cad].jsonl",
+            "evals/model/cf_capitals[cad].jsonl", "evals/model/cf_capitals.nocontext.jsonl"} < one.keys()
     assert two == one
     assert metric_rows(tmp_path / "two") == metric_rows(tmp_path / "one")
     configs = [yaml.safe_load((tmp_path / d / "config.yaml").read_text()) for d in ("one", "two")]

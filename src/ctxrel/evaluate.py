@@ -277,8 +277,9 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     `shard`: this process's part of a sharded evaluation (`ctxrel.shards`; every process calls run_eval alike).
-    The conflict items, knowledge-filter questions and standard-task items are split over the processes; the main
-    process alone claims the directory, writes settings and metric rows, and scores variants and probes. Its
+    The conflict items (and their variants), knowledge-filter questions and standard-task items are split over the
+    processes; the main process alone claims the directory, writes settings and metric rows, and scores attention
+    and probes. Its
     results are complete; the others' carry no metrics.
     """
     cfg = config.eval
@@ -341,10 +342,9 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         base = evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
                                   known_checkpoint=known_checkpoint, shard=shard)
-        # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding); sharded,
-        # the main process scores them alone
-        results += [base] + (evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
-                                               extra_settings=extra) if shard.main else [])
+        # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding)
+        results += [base] + evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
+                                              extra_settings=extra, shard=shard)
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint, shard=shard)
     if cfg.probes and shard.main:

@@ -110,11 +110,6 @@ def deal(costs: Sequence[float], world: int) -> list[int]:
     return owner
 
 
-def _unfinished(units: list, held: dict[str, set], ids: Callable[[Any], list[str]], per_id: int) -> list:
-    """The units not every item id of which holds `per_id` samples in `held` (id -> samples present)."""
-    return [u for u in units if any(len(held.get(i, ())) < per_id for i in ids(u))]
-
-
 def _note(held: dict[str, set], records: list[dict[str, Any]]) -> None:
     for r in records:
         held.setdefault(r["id"], set()).add(r.get("sample", 0))
@@ -162,37 +157,54 @@ def score_units(units: list, *, size: int, score: Callable[[list], list[dict[str
     item ids, `ids(unit)`, each hold `per_id` samples there are not scored again), and the main process merges
     them into `path` (see the module docstring). Every process must call this with the same `units` and `size`.
     """
+    def finished(unit, held: list[dict[str, set]]) -> bool:
+        return all(len(held[0].get(i, ())) >= per_id for i in ids(unit))
+
+    return score_files(units, size=size, score=lambda c: [score(c)], paths=[path], ids=ids, finished=finished,
+                       cost=cost, shard=shard)[0]
+
+
+def score_files(units: list, *, size: int, score: Callable[[list], list[list[dict[str, Any]]]], paths: list[Path],
+                ids: Callable[[Any], list[str]], finished: Callable[[Any, list[dict[str, set]]], bool],
+                cost: Callable[[list], float], shard: Shard = ALONE) -> list[list[dict[str, Any]]]:
+    """`score_units` for work whose chunks write several records files at once (a benchmark's variants: one
+    file per decoding method): `score(chunk)` returns one list of records per path, and `finished(unit, held)`
+    says whether a unit needs no more scoring given, per path, the samples of each item id its shard holds.
+    Returns the new records per path (on the main process)."""
     if shard.world == 1:
-        new: list[dict[str, Any]] = []
+        new: list[list[dict[str, Any]]] = [[] for _ in paths]
         for chunk in chunked(units, size):
-            recs = score(chunk)
-            append_records(path, recs)
-            new.extend(recs)
+            for path, recs, got in zip(paths, score(chunk), new):
+                append_records(path, recs)
+                got.extend(recs)
         return new
-    if not units:  # every process sees the same finished file: nothing to score, only leftovers to clear
-        clear(path, shard)
-        return []
-    shard.wait()  # the main process has checked this file's settings and finished every earlier merge
+    if not units:  # every process sees the same finished files: nothing to score, only leftovers to clear
+        for path in paths:
+            clear(path, shard)
+        return [[] for _ in paths]
+    shard.wait()  # the main process has checked these files' settings and finished every earlier merge
     chunks = list(chunked(units, size))
     owners = deal([cost(c) for c in chunks], shard.world)
-    mine = shard_file(path, shard.rank, shard.world)
-    held: dict[str, set] = {}
-    _note(held, read_records(mine))  # what a crashed or killed launch of this process left: not scored again
+    mine = [shard_file(path, shard.rank, shard.world) for path in paths]
+    held: list[dict[str, set]] = [{} for _ in paths]
+    for h, f in zip(held, mine):
+        _note(h, read_records(f))  # what a crashed or killed launch of this process left: not scored again
     for chunk, owner in zip(chunks, owners):
         if owner != shard.rank:
             continue
-        left = _unfinished(chunk, held, ids, per_id)
+        left = [u for u in chunk if not finished(u, held)]
         if left:
-            recs = score(left)
-            append_records(mine, recs)
-            _note(held, recs)
+            for f, h, recs in zip(mine, held, score(left)):
+                append_records(f, recs)
+                _note(h, recs)
     shard.wait()  # every shard file is complete
-    new = []
+    new = [[] for _ in paths]
     if shard.main:
-        parts = [read_records(shard_file(path, r, shard.world)) for r in range(shard.world)]
-        new = merge(units, owners, parts, ids, size)
-        append_records(path, new)
-        for f in shard_files(path):
-            f.unlink()
-    shard.wait()  # the merged file is in place for every process to read
+        for k, path in enumerate(paths):
+            parts = [read_records(shard_file(path, r, shard.world)) for r in range(shard.world)]
+            new[k] = merge(units, owners, parts, ids, size)
+            append_records(path, new[k])
+            for f in shard_files(path):
+                f.unlink()
+    shard.wait()  # the merged files are in place for every process to read
     return new
