@@ -223,18 +223,19 @@ def test_eval_run_on_two_processes_resumes_a_finished_shard(study_two, tmp_path)
 @pytest.mark.integration
 def test_plain_eval_on_two_processes_writes_what_one_writes(tiny_model_dir, tmp_path):
     """`ctxrel eval` under accelerate launch, in likelihood mode (the same bits of every log-probability), with
-    variants: gold contexts and CAD (records files written together, chunk by chunk)."""
+    variants (gold contexts and CAD: records files written together, chunk by chunk) and --attention."""
     from ctxrel.cli import main
 
     args = ["eval", "--model", str(tiny_model_dir), "--benchmark", "cf_capitals", "--limit", "13", "--mode",
             "likelihood", "model.batch_size=2", "model.device=cpu", "eval.contexts=[conflict,gold]",
-            "eval.decoding=[greedy,cad]",
+            "eval.decoding=[greedy,cad]", "--attention",
             "eval.bootstrap=50"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     launch(args + ["--out", str(tmp_path / "two")])
     one, two = eval_files(tmp_path / "one"), eval_files(tmp_path / "two")
     assert {"evals/model/cf_capitals[gold].jsonl", "evals/model/cf_capitals[gold,cad].jsonl",
-            "evals/model/cf_capitals[cad].jsonl", "evals/model/cf_capitals.nocontext.jsonl"} < one.keys()
+            "evals/model/cf_capitals[cad].jsonl", "evals/model/cf_capitals.nocontext.jsonl",
+            "evals/model/cf_capitals.attention.jsonl"} < one.keys()
     assert two == one
     assert metric_rows(tmp_path / "two") == metric_rows(tmp_path / "one")
     configs = [yaml.safe_load((tmp_path / d / "config.yaml").read_text()) for d in ("one", "two")]

@@ -28,7 +28,7 @@ from ctxrel.probing import probe_rows, timing_line, weight_probe
 from ctxrel.prompts import PromptBuilder, check_format, resolve_template
 from ctxrel.records import (BenchmarkResult, attention_spans, eval_settings, generation_records, items_digest,
                             likelihood_records, progress_bar)
-from ctxrel.results import RunDir, append_records, chunked, read_records, step_of
+from ctxrel.results import RunDir, read_records, step_of
 from ctxrel.shards import ALONE, Shard
 from ctxrel.standard.runner import evaluate_task, id_accuracy_row
 from ctxrel.standard.tasks import STANDARD_TASKS, load_task, load_task_hub, standard_name, stratified_limit
@@ -124,7 +124,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     answers define the known subset (a study uses step 0, the base model, for every checkpoint so the subset
     stays fixed along the trajectory); those answers must already exist unless it is this checkpoint.
     `shard`: this process's part of a sharded evaluation (`ctxrel.shards`); only the main process writes metric
-    rows (and scores attention and probes), the others return a result without metrics."""
+    rows (and runs eval.probes), the others return a result without metrics."""
     skipped = list(bench.skipped)
     if shard.main:  # sharded, the others score only once it has checked (`shards.score_units` waits for it)
         run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
@@ -178,7 +178,10 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         todo, size=chunk_size(lm), score=score, path=path, ids=lambda it: [it.id], per_id=per_sample,
         cost=lambda c: sum(lm.count_tokens([prompts[it.id] for it in c])) + new_tokens * len(c), shard=shard)
     bar.close()
-    if not shard.main:
+    if not shard.main:  # its share of the attention pass; the main process writes every metric row
+        if cfg.attention:
+            attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name, known=known,
+                           shard=shard)
         return BenchmarkResult(bench.name, {}, {}, skipped, items=items, known=known)
 
     # The metrics aggregate every item the file holds for these settings -- an earlier run's larger --limit
@@ -204,7 +207,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
              for k, v in counts.items() if v >= 0]
     if cfg.attention:
         rows += attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name,
-                               known=known)
+                               known=known, shard=shard)
     seconds: dict[str, float] = {}
     if cfg.probes:
         rows += probe_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, step=step, benchmark=bench.name,
@@ -214,10 +217,12 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
 
 
 def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
-                   checkpoint: str, benchmark: str, known: dict[str, bool] | None) -> list[dict[str, Any]]:
+                   checkpoint: str, benchmark: str, known: dict[str, bool] | None,
+                   shard: Shard = ALONE) -> list[dict[str, Any]]:
     """`--attention`: mean attention from the answer position to the context's and the question's tokens
     (averaged over layers and heads; the study's Fig. 3b), per item in evals/<ckpt>/<bench>.attention.jsonl
-    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals."""
+    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals.
+    Sharded, the items are split over the processes and the main process alone returns rows."""
 
     if not lm.capabilities.attention:
         raise CtxrelError(f"{lm.name}: this backend cannot report attention weights; drop --attention")
@@ -226,14 +231,19 @@ def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], r
     spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
     todo = [it for it in items if it.id not in done and spans[it.id] is not None]
     bar = progress_bar(len(todo), f"{benchmark} (attention)")
-    for chunk in chunked(todo, 16):
+
+    def measure(chunk: list[ConflictItem]) -> list[dict[str, Any]]:
         values = lm.attention_to_spans([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
                                        on_done=bar.update)
-        recs = [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
+        return [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
                 for it, v in zip(chunk, values)]
-        append_records(path, recs)
-        done.update({r["id"]: r for r in recs})
+
+    new = shards.score_units(todo, size=16, score=measure, path=path, ids=lambda it: [it.id],
+                             cost=lambda c: sum(lm.count_tokens([prompts[it.id] for it in c])), shard=shard)
+    done.update({r["id"]: r for r in new})
     bar.close()
+    if not shard.main:
+        return []
     measured = [done[it.id] for it in items if it.id in done]
     subsets = {"all": measured}
     if known is not None:
@@ -277,9 +287,9 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
     `shard`: this process's part of a sharded evaluation (`ctxrel.shards`; every process calls run_eval alike).
-    The conflict items (and their variants), knowledge-filter questions and standard-task items are split over the
-    processes; the main process alone claims the directory, writes settings and metric rows, and scores attention
-    and probes. Its
+    The conflict items (their variants and --attention too), knowledge-filter questions and standard-task items are
+    split over the processes; the main process alone claims the directory, writes settings and metric rows, and
+    runs eval.probes. Its
     results are complete; the others' carry no metrics.
     """
     cfg = config.eval
