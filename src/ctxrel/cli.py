@@ -28,13 +28,19 @@ def _eval_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    from ctxrel import shards
     from ctxrel.evaluate import run_eval
     from ctxrel.flags import from_args
 
     if args.run is not None:  # --run '' is an error below, not a plain eval
         return _eval_run(args)
     cfg = from_args(args)
-    results = run_eval(cfg)
+    shard = shards.current()  # under accelerate launch: every process scores a shard (ctxrel.shards)
+    if shard.world > 1:
+        shard = shards.join(cpu=shards.device_of(shard, cfg.model.device) == "cpu")
+    results = run_eval(cfg, shard=shard)
+    if not shard.main:  # one process reports
+        return 0
     print(format_table(results))
     _print_harm(cfg.out)
     print(f"\nresults: {cfg.out}/metrics.csv (pandas.read_csv), per-item records: {cfg.out}/evals/")
@@ -45,7 +51,7 @@ def _eval_run(args) -> int:
     from ctxrel.flags import given
     from ctxrel.report import format_trajectory
     from ctxrel.results import RunDir
-    from ctxrel.train.study import score_run
+    from ctxrel.train.study import is_main_process, score_run
 
     if not args.run.strip():
         raise CtxrelError("--run needs a study run directory (got an empty path)")
@@ -58,6 +64,8 @@ def _eval_run(args) -> int:
                           "(use KEY=VALUE overrides of the study config, e.g. eval.limit=50)")
     settings = {k: v for k, v in flags.items() if k != "eval.benchmarks" and k.startswith(("eval.", "model."))}
     score_run(args.run, benchmarks=flags.get("eval.benchmarks"), overrides=list(args.overrides), settings=settings)
+    if not is_main_process():  # under accelerate launch, one process reports
+        return 0
     print(format_trajectory(RunDir(args.run).metrics()))
     _print_harm(args.run)
     print(f"\nresults: {args.run}/metrics.csv")

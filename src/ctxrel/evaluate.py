@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctxrel import run_marker
+from ctxrel import run_marker, shards
 from ctxrel.backends.base import LM, chunk_size
 from ctxrel.benchmarks.registry import LoadedBenchmark, load_benchmark, require_scorable
 from ctxrel.benchmarks.schema import ConflictItem
@@ -28,7 +28,8 @@ from ctxrel.probing import probe_rows, timing_line, weight_probe
 from ctxrel.prompts import PromptBuilder, check_format, resolve_template
 from ctxrel.records import (BenchmarkResult, attention_spans, eval_settings, generation_records, items_digest,
                             likelihood_records, progress_bar)
-from ctxrel.results import RunDir, append_records, chunked, read_records, step_of
+from ctxrel.results import RunDir, read_records, step_of
+from ctxrel.shards import ALONE, Shard
 from ctxrel.standard.runner import evaluate_task, id_accuracy_row
 from ctxrel.standard.tasks import STANDARD_TASKS, load_task, load_task_hub, standard_name, stratified_limit
 from ctxrel.variants import check_variants, evaluate_variants
@@ -77,10 +78,11 @@ def _fit_window(items: list[ConflictItem], prompts: dict[str, str], lm: LM, cfg:
 
 
 def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder, cfg: EvalConfig,
-                     path) -> dict[str, bool]:
+                     path, shard: Shard = ALONE) -> dict[str, bool]:
     """Ask each question without context (greedy); an item is known if the answer contains the parametric
     answer (nested answers resolved as in `match`). Items sharing a question are asked once. Resumable:
-    answers are appended to `path`."""
+    answers are appended to `path`. Sharded, the questions are split over the processes (`ctxrel.shards`) and
+    every process returns the whole verdict."""
     done = {r["id"]: r for r in read_records(path)}
     todo = [it for it in items if it.id not in done]
     by_prompt: dict[str, list[ConflictItem]] = defaultdict(list)
@@ -88,9 +90,11 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
         by_prompt[builder.without_context(it.question)].append(it)
     prompts = list(by_prompt)
     if not prompts:  # all answered already (a resumed run, or a study's later checkpoint)
+        shards.clear(path, shard)
         return {it.id: bool(done[it.id]["known"]) for it in items}
     bar = progress_bar(len(prompts), "knowledge filter")
-    for chunk in chunked(prompts, chunk_size(ref)):
+
+    def ask(chunk: list[str]) -> list[dict[str, Any]]:
         outs = ref.generate(chunk, max_new_tokens=cfg.max_new_tokens, on_done=bar.update)
         recs = []
         for p, o in zip(chunk, outs):
@@ -99,8 +103,14 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
                 known = (match(o[0], it.context_answers, it.parametric_answers).contains_parametric
                          and not unscorable(it.parametric_answer))
                 recs.append(dict(id=it.id, question=it.question, prompt=p, output=o[0], known=known))
-        append_records(path, recs)
-        done.update({r["id"]: r for r in recs})
+        return recs
+
+    new = shards.score_units(prompts, size=chunk_size(ref), score=ask, path=path,
+                             ids=lambda p: [it.id for it in by_prompt[p]],
+                             cost=lambda c: sum(ref.count_tokens(c)), shard=shard)
+    done.update({r["id"]: r for r in new})
+    if shard.world > 1:  # the merged file, for the processes that scored only their shard
+        done = {r["id"]: r for r in read_records(path)}
     bar.close()
     return {it.id: bool(done[it.id]["known"]) for it in items}
 
@@ -109,12 +119,15 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
                        *, checkpoint: str = "model", reference: LM | None = None,
                        reference_builder: PromptBuilder | None = None,
                        extra_settings: dict[str, Any] | None = None,
-                       known_checkpoint: str | None = None) -> BenchmarkResult:
+                       known_checkpoint: str | None = None, shard: Shard = ALONE) -> BenchmarkResult:
     """Score one benchmark at one checkpoint. `known_checkpoint` names the checkpoint whose knowledge-filter
     answers define the known subset (a study uses step 0, the base model, for every checkpoint so the subset
-    stays fixed along the trajectory); those answers must already exist unless it is this checkpoint."""
+    stays fixed along the trajectory); those answers must already exist unless it is this checkpoint.
+    `shard`: this process's part of a sharded evaluation (`ctxrel.shards`); only the main process writes metric
+    rows (and runs eval.probes), the others return a result without metrics."""
     skipped = list(bench.skipped)
-    run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
+    if shard.main:  # sharded, the others score only once it has checked (`shards.score_units` waits for it)
+        run.check_settings(checkpoint, bench.name, eval_settings(bench, cfg, extra_settings))
 
     # skip_invalid: drop over-long prompts first, so `limit` still gets its full, balanced share; otherwise only
     # the selected items must fit and the first one that does not is an error
@@ -134,7 +147,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
                 raise CtxrelError(f"knowledge-filter answers of {source} for {bench.name} are missing "
                                   f"({len(missing)} items, e.g. {missing[0]}) in {known_path}; evaluate "
                                   f"{source} first")
-        known = knowledge_filter(items, reference or lm, reference_builder or builder, cfg, known_path)
+        known = knowledge_filter(items, reference or lm, reference_builder or builder, cfg, known_path, shard)
 
     path = run.eval_file(checkpoint, bench.name)
     per_sample = 1 if cfg.mode == "likelihood" else cfg.samples
@@ -146,7 +159,8 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     records = [r for (rid, _), r in latest.items() if rid in done]
     todo = [it for it in items if it.id not in done]
     bar = progress_bar(len(todo), f"{bench.name} ({cfg.mode})")
-    for chunk in chunked(todo, chunk_size(lm)):
+
+    def score(chunk: list[ConflictItem]) -> list[dict[str, Any]]:
         if cfg.mode == "likelihood":
             recs = likelihood_records(lm, chunk, prompts, bar.update)
         else:
@@ -157,9 +171,18 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
         if known is not None:
             for r in recs:
                 r["known"] = known[r["id"]]
-        append_records(path, recs)
-        records.extend(recs)
+        return recs
+
+    new_tokens = cfg.max_new_tokens * per_sample if cfg.mode == "generate" else 0
+    records += shards.score_units(
+        todo, size=chunk_size(lm), score=score, path=path, ids=lambda it: [it.id], per_id=per_sample,
+        cost=lambda c: sum(lm.count_tokens([prompts[it.id] for it in c])) + new_tokens * len(c), shard=shard)
     bar.close()
+    if not shard.main:  # its share of the attention pass; the main process writes every metric row
+        if cfg.attention:
+            attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name, known=known,
+                           shard=shard)
+        return BenchmarkResult(bench.name, {}, {}, skipped, items=items, known=known)
 
     # The metrics aggregate every item the file holds for these settings -- an earlier run's larger --limit
     # included -- so the metric rows always describe exactly the records beside them, never a mixture.
@@ -184,7 +207,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
              for k, v in counts.items() if v >= 0]
     if cfg.attention:
         rows += attention_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, benchmark=bench.name,
-                               known=known)
+                               known=known, shard=shard)
     seconds: dict[str, float] = {}
     if cfg.probes:
         rows += probe_rows(lm, items, prompts, run, cfg, checkpoint=checkpoint, step=step, benchmark=bench.name,
@@ -194,10 +217,12 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
 
 
 def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
-                   checkpoint: str, benchmark: str, known: dict[str, bool] | None) -> list[dict[str, Any]]:
+                   checkpoint: str, benchmark: str, known: dict[str, bool] | None,
+                   shard: Shard = ALONE) -> list[dict[str, Any]]:
     """`--attention`: mean attention from the answer position to the context's and the question's tokens
     (averaged over layers and heads; the study's Fig. 3b), per item in evals/<ckpt>/<bench>.attention.jsonl
-    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals."""
+    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals.
+    Sharded, the items are split over the processes and the main process alone returns rows."""
 
     if not lm.capabilities.attention:
         raise CtxrelError(f"{lm.name}: this backend cannot report attention weights; drop --attention")
@@ -206,14 +231,19 @@ def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], r
     spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
     todo = [it for it in items if it.id not in done and spans[it.id] is not None]
     bar = progress_bar(len(todo), f"{benchmark} (attention)")
-    for chunk in chunked(todo, 16):
+
+    def measure(chunk: list[ConflictItem]) -> list[dict[str, Any]]:
         values = lm.attention_to_spans([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
                                        on_done=bar.update)
-        recs = [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
+        return [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
                 for it, v in zip(chunk, values)]
-        append_records(path, recs)
-        done.update({r["id"]: r for r in recs})
+
+    new = shards.score_units(todo, size=16, score=measure, path=path, ids=lambda it: [it.id],
+                             cost=lambda c: sum(lm.count_tokens([prompts[it.id] for it in c])), shard=shard)
+    done.update({r["id"]: r for r in new})
     bar.close()
+    if not shard.main:
+        return []
     measured = [done[it.id] for it in items if it.id in done]
     subsets = {"all": measured}
     if known is not None:
@@ -226,11 +256,11 @@ def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], r
     return rows
 
 
-def _load_lm(spec: str, adapter: str | None, model_cfg) -> LM:
+def _load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) -> LM:
     from ctxrel.backends.hf import HFBackend
     from ctxrel.models import load_model
 
-    model, tok, name = load_model(spec, adapter=adapter, device=model_cfg.device,
+    model, tok, name = load_model(spec, adapter=adapter, device=shards.device_of(shard, model_cfg.device),
                                   trust_remote_code=model_cfg.trust_remote_code)
     return HFBackend(model, tok, name=name, batch_size=model_cfg.batch_size)
 
@@ -249,13 +279,18 @@ def run_eval(config, **kwargs) -> list[BenchmarkResult]:
 
 
 def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, write_config: bool = True,
-              row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None
-              ) -> list[BenchmarkResult]:
+              row_meta: dict[str, Any] | None = None, known_checkpoint: str | None = None,
+              shard: Shard = ALONE) -> list[BenchmarkResult]:
     """`ctxrel eval` as a function: load benchmarks and model(s), evaluate, write the run directory.
 
     `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
+    `shard`: this process's part of a sharded evaluation (`ctxrel.shards`; every process calls run_eval alike).
+    The conflict items (their variants and --attention too), knowledge-filter questions and standard-task items are
+    split over the processes; the main process alone claims the directory, writes settings and metric rows, and
+    runs eval.probes. Its
+    results are complete; the others' carry no metrics.
     """
     cfg = config.eval
     if cfg.prompt is not None:
@@ -279,9 +314,11 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         preflight(config.model.name)
         if cfg.knowledge_filter and config.model.reference:
             preflight(config.model.reference)
-    run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
+    if shard.main:  # the other processes of a sharded evaluation write only shard files, under its claim
+        run_marker.claim(config.out, "eval" if write_config else "study", verb="eval", settings=to_dict(config))
     run = RunDir(config.out, row_defaults=row_meta)
-    run.metrics()  # a damaged metrics.sqlite is refused now, not after the generations
+    if shard.main:
+        run.metrics()  # a damaged metrics.sqlite is refused now, not after the generations
     if checkpoint is None:
         adapter = config.model.adapter
         checkpoint = adapter.rstrip("/").split("/")[-1] if adapter else "model"
@@ -292,35 +329,35 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     if known_checkpoint is not None and known_checkpoint != checkpoint:
         separate_ref = False  # the known subset was decided at known_checkpoint; no reference model is asked
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
-    for b in benches:  # refuse mixed settings before writing anything
+    for b in benches if shard.main else []:  # refuse mixed settings before writing anything
         run.drop_unused_settings(checkpoint, b.name)  # an earlier run that wrote no result holds nothing to mix
         run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
     if lm is None:
-        lm = _load_lm(config.model.name, config.model.adapter, config.model)
+        lm = _load_lm(config.model.name, config.model.adapter, config.model, shard)
     builder = _builder(lm, cfg)
     reference, ref_builder = None, None
     if separate_ref:
-        reference = _load_lm(ref_name, None, config.model)
+        reference = _load_lm(ref_name, None, config.model, shard)
         ref_builder = _builder(reference, cfg)
     if not cfg.skip_invalid:  # a prompt too long for the window is an error: find it before config.yaml changes
         for b in benches:
             chosen = select_items(b.items, cfg.limit, cfg.seed)
             _fit_window(chosen, {it.id: builder.with_context(it.context, it.question, it.prompt) for it in chosen},
                         lm, cfg, [])
-    if write_config:  # every check has passed and the model(s) loaded
+    if write_config and shard.main:  # every check has passed and the model(s) loaded
         run.write_config(to_dict(config))
     t0 = time.perf_counter()
     results = []
     for b in benches:
         base = evaluate_benchmark(lm, b, cfg, builder, run, checkpoint=checkpoint, reference=reference,
                                   reference_builder=ref_builder, extra_settings=extra,
-                                  known_checkpoint=known_checkpoint)
+                                  known_checkpoint=known_checkpoint, shard=shard)
         # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding)
         results += [base] + evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
-                                              extra_settings=extra)
+                                              extra_settings=extra, shard=shard)
     if standard:
-        results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint)
-    if cfg.probes:
+        results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint, shard=shard)
+    if cfg.probes and shard.main:
         _model_probes(lm, cfg, run, results, checkpoint=checkpoint, base=config.model.name,
                       total_s=time.perf_counter() - t0)
     return results
@@ -377,19 +414,23 @@ def _task_items(name: str, path: str, shots: int | None) -> tuple:
 
 
 def evaluate_standard(lm: LM, tasks: list[tuple[str, list]], cfg: EvalConfig, run: RunDir, *,
-                      checkpoint: str = "model") -> list[BenchmarkResult]:
-    """Score standard tasks and write their rows plus `id_accuracy` (the mean of their primary metrics)."""
+                      checkpoint: str = "model", shard: Shard = ALONE) -> list[BenchmarkResult]:
+    """Score standard tasks and write their rows plus `id_accuracy` (the mean of their primary metrics); sharded,
+    the items are split over the processes and the main process writes the rows."""
     step = step_of(checkpoint)
     done, out = {}, []
     for name, items in tasks:
-        run.check_settings(checkpoint, name, dict(task=name, shots=cfg.shots, seed=cfg.seed,
-                                                  items_sha256=items_digest(items)))
+        if shard.main:
+            run.check_settings(checkpoint, name, dict(task=name, shots=cfg.shots, seed=cfg.seed,
+                                                      items_sha256=items_digest(items)))
         bar = progress_bar(len(items), name)
         rows, reps = evaluate_task(lm, name, items, run, checkpoint=checkpoint, step=step, n_boot=cfg.bootstrap,
-                                   seed=cfg.seed, progress=bar)
+                                   seed=cfg.seed, progress=bar, shard=shard)
         bar.close()
         done[name] = (rows, reps)
         out.append(BenchmarkResult(name, dict(n_items=len(items)), {"all": rows}))
+    if not shard.main:
+        return out
     row = id_accuracy_row(done, checkpoint=checkpoint, step=step)
     if row is not None:
         run.write_metrics([row])

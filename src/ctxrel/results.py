@@ -5,6 +5,8 @@
       evals/<checkpoint>/<benchmark>.jsonl        one line per item x sample
       evals/<checkpoint>/<benchmark>.nocontext.jsonl   knowledge-filter answers (question asked without context)
       evals/<checkpoint>/<benchmark>.settings.json     what produced those records (guards resume)
+      evals/<checkpoint>/<records>.shard-R-of-W.jsonl  process R's part of a records file while W processes score
+                                                  it (sharded evaluation, ctxrel.shards; merged, then deleted)
       metrics.sqlite                              one row per (checkpoint, benchmark, subset, metric)
       metrics.csv                                 the same table; pandas.read_csv(path) reads it
 
@@ -44,6 +46,7 @@ TRAIN_LOG = "train_log.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
 
 STEP_NAME = re.compile(r"step-(\d{6,})")  # what step_name writes: at least six digits
+SHARD_NAME = re.compile(r"\.shard-(\d+)-of-(\d+)\.jsonl")  # what shard_file adds to a records file's stem
 
 
 def step_name(step: int) -> str:
@@ -67,6 +70,25 @@ def chunked(seq: list, size: int):
     """Consecutive slices of at most `size`: the unit of work appended at once (a crash loses at most one)."""
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
+
+
+def shard_file(path: Path, rank: int, world: int) -> Path:
+    """Process `rank`'s part of records file `path` while `world` processes score it (ctxrel.shards).
+
+    >>> shard_file(Path("evals/step-000008/cf_capitals.jsonl"), 1, 2).name
+    'cf_capitals.shard-1-of-2.jsonl'
+    """
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}.shard-{rank}-of-{world}.jsonl")
+
+
+def shard_files(path: Path) -> list[Path]:
+    """Every shard file of records file `path` beside it, of any number of processes (names `shard_file`
+    writes, nothing else)."""
+    stem = path.name.removesuffix(".jsonl")
+    if not path.parent.is_dir():
+        return []
+    return sorted(f for f in path.parent.iterdir()
+                  if f.name.startswith(stem + ".") and SHARD_NAME.fullmatch(f.name[len(stem):]) and f.is_file())
 
 
 METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
@@ -181,11 +203,12 @@ class RunDir:
             path.unlink()
 
     def holds_records(self, checkpoint: str, benchmark: str) -> bool:
-        """Does any records file of this (checkpoint, benchmark) hold a complete line?"""
+        """Does any records file of this (checkpoint, benchmark), or a shard of one, hold a complete line?"""
         for kind in ("", "nocontext", "attention"):
             f = self.eval_file(checkpoint, benchmark, kind)
-            if f.is_file() and b"\n" in f.read_bytes():
-                return True
+            for g in [f] + shard_files(f):
+                if g.is_file() and b"\n" in g.read_bytes():
+                    return True
         return False
 
     # -- metrics table ------------------------------------------------------------------------------------

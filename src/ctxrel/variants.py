@@ -31,7 +31,8 @@ from ctxrel.errors import CtxrelError
 from ctxrel.metrics import bootstrap_rows, conflict_metrics, m_c
 from ctxrel.prompts import continuation_delimiter
 from ctxrel.records import BenchmarkResult, eval_settings, generation_records, likelihood_records, progress_bar
-from ctxrel.results import append_records, chunked, read_records, step_of
+from ctxrel.results import read_records, step_of
+from ctxrel.shards import ALONE, Shard, score_files
 
 
 def decodings(cfg) -> list[str]:
@@ -110,9 +111,11 @@ def change_rows(records, greedy_records, kind, known, subsets, *, n_boot, seed) 
 
 
 def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
-                      extra_settings: dict[str, Any] | None = None) -> list:
+                      extra_settings: dict[str, Any] | None = None, shard: Shard = ALONE) -> list:
     """Score every wanted (kind, decoding) variant of one benchmark at one checkpoint, on the items `base`
-    (the benchmark's own BenchmarkResult) selected; resumable like the benchmark itself."""
+    (the benchmark's own BenchmarkResult) selected; resumable like the benchmark itself. Sharded
+    (`ctxrel.shards`), the items are split over the processes and only the main process writes metric rows and
+    returns results."""
     pairs = wanted(cfg)
     if not pairs:
         return []
@@ -135,7 +138,8 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
         for dec in decs:
             name = variant_name(bench.name, kind, dec)
             settings = eval_settings(bench, cfg, {**(extra_settings or {}), "context_kind": kind, "decoding": dec})
-            run.check_settings(checkpoint, name, settings)
+            if shard.main:  # sharded, the others score once it has checked (`shards.score_files` waits for it)
+                run.check_settings(checkpoint, name, settings)
             files[dec] = run.eval_file(checkpoint, name)
             latest = {r["id"]: r for r in read_records(files[dec])}
             done[dec] = set(latest)
@@ -145,7 +149,8 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
         usable = [it for it in fit if not contrast or it.prompt is None]  # the no-context branch needs a question
         todo = [it for it in usable if any(it.id not in done[d] for d in decs)]
         bar = progress_bar(len(todo), f"{bench.name} ({kind}: {', '.join(decs)})")
-        for chunk in chunked(todo, chunk_size(lm)):
+
+        def score(chunk: list) -> list[list[dict[str, Any]]]:  # called before this loop moves on
             new: dict[str, list[dict[str, Any]]] = {d: [] for d in decs}
             if greedy_here:
                 if cfg.mode == "likelihood":
@@ -177,6 +182,7 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                     for k, d in enumerate(contrast):
                         new[d] = [r for it, o in zip(chunk, outs)
                                   for r in generation_records(it, with_ctx[it.id], [o[k]])]
+            out = []
             for d in decs:
                 recs = [r for r in new[d] if r["id"] not in done[d]]
                 for r in recs:
@@ -188,11 +194,23 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                         r["context_from"] = src
                     if known is not None:
                         r["known"] = known[r["id"]]
-                append_records(files[d], recs)
-                records[d].extend(recs)
-                done[d].update(r["id"] for r in recs)
+                out.append(recs)
             bar.update(len(chunk))
+            return out
+
+        def finished(it, held) -> bool:  # a shard's resume: the item is in the file or the shard of every method
+            return all(it.id in done[d] or it.id in h for d, h in zip(decs, held))
+
+        new_recs = score_files(todo, size=chunk_size(lm), score=score, paths=[files[d] for d in decs],
+                               ids=lambda it: [it.id], finished=finished, shard=shard,
+                               cost=lambda c: (1 + bool(contrast)) * sum(
+                                   lm.count_tokens([with_ctx[it.id] for it in c])))
+        for d, recs in zip(decs, new_recs):
+            records[d].extend(recs)
+            done[d].update(r["id"] for r in recs)
         bar.close()
+        if not shard.main:
+            continue
         wanted_ids = {it.id for it in usable}
         for dec in decs:
             name = variant_name(bench.name, kind, dec)

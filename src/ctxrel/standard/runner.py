@@ -17,7 +17,8 @@ import numpy as np
 
 from ctxrel.backends.base import chunk_size
 from ctxrel.metrics import bootstrap_means, bootstrap_rows, mean_of_tasks
-from ctxrel.results import RunDir, append_records, chunked, read_records
+from ctxrel.results import RunDir, read_records
+from ctxrel.shards import ALONE, Shard, score_units
 from ctxrel.standard.scoring import mc_scores, score_generation
 from ctxrel.standard.tasks import MCItem
 
@@ -46,17 +47,28 @@ def _score_gen(lm, chunk, task: str, on_done) -> list[dict[str, Any]]:
 
 
 def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: str = "model", step=None,
-                  n_boot: int = 1000, seed: int = 0, progress=None) -> tuple[list[dict], np.ndarray]:
+                  n_boot: int = 1000, seed: int = 0, progress=None, shard: Shard = ALONE
+                  ) -> tuple[list[dict], np.ndarray]:
     """Score `items` of one standard task (resumable); write metric rows; return (rows, bootstrap replicates of
-    the primary metric)."""
+    the primary metric). Sharded (`ctxrel.shards`), each process scores a share of the items and only the main
+    process writes and returns rows (the others: [] and no replicates)."""
     path = run.eval_file(checkpoint, task)
     done = {r["id"]: r for r in read_records(path)}
     todo = [it for it in items if it.id not in done]
     bump = progress.update if progress is not None else (lambda k: None)
-    for chunk in chunked(todo, chunk_size(lm)):
-        recs = _score_mc(lm, chunk, bump) if isinstance(chunk[0], MCItem) else _score_gen(lm, chunk, task, bump)
-        append_records(path, recs)
-        done.update({r["id"]: r for r in recs})
+
+    def score(chunk: list) -> list[dict[str, Any]]:
+        return _score_mc(lm, chunk, bump) if isinstance(chunk[0], MCItem) else _score_gen(lm, chunk, task, bump)
+
+    def cost(chunk: list) -> float:  # prompt tokens handed to the model (a multiple-choice prompt once per choice)
+        return sum(n * len(getattr(it, "choices", None) or [0])
+                   for it, n in zip(chunk, lm.count_tokens([it.prompt for it in chunk])))
+
+    new = score_units(todo, size=chunk_size(lm), score=score, path=path, ids=lambda it: [it.id], cost=cost,
+                      shard=shard)
+    if not shard.main:
+        return [], np.zeros(0)
+    done.update({r["id"]: r for r in new})
     records = [done[it.id] for it in items]
     names = [m for m in ("acc", "acc_norm", "exact_match", "f1") if records and m in records[0]]
     matrix = np.array([[float(r[m]) for m in names] for r in records]) if records else np.zeros((0, len(names)))

@@ -294,8 +294,8 @@ class Session:
 
 def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=None, log=print) -> dict[str, Any]:
     """Finetune `cfg.model` on `cfg.data` with `cfg.train`; at each checkpoint step save weights and resume state,
-    then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on the main process (the study
-    evaluates there). Rerunning with the same config resumes from the latest checkpoint. Returns a summary.
+    then call `on_checkpoint(step=, epoch=, tokens=, model=, tokenizer=)` on every process (the study evaluates
+    there, each process a shard of the items). Rerunning with the same config resumes from the latest checkpoint. Returns a summary.
 
     The recipe, top to bottom: setup -> (resume) -> train: one optimizer step at a time, a checkpoint (save, then
     evaluate) at each scheduled step -> cleanup."""
@@ -330,7 +330,7 @@ def make_accelerator(cpu: bool):
     from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
 
     acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
-                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals run on rank 0
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=6))])  # evals: probes on rank 0
     if acc.distributed_type == DistributedType.MULTI_CPU and sharded_launch():
         # accelerate (1.15) turns an FSDP launch into FSDP only on accelerators, and into plain DDP on CPU
         # processes; torch's FSDP2 shards over gloo on the CPU as well, so select it here the way accelerate does
@@ -495,10 +495,11 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
 # -- save --------------------------------------------------------------------------------------------------------
 
 def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
-    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on the main process.
-    Under FSDP no process holds the whole model, so the caller scores the saved checkpoints after training."""
+    """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on every process (a
+    study's evaluation splits the items over them: ctxrel.shards). Under FSDP no process holds the whole model, so
+    the caller scores the saved checkpoints after training."""
     meta = save_checkpoint(s, step)
-    if on_checkpoint is not None and s.main and not s.sharded:
+    if on_checkpoint is not None and not s.sharded:
         evaluate_checkpoint(s, meta, on_checkpoint)
     s.acc.wait_for_everyone()
 

@@ -96,7 +96,10 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
     from ctxrel.train.loop import check_train_config
 
+    from ctxrel import shards
+
     out = Path(cfg.out)
+    shards.current()  # a broken launcher environment fails now, not at the first evaluation
     check_train_config(cfg)
     if cfg.data.source == "mixture":  # the shares (n >= 1 is config.MINIMUM's), before the run directory is touched
         from ctxrel.train.mixture import kind_counts
@@ -116,21 +119,23 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
 
 def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str, Any]:
+    from ctxrel import shards
     from ctxrel.backends.hf import HFBackend
     from ctxrel.evaluate import run_eval
     from ctxrel.train.loop import train
 
     eval_cfg = _eval_config(cfg)
-    def on_checkpoint(*, step, epoch, tokens, model, tokenizer):
+    def on_checkpoint(*, step, epoch, tokens, model, tokenizer):  # on every process: each scores a shard
         lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{step_name(step)}",
                        batch_size=cfg.model.batch_size)
         run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
-                                         row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM)
+                                         row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM,
+                                         shard=shards.current())
 
     t0 = time.perf_counter()
     summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
-    if summary["sharded"] and is_main_process():  # FSDP: no process held the whole model, so score the saved
-        t1 = time.perf_counter()                  # checkpoints now, as `ctxrel eval --run` would
+    if summary["sharded"]:  # FSDP: no process held the whole model, so every process scores its share of the
+        t1 = time.perf_counter()  # saved checkpoints now, as `ctxrel eval --run` under a launcher would
         _score_run(out, None, [], None, log)
         summary["eval_s"] = round(summary["eval_s"] + time.perf_counter() - t1, 1)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -163,11 +168,13 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
     if not (out / "config.yaml").exists():
         raise CtxrelError(f"--run {run_dir}: no config.yaml there (not a study run directory)")
     with run_marker.scope():
-        run_marker.claim(out, "study", verb="eval --run", what="--run")
+        if is_main_process():  # under a launcher the others score shards under this claim (ctxrel.shards)
+            run_marker.claim(out, "study", verb="eval --run", what="--run")
         return _score_run(out, benchmarks, overrides, settings, log)
 
 
 def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
+    from ctxrel import shards
     from ctxrel.adapter_swap import ResidentModel
     from ctxrel.backends.hf import HFBackend
     from ctxrel.evaluate import run_eval
@@ -185,7 +192,12 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
     eval_cfg = _eval_config(cfg, benchmarks)
     check_variants(eval_cfg.eval)  # before the first checkpoint loads
     done = []
-    resident = ResidentModel(cfg.model.name, device=cfg.model.device,  # the base loads once; checkpoints swap in
+    shard = shards.current()
+    device = shards.device_of(shard, cfg.model.device)  # sharded: this process's own GPU
+    shard = shards.join(cpu=device == "cpu")
+    if not shard.main:
+        log = lambda *a, **k: None  # noqa: E731 -- one process reports
+    resident = ResidentModel(cfg.model.name, device=device,  # the base loads once; checkpoints swap in
                              trust_remote_code=cfg.model.trust_remote_code)
     tok = resident.tokenizer
     eval_cfg = _with_template(cfg, eval_cfg, tok)  # one tokenizer for every checkpoint
@@ -196,5 +208,6 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
-                                    known_checkpoint=KNOWN_FROM)))
+                                    known_checkpoint=KNOWN_FROM, shard=shard)))
+    shard.wait()  # the main process has written the last metric rows
     return done
