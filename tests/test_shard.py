@@ -4,6 +4,7 @@ finished shard. Plus the pure parts (dealing, merging, names) in milliseconds.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,6 +136,20 @@ def launch(args: list[str], *, timeout: int = 600) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """The reference run in this process uses one torch thread, as each launched process does (OMP_NUM_THREADS=1):
+    the thread count changes a matmul's reduction order, and with it the last bits of its result."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def eval_files(run: Path) -> dict[str, bytes]:
     return {str(f.relative_to(run)): f.read_bytes() for f in sorted((run / "evals").rglob("*")) if f.is_file()}
 
@@ -175,7 +190,8 @@ def study_two(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
     two = tmp / "two"
     launch(["study", str(path), f"out={two}"])
     one = fresh_copy(two, tmp / "one")
-    assert main(["eval", "--run", str(one)]) == 0
+    with one_thread():
+        assert main(["eval", "--run", str(one)]) == 0
     return one, two
 
 
@@ -230,7 +246,8 @@ def test_plain_eval_on_two_processes_writes_what_one_writes(tiny_model_dir, tmp_
             "likelihood", "model.batch_size=2", "model.device=cpu", "eval.contexts=[conflict,gold]",
             "eval.decoding=[greedy,cad]", "--attention",
             "eval.bootstrap=50"]
-    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    with one_thread():
+        assert main(args + ["--out", str(tmp_path / "one")]) == 0
     launch(args + ["--out", str(tmp_path / "two")])
     one, two = eval_files(tmp_path / "one"), eval_files(tmp_path / "two")
     assert {"evals/model/cf_capitals[gold].jsonl", "evals/model/cf_capitals[gold,cad].jsonl",
