@@ -187,3 +187,29 @@ def test_shared_prefix_len_leaves_a_token_to_predict_from():
     assert shared_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # not the whole of the shorter prompt
     assert shared_prefix_len([[7, 2], [1, 2]]) == 0
     assert shared_prefix_len([]) == 0
+
+
+def test_model_decode_reaches_the_backend_and_both_paths_write_the_same_records(tiny_model_dir, tmp_path, capsys):
+    """`model.decode` (`--decode`) chooses the path of every evaluating verb; on the same items both write the
+    same records; a value outside own / hf is refused in one sentence before a model loads."""
+    import json
+
+    from ctxrel import config as C
+    from ctxrel.cli import main
+    from ctxrel.evaluate import _load_lm
+
+    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig(decode="hf")).decode == "hf"
+    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig()).decode == "own"
+    outs = {}
+    for path in ("own", "hf"):
+        out = tmp_path / path
+        assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "cf_capitals", "--limit", "8",
+                     "--max-new-tokens", "6", "--decode", path, "--out", str(out)]) == 0
+        outs[path] = [(r["id"], r["output"]) for r in map(json.loads, (out / "evals" / "model" /
+                                                                          "cf_capitals.jsonl").open())]
+    assert outs["own"] == outs["hf"] and len(outs["own"]) == 8
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:  # argparse's choices: exit 2
+        main(["eval", "--model", str(tiny_model_dir), "--decode", "fast", "--out", str(tmp_path / "x")])
+    assert bad.value.code == 2 and "--decode: invalid choice: 'fast'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

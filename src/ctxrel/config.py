@@ -49,6 +49,7 @@ class ModelConfig:
     device: str | None = option(None, flag="--device")  # cpu, cuda, cuda:1 ... (None = cuda when available)
     trust_remote_code: bool = option(False, flag="--trust-remote-code")  # run model code from the hub/directory (only for sources you trust)
     batch_size: int = option(16, flag="--batch-size")  # prompts per forward pass; higher = faster until memory runs out
+    decode: str = option("own", flag="--decode", choices=("own", "hf"))  # greedy generation: ctxrel's loop (finished rows leave the batch) or transformers' generate (lm-eval's path)
 
 
 @dataclass

@@ -127,7 +127,7 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
     eval_cfg = _eval_config(cfg)
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):  # on every process: each scores a shard
         lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{step_name(step)}",
-                       batch_size=cfg.model.batch_size)
+                       batch_size=cfg.model.batch_size, decode=cfg.model.decode)
         run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
                                          row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM,
                                          shard=shards.current())
@@ -204,7 +204,8 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
     for step, folder in cps:
         meta = json.loads((folder / "checkpoint.json").read_text())
         model = resident.load(folder)
-        lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size)
+        lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size,
+                       decode=cfg.model.decode)
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
