@@ -262,7 +262,7 @@ def _load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) ->
 
     model, tok, name = load_model(spec, adapter=adapter, device=shards.device_of(shard, model_cfg.device),
                                   trust_remote_code=model_cfg.trust_remote_code)
-    return HFBackend(model, tok, name=name, batch_size=model_cfg.batch_size, decode=model_cfg.decode)
+    return HFBackend.for_config(model, tok, model_cfg, name=name)
 
 
 def _builder(lm: LM, cfg: EvalConfig) -> PromptBuilder:

@@ -49,6 +49,11 @@ def _plain_greedy(model) -> bool:
 
 
 class HFBackend:
+    @classmethod
+    def for_config(cls, model, tokenizer, model_cfg, *, name: str) -> "HFBackend":
+        """The backend a config's `model` section asks for: its batch size and its greedy decode path."""
+        return cls(model, tokenizer, name=name, batch_size=model_cfg.batch_size, decode=model_cfg.decode)
+
     def __init__(self, model, tokenizer, *, name: str = "model", batch_size: int = 16, decode: str = "own"):
         if decode not in ("own", "hf"):
             raise ValueError(f"decode must be 'own' (ctxrel's loop that drops finished rows) or 'hf' (transformers' "

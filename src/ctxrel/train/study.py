@@ -126,8 +126,7 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
 
     eval_cfg = _eval_config(cfg)
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer):  # on every process: each scores a shard
-        lm = HFBackend(model, tokenizer, name=f"{cfg.model.name}@{step_name(step)}",
-                       batch_size=cfg.model.batch_size, decode=cfg.model.decode)
+        lm = HFBackend.for_config(model, tokenizer, cfg.model, name=f"{cfg.model.name}@{step_name(step)}")
         run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
                                          row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM,
                                          shard=shards.current())
@@ -158,10 +157,6 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
     """`ctxrel eval --run DIR`: score every saved checkpoint of a study (step 0 first: it defines the known
     subset), on the study's benchmarks or `benchmarks`. `overrides` are KEY=VALUE strings, `settings` already
     typed values by dotted key (CLI flags). Resumable like any evaluation."""
-    from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
-    from ctxrel.models import load_model
-
     from ctxrel import run_marker
 
     out = Path(run_dir)
@@ -204,8 +199,7 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
     for step, folder in cps:
         meta = json.loads((folder / "checkpoint.json").read_text())
         model = resident.load(folder)
-        lm = HFBackend(model, tok, name=f"{cfg.model.name}@{folder.name}", batch_size=cfg.model.batch_size,
-                       decode=cfg.model.decode)
+        lm = HFBackend.for_config(model, tok, cfg.model, name=f"{cfg.model.name}@{folder.name}")
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
                                     row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
