@@ -178,7 +178,8 @@ def test_bad_study_settings_are_refused_before_anything(tmp_path, capsys, overri
 
 
 @pytest.mark.parametrize("source,says", [("data.source=./missing.jsonl", "no such file"),
-                                          ("data.source=$CTXREL_UNSET_DIR/a.json", "$CTXREL_UNSET_DIR is not set")])
+                                          ("data.source=$CTXREL_UNSET_DIR/a.json", "$CTXREL_UNSET_DIR is not set"),
+                                          ("data.source=", "is empty"), ("data.source=/", "is a directory")])
 def test_missing_training_data_is_refused_before_the_run_directory(tmp_path, monkeypatch, capsys, source, says):
     monkeypatch.delenv("CTXREL_UNSET_DIR", raising=False)
     out = tmp_path / "study"

@@ -181,7 +181,11 @@ def local_source(source: str) -> Path | None:
     """The file a non-mixture data.source names, or None for a hub dataset id. A source that looks like a path
     (`./`, `/`, `~`, `$VAR`, a .json/.jsonl/.gz name) but does not exist is an error, raised before anything else
     (a study checks it before its run directory is touched)."""
+    if not source.strip():
+        raise CtxrelError("data.source is empty: name `mixture`, a local .json/.jsonl(.gz) file or an HF dataset id")
     path = source_path(source)
+    if path.is_dir():
+        raise CtxrelError(f"data.source {source}: is a directory, not a .json/.jsonl(.gz) file")
     if path.exists():
         return path
     if source.startswith((".", "/", "~", "$")) or source.endswith((".json", ".jsonl", ".gz")):
