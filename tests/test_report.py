@@ -127,7 +127,8 @@ def test_runs_sharing_a_label_are_seeds(tmp_path):
     st = res["groups"][0]["benchmarks"]["cf_test"]["subsets"]["all"]
     assert res["groups"][0]["n_seeds"] == 3 and [d["basis"] for d in st["drop"]] == ["items", "seeds"]
     assert st["verdict"] == "inversion"
-    assert len(res["groups"][0]["benchmarks"]["cf_test"]["flips"]) == 3  # one flip table per seed
+    flips = res["groups"][0]["benchmarks"]["cf_test"]["flips"]
+    assert [fl["run"] for fl in flips] == [r.name for r in runs]  # one flip table per seed, named by its directory
     # each seed on its own, with its own paired item-bootstrap intervals
     per = st["per_seed"]
     assert [p["run"] for p in per] == [r.name for r in runs] and all(p["n_seeds"] == 1 for p in per)

@@ -80,13 +80,16 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
             out["probes"] = found
     if mode == "generate" and flips_subset in out["subsets"]:
         marks = anchors(trajectory_points(runs, benchmark, metric, flips_subset), smooth)
-        out["flips"] = [run_flips(run, benchmark, marks, flips_from, flips_to, flips_subset) for run in runs]
+        # seeds share their group's label: each seed's table is named by its own run directory
+        out["flips"] = [run_flips(run, benchmark, marks, flips_from, flips_to, flips_subset,
+                                  name=Path(run.path).name if len(runs) > 1 else None) for run in runs]
     return out
 
 
-def run_flips(run: Run, benchmark: str, marks: dict[str, int], frm: str, to: str, subset: str) -> dict[str, Any]:
+def run_flips(run: Run, benchmark: str, marks: dict[str, int], frm: str, to: str, subset: str,
+              name: str | None = None) -> dict[str, Any]:
     """Flips of one run between two checkpoints named as in flips.resolve_checkpoint; `marks` are the
-    trajectory's anchors (inversion.anchors: start, peak, trough, final -> step)."""
+    trajectory's anchors (inversion.anchors: start, peak, trough, final -> step); `name` replaces the run's label."""
     steps = sorted((s, c) for (c, b) in run.records if b == benchmark and c in run.steps
                    for s in [run.steps[c]])
     a_step, a_ckpt = resolve_checkpoint(frm, steps, marks)
@@ -98,7 +101,7 @@ def run_flips(run: Run, benchmark: str, marks: dict[str, int], frm: str, to: str
                          context_answer=oa[i]["context_answer"], parametric_answer=oa[i]["parametric_answer"],
                          output_from=oa[i]["output"], output_to=ob[i]["output"]) for i in table["all"][k]]
                 for k in ("to_parametric", "to_context")}
-    return {"run": run.label, "subset": subset, "from": dict(spec=str(frm), step=a_step, checkpoint=a_ckpt),
+    return {"run": name or run.label, "subset": subset, "from": dict(spec=str(frm), step=a_step, checkpoint=a_ckpt),
             "to": dict(spec=str(to), step=b_step, checkpoint=b_ckpt), "by_category": table, "items": examples}
 
 
