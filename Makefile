@@ -21,7 +21,8 @@ install: $(BIN)/ctxrel
 
 # The main job on the offline default: LoRA-finetune SmolLM2-135M-Instruct on the built-in instruction mixture
 # and score every checkpoint on cf_capitals (the quickstart study, ~5 min on 2 cores), then plot the trajectory and
-# print its verdict. The real-model inversion (3 seeds, 17-30 min each) is the preset `ctxrel study inversion-real`.
+# print its verdict. The real-model study (10 seeds, 17-30 min each; no pooled inversion) is the preset
+# `ctxrel study inversion-real`.
 demo: install
 	$(BIN)/ctxrel study quickstart out=runs/quickstart
 
