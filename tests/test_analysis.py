@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ctxrel.analysis.flips import flip_table, flips_by_category, mcnemar_exact, resolve_checkpoint
-from ctxrel.analysis.inversion import Point, anchors, paired_bootstrap_diff, seeds_diff, smooth, trajectory_stats
+from ctxrel.analysis.inversion import (Point, anchors, paired_bootstrap_diff, return_stats, seeds_diff, smooth,
+                                      trajectory_stats)
 from ctxrel.analysis.items import item_outcomes, item_values
 
 STEPS = [0, 8, 16, 24, 32, 40, 48]
@@ -163,3 +164,11 @@ def test_anchors_match_the_statistics():
     assert marks == {k: st[k]["step"] for k in ("start", "peak", "trough", "final")}
     assert (marks["peak"], marks["trough"]) == (16, 32)
     assert anchors([]) == {}
+
+
+def test_return_stats_trough_at_the_end_returns_nothing():
+    falling = [Point(s, f"step-{s:06d}", [{f"q{i}": float(i < n) for i in range(10)}]) for s, n in
+               ((0, 6), (8, 4), (16, 2))]
+    mr = return_stats(falling, n_boot=200)
+    assert mr["trough"]["step"] == 16 and mr["change"][0]["estimate"] == 0 and not mr["significant"]
+    assert return_stats(falling[:2], n_boot=200) == {}  # fewer than 3 checkpoints: no trajectory

@@ -222,3 +222,22 @@ def test_html_renders_in_headless_chromium(inversion_run, tmp_path):
     assert (img < 100).mean() > 0.005  # dark pixels (text, lines) present
     top = img[:1000]
     assert top.std() > 20  # the summary and the first plot are above the fold
+
+
+def test_memory_return_is_par_acc_from_its_trough_to_the_end(tmp_path, capsys):
+    from ctxrel.report.build import build_report
+
+    inv = [make_run(tmp_path / f"i{k}", INVERSION, seed=k) for k in range(3)]  # par-acc ~ .8 (1 - p): down, then up
+    rise = make_run(tmp_path / "r", RISE, seed=5)  # par-acc falls to the end: nothing comes back
+    res = build_report([*map(str, inv), str(rise)], labels=["inv"] * 3 + ["rise"], out=tmp_path / "rep", n_boot=300)
+    mr = {g["label"]: g["benchmarks"][BENCH]["subsets"]["all"]["memory_return"] for g in res["groups"]}
+    assert mr["inv"]["trough"]["step"] == 8 and mr["inv"]["final"]["step"] == 32
+    assert [d["basis"] for d in mr["inv"]["change"]] == ["items", "seeds"] and mr["inv"]["significant"]
+    assert mr["inv"]["change"][0]["estimate"] == pytest.approx(mr["inv"]["final"]["value"] - mr["inv"]["trough"]["value"])
+    assert mr["rise"]["trough"]["step"] >= 24 and mr["rise"]["change"][0]["estimate"] < 0.05  # sampling noise only
+    assert not mr["rise"]["significant"]
+    per = res["groups"][0]["benchmarks"][BENCH]["subsets"]["all"]["per_seed"]
+    assert all(p["memory_return"]["trough"]["step"] in (8, 16) for p in per)  # each seed its own trough
+    assert main(["report", *map(str, inv), "--seeds", "--out", str(tmp_path / "rep2"), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "memory return: par-acc" in out and "(significant)" in out and "par-acc back +" in out

@@ -178,6 +178,23 @@ def anchors(points: list[Point], smooth_window: int = 0) -> dict[str, int]:
     return dict(start=pts[0].step, peak=pts[k_peak].step, trough=pts[k_trough].step, final=pts[-1].step)
 
 
+def return_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> dict[str, Any]:
+    """The return of a metric after its trough (par-acc: the memorised answer coming back after finetuning first
+    suppressed it): final - trough, with the same intervals as a drop. The trough is the first minimum; a trough at
+    the last checkpoint has nothing to return and gives an estimate of 0.
+
+        {trough, final: {step, checkpoint, value, epoch}, change: [Diff...], significant: bool}  ({} without points)
+    """
+    pts = smooth(sorted((p for p in points if not math.isnan(p.value)), key=lambda p: p.step), smooth_window)
+    if len(pts) < 3:
+        return {}
+    trough, final = pts[int(np.argmin([p.value for p in pts]))], pts[-1]
+    change = _between(trough, final, n_boot=n_boot, level=level, seed=seed)
+    return dict(trough=_at(trough), final=_at(final), change=[asdict(d) for d in change],
+                significant=all(d.significant and d.estimate > 0 for d in change))
+
+
 def trajectory_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2000, level: float = 0.95,
                      seed: int = 0) -> dict[str, Any]:
     """Statistics of one trajectory (see the module docstring), as plain JSON-ready data:

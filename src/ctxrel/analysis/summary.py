@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
-from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, trajectory_stats
+from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, return_stats, trajectory_stats
 from ctxrel.analysis.items import categories
 from ctxrel.analysis.probes import weights_summary
 from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points, weight_steps
@@ -54,6 +54,12 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
                 dict(run=Path(run.path).name, **trajectory_stats(trajectory_points([run], benchmark, metric, subset),
                                                        smooth_window=smooth, n_boot=n_boot, seed=seed))
                 for run in runs]
+        if mode == "generate":  # the memorised answer coming back after its trough (DESIGN §5), pooled and per seed
+            par = trajectory_points(runs, benchmark, "par_acc", subset)
+            out["subsets"][subset]["memory_return"] = return_stats(par, smooth_window=smooth, n_boot=n_boot, seed=seed)
+            for one, run in zip(out["subsets"][subset].get("per_seed", []), runs):
+                one["memory_return"] = return_stats(trajectory_points([run], benchmark, "par_acc", subset),
+                                                    smooth_window=smooth, n_boot=n_boot, seed=seed)
         out["series"][subset] = {m: series(pts if m == metric else trajectory_points(runs, benchmark, m, subset),
                                            n_boot=min(n_boot, 1000), seed=seed)
                                  for m in SERIES_METRICS[mode]}

@@ -73,6 +73,14 @@ def _id_at(id_accuracy: list[dict], step: int) -> str:
     return f"{by_step[step]:.3f}" if step in by_step else "-"
 
 
+def _memory_return(mr: dict) -> str:
+    """One line: par-acc from its trough to the end (the memorised answer coming back), with its intervals."""
+    tr, fn = mr["trough"], mr["final"]
+    said = "significant" if mr["significant"] else "not significant"
+    return (f"memory return: par-acc {tr['value']:.3f} @ {tr['step']} (trough) -> {fn['value']:.3f} @ {fn['step']}, "
+            f"{_ci(mr['change'])} ({said})")
+
+
 def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: list[dict] | None = None) -> str:
     if not st.get("peak"):
         return f"{label} {bench} [{subset}]: {st['verdict_text']}"
@@ -84,11 +92,14 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
     if id_accuracy:
         lines.append(f"    ID accuracy: start {_id_at(id_accuracy, s0['step'])}, at peak "
                      f"{_id_at(id_accuracy, pk['step'])}, final {_id_at(id_accuracy, fn['step'])}")
+    if st.get("memory_return"):
+        lines.append("    " + _memory_return(st["memory_return"]))
     for one in st.get("per_seed", []):
         if one.get("peak"):
+            back = f"; par-acc back {_ci(one['memory_return']['change'])}" if one.get("memory_return") else ""
             lines.append(f"    seed {one['run']}: peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final "
                          f"{one['final']['value']:.3f}; rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; "
-                         f"{one['verdict']}")
+                         f"{one['verdict']}{back}")
     lines.append(f"    verdict: {st['verdict_text']}")
     return "\n".join(lines)
 
