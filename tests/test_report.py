@@ -241,3 +241,5 @@ def test_memory_return_is_par_acc_from_its_trough_to_the_end(tmp_path, capsys):
     assert main(["report", *map(str, inv), "--seeds", "--out", str(tmp_path / "rep2"), "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     assert "memory return: par-acc" in out and "(significant)" in out and "par-acc back +" in out
+    page = (tmp_path / "rep2" / "index.html").read_text()
+    assert "memory return: par-acc final - its trough" in page

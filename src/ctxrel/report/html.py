@@ -60,12 +60,15 @@ def _row_cells(st: dict[str, Any]) -> str:
     return "".join([f"<td>{st.get('n_items', '-')}</td>", f"<td>{_at(st.get('start'))}</td>",
                     f"<td>{_at(st.get('peak'))}</td>", f"<td>{_at(st.get('trough'))}</td>",
                     f"<td>{_at(st.get('final'))}</td>", f"<td>{_diff(st.get('rise', []))}</td>",
-                    f"<td>{_diff(st.get('drop', []))}</td>", f"<td class='l'>{_verdict(st, short=True)}</td>"])
+                    f"<td>{_diff(st.get('drop', []))}</td>",
+                    f"<td>{_diff((st.get('memory_return') or {}).get('change', []))}</td>",
+                    f"<td class='l'>{_verdict(st, short=True)}</td>"])
 
 
 HEAD = ("<tr><th class='l'>{first}</th><th class='l'>subset</th><th>items</th><th>start @ step</th>"
         "<th>peak @ step</th><th>trough @ step</th><th>final @ step</th><th>rise = peak - start [95% CI]</th>"
-        "<th>drop = peak - final [95% CI]</th><th class='l'>verdict</th></tr>")
+        "<th>drop = peak - final [95% CI]</th><th>memory return: par-acc final - its trough [95% CI]</th>"
+        "<th class='l'>verdict</th></tr>")
 
 
 def summary_table(groups: list[dict[str, Any]], bench: str) -> str:
