@@ -243,3 +243,15 @@ def test_memory_return_is_par_acc_from_its_trough_to_the_end(tmp_path, capsys):
     assert "memory return: par-acc" in out and "(significant)" in out and "par-acc back +" in out
     page = (tmp_path / "rep2" / "index.html").read_text()
     assert "memory return: par-acc final - its trough" in page
+
+
+def test_seeds_with_different_checkpoints_say_what_the_pooled_statistics_leave_out(tmp_path, capsys):
+    runs = [make_run(tmp_path / f"s{k}", INVERSION, seed=k) for k in range(2)]
+    shutil.rmtree(runs[1] / "evals" / "step-000032")  # seed 1 has no last checkpoint (a shorter epoch, say)
+    assert main(["report", *map(str, runs), "--seeds", "--out", str(tmp_path / "rep"), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "leaving out s0: step 32" in out and "final 0." in out
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    b = summary["groups"][0]["benchmarks"][BENCH]
+    assert b["steps_left_out"] == {"s0": [32]} and b["subsets"]["all"]["final"]["step"] == 24
+    assert "leaving out s0: step 32" in (tmp_path / "rep" / "index.html").read_text()

@@ -44,6 +44,12 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
     metric = "m_c" if mode == "likelihood" else "cf_acc"
     out: dict[str, Any] = dict(benchmark=benchmark, mode=mode, metric=metric, subsets={}, series={},
                                categories={}, category_series={}, attention={})
+    if len(runs) > 1:  # seeds pool only the steps every one of them has: name the checkpoints left out
+        have = [{run.steps[c] for (c, b) in run.records if b == benchmark and c in run.steps} for run in runs]
+        common = set.intersection(*have)
+        left = {Path(run.path).name: sorted(h - common) for run, h in zip(runs, have) if h - common}
+        if left:
+            out["steps_left_out"] = left
     for subset in SUBSETS:
         pts = trajectory_points(runs, benchmark, metric, subset)
         if not pts:

@@ -107,6 +107,7 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
 def cmd_report(args: argparse.Namespace) -> int:
     from ctxrel.flags import from_args
     from ctxrel.report.build import build_report
+    from ctxrel.report.html import left_out_text
 
     cfg = from_args(args)
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
@@ -114,6 +115,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                        n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to)
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
+            if b.get("steps_left_out"):
+                print(left_out_text(g["label"], b))
             for subset, st in b["subsets"].items():
                 print(format_stats(g["label"], bench, subset, st, g.get("id_accuracy")))
             for line in format_probes(b.get("probes", {})):

@@ -51,6 +51,13 @@ def _at(p: dict[str, Any] | None) -> str:
     return "-" if not p else f"{_f(p['value'])} @ {p['step']}"
 
 
+def left_out_text(label: str, bench_summary: dict[str, Any]) -> str:
+    """The sentence that says which checkpoints the pooled statistics of a group's seeds left out."""
+    return (f"{label}: the seeds do not share every checkpoint; pooled statistics use the steps all of them have, "
+            "leaving out " + "; ".join(f"{run}: step {', '.join(map(str, steps))}"
+                                       for run, steps in bench_summary["steps_left_out"].items()))
+
+
 def _verdict(st: dict[str, Any], short: bool = False) -> str:
     text = st["verdict_text"].split(":")[0] if short else st["verdict_text"]
     return f'<span class="verdict {_e(st["verdict"])}">{_e(text)}</span>'
@@ -219,6 +226,8 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
             st = g["benchmarks"][bench]["subsets"]
             parts.append("<p>" + (f"<b>{_e(g['label'])}</b>: " if len(groups) > 1 else "") + " &nbsp; ".join(
                 f"{_e(s)}: {_verdict(x)}" for s, x in st.items()) + "</p>")
+            if g["benchmarks"][bench].get("steps_left_out"):
+                parts.append(f"<p class='note'>{_e(left_out_text(g['label'], g['benchmarks'][bench]))}</p>")
         parts.append(summary_table(groups, bench))
         parts += [_img(p) for p in figs]
         parts.append(category_table(groups, bench))
