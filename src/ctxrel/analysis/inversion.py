@@ -168,10 +168,15 @@ def _peak_trough(pts: list[Point]) -> tuple[int, int]:
     return k_peak, k_peak + int(np.argmin(values[k_peak:]))
 
 
+def _trajectory(points: list[Point], smooth_window: int) -> list[Point]:
+    """The points with a value, by step, smoothed when asked: what every statistic of a trajectory reads."""
+    return smooth(sorted((p for p in points if not math.isnan(p.value)), key=lambda p: p.step), smooth_window)
+
+
 def anchors(points: list[Point], smooth_window: int = 0) -> dict[str, int]:
     """{start, peak, trough, final: step} of a trajectory (peak on the smoothed values when smoothing), without
     the bootstrap: what `--from peak --to final` resolve against. {} when no point has a value."""
-    pts = smooth(sorted((p for p in points if not math.isnan(p.value)), key=lambda p: p.step), smooth_window)
+    pts = _trajectory(points, smooth_window)
     if not pts:
         return {}
     k_peak, k_trough = _peak_trough(pts)
@@ -186,7 +191,7 @@ def return_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2
 
         {trough, final: {step, checkpoint, value, epoch}, change: [Diff...], significant: bool}  ({} without points)
     """
-    pts = smooth(sorted((p for p in points if not math.isnan(p.value)), key=lambda p: p.step), smooth_window)
+    pts = _trajectory(points, smooth_window)
     if len(pts) < 3:
         return {}
     trough, final = pts[int(np.argmin([p.value for p in pts]))], pts[-1]
@@ -204,8 +209,7 @@ def trajectory_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int
 
     `rise`/`drop` list the item-bootstrap interval first, then the seeds interval when there are 2+ seeds.
     """
-    pts = [p for p in points if not math.isnan(p.value)]
-    pts = smooth(sorted(pts, key=lambda p: p.step), smooth_window)
+    pts = _trajectory(points, smooth_window)
     if not pts:
         return dict(n_points=0, n_seeds=0, n_items=0, smoothed=smooth_window if smooth_window > 1 else None,
                     verdict="undetermined", verdict_text="undetermined: no checkpoint has a value")

@@ -42,6 +42,10 @@ class Run:
         """Conflict benchmarks with records at some checkpoint with a step, sorted."""
         return sorted({b for (c, b) in self.records if c in self.steps})
 
+    def checkpoint_steps(self, benchmark: str) -> dict[int, str]:
+        """{step: checkpoint} of the checkpoints with a step that have records of `benchmark`."""
+        return {self.steps[c]: c for (c, b) in self.records if b == benchmark and c in self.steps}
+
     def mode(self, benchmark: str) -> str:
         for (c, b), recs in self.records.items():
             if b == benchmark and recs:

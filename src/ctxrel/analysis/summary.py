@@ -45,7 +45,7 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
     out: dict[str, Any] = dict(benchmark=benchmark, mode=mode, metric=metric, subsets={}, series={},
                                categories={}, category_series={}, attention={})
     if len(runs) > 1:  # seeds pool only the steps every one of them has: name the checkpoints left out
-        have = [{run.steps[c] for (c, b) in run.records if b == benchmark and c in run.steps} for run in runs]
+        have = [set(run.checkpoint_steps(benchmark)) for run in runs]
         common = set.intersection(*have)
         left = {Path(run.path).name: sorted(h - common) for run, h in zip(runs, have) if h - common}
         if left:
@@ -60,15 +60,15 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
                 dict(run=Path(run.path).name, **trajectory_stats(trajectory_points([run], benchmark, metric, subset),
                                                        smooth_window=smooth, n_boot=n_boot, seed=seed))
                 for run in runs]
+        by_metric = {m: pts if m == metric else trajectory_points(runs, benchmark, m, subset)
+                     for m in SERIES_METRICS[mode]}
         if mode == "generate":  # the memorised answer coming back after its trough (DESIGN §5), pooled and per seed
-            par = trajectory_points(runs, benchmark, "par_acc", subset)
-            out["subsets"][subset]["memory_return"] = return_stats(par, smooth_window=smooth, n_boot=n_boot, seed=seed)
+            out["subsets"][subset]["memory_return"] = return_stats(by_metric["par_acc"], smooth_window=smooth,
+                                                                   n_boot=n_boot, seed=seed)
             for one, run in zip(out["subsets"][subset].get("per_seed", []), runs):
                 one["memory_return"] = return_stats(trajectory_points([run], benchmark, "par_acc", subset),
                                                     smooth_window=smooth, n_boot=n_boot, seed=seed)
-        out["series"][subset] = {m: series(pts if m == metric else trajectory_points(runs, benchmark, m, subset),
-                                           n_boot=min(n_boot, 1000), seed=seed)
-                                 for m in SERIES_METRICS[mode]}
+        out["series"][subset] = {m: series(p, n_boot=min(n_boot, 1000), seed=seed) for m, p in by_metric.items()}
     recs = [r for run in runs for (c, b), rs in run.records.items() if b == benchmark for r in rs]
     cats = categories(recs)
     for cat in cats if len(cats) > 1 else []:  # one category: the benchmark's own statistics say it all
@@ -102,8 +102,7 @@ def run_flips(run: Run, benchmark: str, marks: dict[str, int], frm: str, to: str
               name: str | None = None) -> dict[str, Any]:
     """Flips of one run between two checkpoints named as in flips.resolve_checkpoint; `marks` are the
     trajectory's anchors (inversion.anchors: start, peak, trough, final -> step); `name` replaces the run's label."""
-    steps = sorted((s, c) for (c, b) in run.records if b == benchmark and c in run.steps
-                   for s in [run.steps[c]])
+    steps = sorted(run.checkpoint_steps(benchmark).items())
     a_step, a_ckpt = resolve_checkpoint(frm, steps, marks)
     b_step, b_ckpt = resolve_checkpoint(to, steps, marks)
     oa = outcomes_at(run, benchmark, a_ckpt, subset)
