@@ -403,6 +403,12 @@ def test_report_refuses_records_without_match_fields(study_like_run, capsys):
     refused(capsys, "report", study_like_run, names=[f, "contains_context"])
 
 
+@pytest.mark.parametrize("flag,value", [("--bootstrap", "0"), ("--smooth", "-1")])
+def test_report_refuses_settings_below_their_minimum(study_like_run, capsys, flag, value):
+    refused(capsys, "report", study_like_run, flag, value, names=[flag.lstrip("-"), value])
+    assert not (study_like_run / "report").exists()
+
+
 @pytest.mark.parametrize("damage", ["sqlite", "config", "summary", "deep_record", "surrogate_record"])
 def test_report_on_damaged_files(study_like_run, capsys, damage):
     target = {"sqlite": "metrics.sqlite", "config": "config.yaml", "summary": "train_summary.json",

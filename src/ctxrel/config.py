@@ -170,7 +170,8 @@ class StudyConfig:
 # `ctxrel.train.loop.check_train_config`.
 MINIMUM = {"model.batch_size": 1, "eval.limit": 1, "eval.samples": 1, "eval.temperature": 0.0,
            "eval.max_new_tokens": 1, "eval.shots": 0, "eval.standard_limit": 1, "eval.seed": 0, "eval.bootstrap": 1,
-           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1}
+           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1,
+           "bootstrap": 1, "smooth": 0}  # the last two: ctxrel report's --bootstrap and --smooth
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
