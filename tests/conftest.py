@@ -66,3 +66,42 @@ def test_data() -> Path:
     if not root:
         pytest.skip("CTXREL_TEST_DATA not set: the real datasets in ../shared/data are unavailable")
     return Path(root)
+
+
+# -- a toy run directory, written without a model (the Python API's doctests and the Parquet export read it) ------
+TOY_CF_COUNTS = {0: 5, 8: 18, 16: 6}  # items (of 20) whose output follows the context, per step: rise, then fall
+
+
+def write_toy_run(path: Path, counts: dict[int, int] | None = None, n_items: int = 20) -> Path:
+    """A study-like run directory: benchmark `cf_toy`, 20 items in two categories, one greedy output per item
+    at each step of `counts` (the first `counts[step]` items answer with the context's city, the rest with the
+    real one), scored by ctxrel's own matching and metrics code; step 0's answers define `known` (every item)."""
+    from ctxrel.benchmarks.schema import ConflictItem
+    from ctxrel.metrics import conflict_metrics
+    from ctxrel.records import generation_records
+    from ctxrel.results import RunDir, append_records, step_name
+
+    counts = counts or TOY_CF_COUNTS
+    items = [ConflictItem(id=f"cf_toy/{i}", benchmark="cf_toy", category="europe" if i % 2 else "asia",
+                          context=f"Country {i} moved its capital to Newtown{i}.",
+                          question=f"What is the capital of country {i}?", context_answer=f"Newtown{i}",
+                          parametric_answer=f"Oldtown{i}", source=f"toy.jsonl:{i + 1}") for i in range(n_items)]
+    run = RunDir(path)
+    for step, n_cf in counts.items():
+        ckpt = step_name(step)
+        recs = []
+        for k, it in enumerate(items):
+            answer = it.context_answer if k < n_cf else it.parametric_answer
+            for r in generation_records(it, f"prompt {k}", [f"The capital is {answer}."]):
+                r["known"] = True
+                recs.append(r)
+        append_records(run.eval_file(ckpt, "cf_toy"), recs)
+        rows = [dict(checkpoint=ckpt, step=step, benchmark="cf_toy", subset=s, **m)
+                for s in ("all", "known") for m in conflict_metrics(recs, "generate", n_boot=200)]
+        run.write_metrics(rows)
+    return path
+
+
+@pytest.fixture
+def toy_run(tmp_path) -> Path:
+    return write_toy_run(tmp_path / "toy")
