@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("analysis", "report")),
     # the package root is a facade: `ctxrel.load` & co. come lazily from ctxrel.api (its submodules importing the
     # root, e.g. for __version__, are a package's own __init__ and exempt below)
-    ("verbs", ("ctxrel", "api", "cli", "__main__", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
+    ("verbs", ("ctxrel", "api", "parquet_export", "export_cli", "cli", "__main__", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
                "synth.presets", "synth.study", "synth.cli")),
 ]
 RANK = {name: k for k, (_, names) in enumerate(LAYERS) for name in names}

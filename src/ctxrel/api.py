@@ -174,6 +174,7 @@ class Results:
 def item_rows(run: Run, label: str) -> list[dict[str, Any]]:
     """The per-item rows of one run (see `Results.items`), in (step, checkpoint, benchmark, record) order."""
     out = []
+    stages = {r["checkpoint"]: r["stage"] for r in run.rows if r.get("stage") is not None}  # runs with stages
     order = sorted(run.records, key=lambda k: (run.steps.get(k[0], -1), k[0], k[1]))
     for checkpoint, name in order:
         base, kind, decoding = parse_variant(name)
@@ -182,6 +183,8 @@ def item_rows(run: Run, label: str) -> list[dict[str, Any]]:
             row = {k: v for k, v in rec.items() if k not in ("prompt", "prompt_without_context")}
             row.update(label=label, run=str(run.path), step=step, epoch=run.epochs.get(checkpoint),
                        checkpoint=checkpoint, benchmark=base, variant=name, context_kind=kind, decoding=decoding)
+            if checkpoint in stages:
+                row.setdefault("stage", stages[checkpoint])
             out.append(row)
     return out
 

@@ -44,6 +44,7 @@ _NAMES = {
     "report": {"index.html", "summary.json"},
     "theory": _TABLE | {"check.json"},
     "synth": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, "report"},
+    "dataset": {"README.md", "data"},  # ctxrel export parquet (parquet_export.py)
 }
 _WRITES = {
     "eval": "config.yaml, metrics.sqlite, metrics.csv, evals/",
@@ -53,6 +54,7 @@ _WRITES = {
     "report": "index.html, summary.json and PNG figures",
     "theory": "config.yaml, metrics.sqlite, metrics.csv, check.json and a PNG",
     "synth": "config.yaml, metrics.sqlite, metrics.csv, evals/, checkpoints/",
+    "dataset": "README.md (a dataset card) and data/*.parquet",
 }
 KIND_HINT = {"study": "score a study's checkpoints with `ctxrel eval --run DIR`",
              "eval": "an eval run directory holds one evaluation; use a new directory"}
