@@ -22,12 +22,12 @@ PACKAGE = SRC / "ctxrel"
 
 # Lowest first. A module's layer is that of its longest listed name (a module, else the package above it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
+    ("base", ("errors", "fingerprint", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),
     ("models", ("backends", "models", "adapter_swap", "synth.model")),
-    ("evaluate", ("records", "evaluate", "variants", "probing", "standard.runner", "synth.measure")),
+    ("evaluate", ("records", "series", "evaluate", "variants", "probing", "standard.runner", "synth.measure")),
     ("train", ("train", "curate", "synth.lab")),
     ("analysis", ("analysis", "report")),
     # the package root is a facade: `ctxrel.load` & co. come lazily from ctxrel.api (its submodules importing the

@@ -35,6 +35,8 @@ def cmd_eval(args) -> int:
     if args.run is not None:  # --run '' is an error below, not a plain eval
         return _eval_run(args)
     cfg = from_args(args)
+    if cfg.series.revisions or cfg.series.checkpoints:  # a checkpoint series into one trajectory (ctxrel.series)
+        return _eval_series(cfg)
     shard = shards.current()  # under accelerate launch: every process scores a shard (ctxrel.shards)
     if shard.world > 1:
         shard = shards.join(cpu=shards.device_of(shard, cfg.model.device) == "cpu")
@@ -69,6 +71,24 @@ def _eval_run(args) -> int:
     print(format_trajectory(RunDir(args.run).metrics()))
     _print_harm(args.run)
     print(f"\nresults: {args.run}/metrics.csv")
+    return 0
+
+
+def _eval_series(cfg) -> int:
+    from ctxrel.report import format_trajectory
+    from ctxrel.results import RunDir
+    from ctxrel.series import SERIES_FILE, score_series
+
+    done = score_series(cfg)
+    rows = RunDir(cfg.out).metrics()
+    print(format_trajectory(rows))
+    if any(r["subset"] == "known" for r in rows):
+        print(format_trajectory(rows, "known"))
+    _print_harm(cfg.out)
+    print(f"\n{len(done)} checkpoints, weights fingerprinted: {cfg.out}/{SERIES_FILE}")
+    for line in _verdict_lines(cfg.out):
+        print(line)
+    print(f"next: ctxrel report {cfg.out}")
     return 0
 
 

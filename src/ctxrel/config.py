@@ -87,9 +87,23 @@ class EvalConfig:
 
 
 @dataclass
+class SeriesConfig:
+    """A trajectory from a checkpoint series ctxrel did not train (`ctxrel.series`): every entry is NAME or
+    NAME@STEP, comma-separated or repeated; without @STEP the step is read from the name (step1000, step-000048,
+    checkpoint-500, stage1-step140000-tokens587B)."""
+    # hub revisions (branches, tags) of model.name, e.g. step1000,step2000 (downloads: needs the network)
+    revisions: list[str] = option(factory=list, flag="--revisions")
+    # local model directories, or adapters on model.name (PEFT, or a study checkpoint), e.g. ckpt/a@0,ckpt/b@100
+    checkpoints: list[str] = option(factory=list, flag="--checkpoints")
+    # two steps whose weights have the same fingerprint: stop (one sentence naming both) or skip the later one
+    on_duplicate: str = option("stop", flag="--on-duplicate", choices=("stop", "skip"))
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)  # score a checkpoint series into one trajectory
     out: str = option("runs/eval", flag="--out")  # run directory (rerunning the same command resumes)
 
 

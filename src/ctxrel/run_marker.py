@@ -37,7 +37,7 @@ MARKER = "ctxrel-run.json"
 # what each kind of directory holds; a legacy directory (no marker) is adopted only if it holds nothing else
 _TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
 _NAMES = {
-    "eval": _TABLE | {EVALS_DIR, "report"},
+    "eval": _TABLE | {EVALS_DIR, "report", "series.json"},  # series.json: ctxrel.series
     "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
