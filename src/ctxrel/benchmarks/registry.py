@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ctxrel.benchmarks import loaders
+from ctxrel.benchmarks import cpi, loaders
 from ctxrel.benchmarks.schema import ConflictItem, check_scorable
 from ctxrel.errors import CtxrelError, InputError
 
@@ -83,6 +83,12 @@ def load_benchmark(arg: str, *, skip_invalid: bool = False) -> LoadedBenchmark:
     """Resolve one `--benchmark` argument: `name`, `name=path`, or a bare file path."""
     name, _, path = arg.partition("=")
     name, path = name.strip(), path.strip()
+    if name.startswith(cpi.PREFIX):  # the study's released files, fetched and verified (benchmarks/cpi.py)
+        if path:
+            raise CtxrelError(f"--benchmark {arg}: {name} takes no path; to read the file from a directory, set "
+                              f"{cpi.SOURCE_VAR} to it")
+        result, file = cpi.load(name, skip_invalid=skip_invalid)
+        return LoadedBenchmark(name, cpi.VERSION, str(file), result.items, result.skipped)
     if not path and name not in REGISTRY and (Path(name).exists() or "/" in name):
         path, name = name, Path(name).name.split(".")[0]
     spec = REGISTRY.get(name)
@@ -131,4 +137,4 @@ def describe() -> list[dict[str, str]]:
             except CtxrelError:
                 status = "needs NAME=PATH or $CTXREL_DATA"
         rows.append(dict(name=s.name, version=str(s.version), data=status, description=s.description))
-    return rows
+    return rows + cpi.describe()
