@@ -93,3 +93,12 @@ def test_public_names_are_not_module_names():
 
     importlib.import_module("ctxrel.evaluate")
     assert callable(ctxrel.run_eval) and ctxrel.run_eval is api.run_eval
+
+
+def test_the_docs_page_examples_run_as_written(toy_run):
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+    res = doctest.testfile(str(page), module_relative=False, globs={"run_dir": str(toy_run)},
+                           optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 9 and res.failed == 0

@@ -100,3 +100,23 @@ def test_bad_series_is_one_sentence(args, message, tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_adapters_on_one_base_are_a_series_and_their_duplicates_are_caught(series_dirs, tmp_path, capsys):
+    """PEFT adapters on model.name: the fingerprint is the adapter's own tensors (files saved beside them do not
+    count), so two steps holding the same adapter are caught."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(series_dirs[0])
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    a = tmp_path / "adapter-a"
+    model.save_pretrained(a)
+    b = tmp_path / "adapter-b"
+    shutil.copytree(a, b)
+    (b / "extra.safetensors").write_bytes(b"x" * 16)  # not even safetensors: never read
+    out = tmp_path / "adapters"
+    assert main(["eval", "--model", str(series_dirs[0]), "--checkpoints", f"{a}@10,{b}@20", "--out", str(out),
+                 *EVAL]) == 2
+    err = capsys.readouterr().err
+    assert "step 20" in err and "step 10" in err and "same weights" in err

@@ -55,8 +55,9 @@ def tensor_index(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
     return out
 
 
-def weights_fingerprint(directory: str | Path) -> tuple[str, int]:
-    """(sha256 hex digest, number of tensors) over every tensor of the `*.safetensors` files of `directory`.
+def weights_fingerprint(directory: str | Path, names: tuple[str, ...] | None = None) -> tuple[str, int]:
+    """(sha256 hex digest, number of tensors) over every tensor of the `*.safetensors` files of `directory` (only
+    the files `names` of them when given, e.g. an adapter's weights without anything else saved beside them).
 
     >>> import tempfile, struct, json
     >>> d = Path(tempfile.mkdtemp())
@@ -69,7 +70,7 @@ def weights_fingerprint(directory: str | Path) -> tuple[str, int]:
     (1, True, 64)
     """
     directory = Path(directory)
-    files = sorted(directory.glob("*.safetensors"))
+    files = sorted(f for f in directory.glob("*.safetensors") if names is None or f.name in names)
     if not files:
         raise CtxrelError(f"{directory}: no *.safetensors weights to fingerprint (ctxrel reads safetensors only)")
     where: dict[str, tuple[Path, tuple[str, list[int], int, int]]] = {}

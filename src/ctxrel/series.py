@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel.errors import CtxrelError
+from ctxrel.models import ADAPTER_WEIGHTS, TRAINABLE_FILE
 
 SERIES_FILE = "series.json"
+ADAPTER_FILES = (ADAPTER_WEIGHTS, TRAINABLE_FILE)  # an adapter's weights: a PEFT adapter, a full / qk study checkpoint
 _STEP_IN_NAME = re.compile(r"(?:step|checkpoint)[-_]?(\d+)", re.IGNORECASE)
 _OFFLINE_VARS = ("HF_HUB_OFFLINE",)
 
@@ -85,7 +87,7 @@ def plan(config) -> list[Checkpoint]:
         path = Path(name).expanduser()
         if not path.is_dir():
             raise CtxrelError(f"config key {key}: {name} is not a directory")
-        kind = "adapter" if (path / "adapter_config.json").exists() or (path / "trainable.safetensors").exists() \
+        kind = "adapter" if (path / "adapter_config.json").exists() or (path / ADAPTER_FILES[1]).exists() \
             else "model"
         if kind == "model":
             preflight(str(path))  # weights without pickle, tokenizer files
@@ -136,7 +138,7 @@ def fingerprint_all(checkpoints: list[Checkpoint], config, log=print) -> list[Ch
     for c in checkpoints:
         if c.kind == "revision":
             c.location = _download(config.model.name, c.spec)
-        c.fingerprint, c.n_tensors = weights_fingerprint(c.location)
+        c.fingerprint, c.n_tensors = weights_fingerprint(c.location, ADAPTER_FILES if c.kind == "adapter" else None)
         first = seen.get(c.fingerprint)
         if first is not None:
             msg = (f"step {c.step} ({c.spec}) has the same weights as step {first.step} ({first.spec}): fingerprint "
