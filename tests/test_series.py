@@ -120,3 +120,14 @@ def test_adapters_on_one_base_are_a_series_and_their_duplicates_are_caught(serie
                  *EVAL]) == 2
     err = capsys.readouterr().err
     assert "step 20" in err and "step 10" in err and "same weights" in err
+
+
+def test_the_python_api_scores_a_series_too(series_dirs, tmp_path):
+    import ctxrel
+
+    cfg = ctxrel.make_config("eval", overrides=[f"out={tmp_path / 'api'}", "eval.limit=3", "eval.max_new_tokens=3",
+                                                "eval.bootstrap=50"])
+    cfg.model.name = str(series_dirs[0])
+    cfg.series.checkpoints = [f"{series_dirs[0]}@0", f"{series_dirs[1]}@5"]
+    runs = ctxrel.run_eval(cfg)
+    assert sorted(runs.items.step.unique()) == [0, 5] and len(runs.items) == 6

@@ -218,14 +218,20 @@ def _config(cls, config, overrides: Sequence[str], verb: str):
 
 def run_eval(config: RunConfig | dict | str | Path | None = None, overrides: Sequence[str] = ()) -> Results:
     """`ctxrel eval` as a function: score `config.model` on `config.eval.benchmarks` into `config.out`
-    (resumable), then read that directory. `overrides`: KEY=VALUE strings as on the command line
+    (resumable), then read that directory; with `series.checkpoints` or `series.revisions` set, the checkpoint
+    series into one trajectory (`ctxrel.series`). `overrides`: KEY=VALUE strings as on the command line
     (`["eval.limit=20", "out=runs/nb"]`)."""
     from ctxrel import run_marker
     from ctxrel.evaluate import run_eval as eval_verb
 
     cfg = _config(RunConfig, config, overrides, "eval")
     try:
-        eval_verb(cfg)
+        if cfg.series.revisions or cfg.series.checkpoints:  # a checkpoint series into one trajectory
+            from ctxrel.series import score_series
+
+            score_series(cfg)
+        else:
+            eval_verb(cfg)
     finally:
         run_marker.release_all()
     return load(cfg.out)

@@ -59,7 +59,8 @@ def _eval_run(args) -> int:
         raise CtxrelError("--run needs a study run directory (got an empty path)")
     flags = given(args)
     clash = (["--config"] if args.config is not None else []) + [
-        flag for key, flag in (("model.name", "--model"), ("model.adapter", "--adapter"), ("out", "--out"))
+        flag for key, flag in (("model.name", "--model"), ("model.adapter", "--adapter"), ("out", "--out"),
+                               ("series.revisions", "--revisions"), ("series.checkpoints", "--checkpoints"))
         if key in flags]
     if clash:
         raise CtxrelError(f"--run scores a study's own checkpoints; {', '.join(clash)} cannot be combined with it "
