@@ -35,7 +35,7 @@ print("\nthree items:")
 print(items[["id", "known", "outcome", "context_answer", "parametric_answer", "output"]].head(3).to_string(index=False))
 
 if len(sys.argv) > 2:  # study run directories: the verdict of each, as data
-    report = ctxrel.load(sys.argv[2:]).report(bootstrap=1000)
+    report = ctxrel.load(sys.argv[2:]).report()  # the defaults of `ctxrel report`
     print("\nverdicts:")
     print(report.table()[["label", "benchmark", "subset", "n_items", "peak_step", "peak", "final", "drop",
                           "drop_ci", "verdict"]].to_string(index=False))
