@@ -155,6 +155,7 @@ def test_bad_pins_file_and_listing(source, tmp_path, monkeypatch):
         load_benchmark("cpi:world_facts=/tmp/x.json")
 
 
+@pytest.mark.integration
 def test_eval_on_a_cpi_benchmark_warns_about_the_overlap(source, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "cpi:capitals", "--benchmark",

@@ -24,6 +24,7 @@ def series_dirs(tmp_path_factory):
     return [build_tiny_model(root / f"ckpt-{k}", seed=k) for k in range(3)]
 
 
+@pytest.mark.integration
 def test_three_local_checkpoints_make_a_trajectory_report_reads(series_dirs, tmp_path, capsys):
     out = tmp_path / "traj"
     spec = ",".join(f"{d}@{s}" for d, s in zip(series_dirs, (0, 50, 100)))
@@ -48,6 +49,7 @@ def test_three_local_checkpoints_make_a_trajectory_report_reads(series_dirs, tmp
     assert (out / "metrics.csv").read_text().count("\n") == before.count("\n")
 
 
+@pytest.mark.integration
 def test_a_duplicated_checkpoint_stops_the_run_or_is_skipped(series_dirs, tmp_path, capsys):
     copy = tmp_path / "final-again"
     shutil.copytree(series_dirs[2], copy)  # a "step" branch that serves the final weights
@@ -102,6 +104,7 @@ def test_bad_series_is_one_sentence(args, message, tmp_path, capsys, monkeypatch
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.integration
 def test_adapters_on_one_base_are_a_series_and_their_duplicates_are_caught(series_dirs, tmp_path, capsys):
     """PEFT adapters on model.name: the fingerprint is the adapter's own tensors (files saved beside them do not
     count), so two steps holding the same adapter are caught."""
@@ -122,6 +125,7 @@ def test_adapters_on_one_base_are_a_series_and_their_duplicates_are_caught(serie
     assert "step 20" in err and "step 10" in err and "same weights" in err
 
 
+@pytest.mark.integration
 def test_the_python_api_scores_a_series_too(series_dirs, tmp_path):
     import ctxrel
 
