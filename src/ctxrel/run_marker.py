@@ -38,7 +38,7 @@ MARKER = "ctxrel-run.json"
 _TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
 _NAMES = {
     "eval": _TABLE | {EVALS_DIR, "report"},
-    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "report"},
+    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "wandb", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
     "report": {"index.html", "summary.json"},
