@@ -42,6 +42,7 @@ _NAMES = {
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
     "report": {"index.html", "summary.json"},
+    "lm-eval-task": set(),  # ctxrel.exports.lmeval_task (no directory predates the marker)
     "theory": _TABLE | {"check.json"},
     "synth": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, "report"},
 }
@@ -51,6 +52,7 @@ _WRITES = {
              "train_log.jsonl, report/",
     "curate": "data.jsonl, manifest.json and the operation's reports",
     "report": "index.html, summary.json and PNG figures",
+    "lm-eval-task": "an lm-eval task (YAML), utils.py and the items (JSONL)",
     "theory": "config.yaml, metrics.sqlite, metrics.csv, check.json and a PNG",
     "synth": "config.yaml, metrics.sqlite, metrics.csv, evals/, checkpoints/",
 }
