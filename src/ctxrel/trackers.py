@@ -150,7 +150,7 @@ class _Trackio:
         pass
 
     def close(self) -> None:
-        self.run.finish()
+        self.trackio.finish()  # also clears trackio's current run, so its exit hook does not finish it again
 
 
 class _Wandb:
