@@ -129,11 +129,15 @@ def test_wandb_offline_holds_the_checkpoint_steps(tiny_model_dir, tmp_path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         if rec.WhichOneof("record_type") == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            history.append({i.key or i.nested_key[0]: json.loads(i.value_json) for i in rec.history.item})
     points = {int(h["train/step"]): h["eval/cf_capitals/all/cf_acc"] for h in history
               if "eval/cf_capitals/all/cf_acc" in h}
     assert points == pytest.approx(expected)
     assert sorted(int(h["train/step"]) for h in history if "train/loss" in h) == [1, 2, 3, 4]
+    tables = sorted(int(h["train/step"]) for h in history if "flips/cf_capitals" in h)  # W&B tables, one a checkpoint
+    assert tables == CHECKPOINTS
+    files = [json.loads(f.read_text()) for f in file.parent.glob("files/media/table/flips/cf_capitals_*.table.json")]
+    assert len(files) == 4 and all(len(t["data"]) == 4 and "flip" in t["columns"] for t in files)
 
 
 def test_unknown_and_missing_trackers_are_refused_before_the_model(tmp_path, capsys, monkeypatch):
