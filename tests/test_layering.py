@@ -22,17 +22,17 @@ PACKAGE = SRC / "ctxrel"
 
 # Lowest first. A module's layer is that of its longest listed name (a module, else the package above it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "fingerprint", "cache", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
+    ("base", ("errors", "fingerprint", "cache", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics", "trackers",
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),
     ("models", ("backends", "models", "adapter_swap", "synth.model")),
-    ("evaluate", ("records", "series", "evaluate", "variants", "probing", "standard.runner", "synth.measure")),
+    ("evaluate", ("records", "series", "evaluate", "exports.lmeval_task", "variants", "probing", "standard.runner", "synth.measure")),
     ("train", ("train", "curate", "synth.lab")),
-    ("analysis", ("analysis", "report")),
+    ("analysis", ("analysis", "report", "exports.every_eval")),
     # the package root is a facade: `ctxrel.load` & co. come lazily from ctxrel.api (its submodules importing the
     # root, e.g. for __version__, are a package's own __init__ and exempt below)
-    ("verbs", ("ctxrel", "api", "parquet_export", "export_cli", "cli", "__main__", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
+    ("verbs", ("ctxrel", "api", "cli", "__main__", "exports", "exports.cli", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
                "synth.presets", "synth.study", "synth.cli")),
 ]
 RANK = {name: k for k, (_, names) in enumerate(LAYERS) for name in names}
