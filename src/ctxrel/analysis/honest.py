@@ -124,20 +124,23 @@ def leave_one_seed_out_stats(pts: list[Point], *, n_boot: int = 2000, level: flo
 
 
 def false_positive_rates(make_null, n_sims: int, *, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
-    """Share of planted-null trajectories (`make_null(rng) -> list[Point]`) on which today's verdict and the
-    item-split verdict claim a significant rise, a significant drop, or anything but `no_change`; the measured
-    false-positive rates of each verdict (tests and benchmarks/verdict_false_positives.py)."""
+    """Share of planted-null trajectories (`make_null(rng) -> list[Point]`) on which today's verdict, the
+    item-split verdict and (3+ seeds) the leave-one-seed-out verdict claim a significant rise, a significant drop,
+    or anything but `no_change` (keys `<verdict>_rise`, `_drop`, `_any`): the measured false-positive rates
+    (tests and benchmarks/verdict_false_positives.py)."""
     from ctxrel.analysis.inversion import trajectory_stats
 
     rng = np.random.default_rng(seed)
-    counts = {f"{v}_{what}": 0 for v in ("today", "honest") for what in ("rise", "drop", "any")}
+    counts: dict[str, int] = {}
     for r in range(n_sims):
         pts = make_null(rng)
-        for name, st in (("today", trajectory_stats(pts, n_boot=n_boot, seed=r)),
-                         ("honest", honest_stats(pts, n_boot=n_boot, seed=r, split_seed=r, leave_one_seed_out=False))):
+        hs = honest_stats(pts, n_boot=n_boot, seed=r, split_seed=r)
+        found = [("today", trajectory_stats(pts, n_boot=n_boot, seed=r)), ("honest", hs)]
+        if "loso" in hs:
+            found.append(("loso", dict(hs["loso"], rise=[hs["loso"]["rise"]], drop=[hs["loso"]["drop"]])))
+        for name, st in found:
             up = all(Diff(**d).significant and d["estimate"] > 0 for d in st["rise"])
             down = all(Diff(**d).significant and d["estimate"] > 0 for d in st["drop"])
-            counts[f"{name}_rise"] += up
-            counts[f"{name}_drop"] += down
-            counts[f"{name}_any"] += st["verdict"] != "no_change"
+            for what, hit in (("rise", up), ("drop", down), ("any", st["verdict"] != "no_change")):
+                counts[f"{name}_{what}"] = counts.get(f"{name}_{what}", 0) + hit
     return {k: v / n_sims for k, v in counts.items()}
