@@ -63,7 +63,9 @@ class EvalConfig:
     samples: int = option(1, flag="--samples")  # generations per item
     temperature: float = option(0.0, flag="--temperature")  # sampling temperature; 0 = greedy
     max_new_tokens: int = option(32, flag="--max-new-tokens")  # tokens generated per answer
-    mode: str = option("generate", flag="--mode", choices=("generate", "likelihood"))  # generate (containment metrics) | likelihood (M_C from answer log-probs)
+    # generate (containment metrics) | likelihood (M_C from answer log-probs) | both (generation on the --limit
+    # items, and M_C on every item of the benchmark, recorded as benchmark NAME@likelihood)
+    mode: str = option("generate", flag="--mode", choices=("generate", "likelihood", "both"))
     attention: bool = option(False, flag="--attention")  # also record attention from the answer position to context vs question tokens
     # probes inside the model at every checkpoint: weights (change per layer and projection), heads (attention
     # per head to context / question / rest), lens (logit lens of the two answers per layer); [] = none

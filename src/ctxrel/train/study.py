@@ -83,7 +83,7 @@ def _check_benchmarks(cfg: C.StudyConfig) -> None:
     for b in cfg.eval.benchmarks:
         if not standard_name(b):
             bench = load_benchmark(b, skip_invalid=cfg.eval.skip_invalid)
-            if cfg.eval.mode == "generate":
+            if cfg.eval.mode != "likelihood":  # generate, or both (its generation pass)
                 require_scorable(bench, skip_invalid=cfg.eval.skip_invalid)
     for b in standard_tasks(cfg.eval):
         load_standard(b, cfg.eval)
