@@ -30,7 +30,7 @@ class ReportConfig:
     flips_to: str = option("final", flag="--to")  # item flips to this checkpoint
     bootstrap: int = 2000  # bootstrap resamples
     # plan for a drop D (0 < D < 1): the items and seeds that detect it (80% power, two-sided .05), from the
-    # variance of the runs given (None = no plan)
+    # variance of the runs given
     plan: float | None = None
 
 

@@ -66,7 +66,7 @@ def plan_lines(pl: dict[str, Any]) -> list[str]:
     note = f" ({pl['note']})" if pl.get("note") else ""
     return [f"plan: to detect a drop of {pl['d']:.3f} (80% power, two-sided .05): {pl['items_needed'] or '-'} items "
             f"for the items interval ({pl['n_seeds']} seed(s) averaged); seeds t test: {seeds}{tail}; "
-            f"item sd {_num(pl['sigma_w'])}, between-seed sd {_num(pl['sigma_b'])}{note}"]
+            f"within-seed item sd {_num(pl['sigma_w'])}, between-seed sd {_num(pl['sigma_b'])}{note}"]
 
 
 def decomposition_lines(dec: dict[str, Any]) -> list[str]:
