@@ -58,7 +58,10 @@ class ResponseLoss(torch.nn.Module):
             if getattr(base.config, attr, None) not in (None, 1, 1.0):
                 raise CtxrelError(f"models with config.{attr} are not supported by the training loss yet")
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, per_sequence: str | None = None):
+        """Summed cross-entropy of the labelled tokens (a scalar); with `per_sequence` "sum" or "mean", each
+        row's summed (or per-token mean) log-probability of its labelled tokens instead, shape (B,): what a
+        preference loss (`ctxrel.train.preference`) takes."""
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
                               use_cache=False).last_hidden_state  # (B, T, C)
         targets = labels[:, 1:]  # token t predicts t+1
@@ -66,7 +69,12 @@ class ResponseLoss(torch.nn.Module):
         logits = self.head(hidden[:, :-1][keep]).float()  # (N, V): only labelled positions
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return F.cross_entropy(logits, targets[keep], reduction="sum")
+        if per_sequence is None:
+            return F.cross_entropy(logits, targets[keep], reduction="sum")
+        token_logps = -F.cross_entropy(logits, targets[keep], reduction="none")  # (N,)
+        rows = keep.nonzero()[:, 0]  # (N,): the row of each labelled position
+        total = torch.zeros(len(labels), device=logits.device, dtype=logits.dtype).index_add(0, rows, token_logps)
+        return total / keep.sum(-1).clamp(min=1) if per_sequence == "mean" else total  # (B,)
 
 
 # peft (not ctxrel) still calls transformers' deprecated `is_gradient_checkpointing`; the warning is noise to a
