@@ -108,14 +108,24 @@ class MixtureConfig:
 
 
 @dataclass
+class PairsConfig:
+    """Built-in preference pairs (`data.source: pairs`, ctxrel.train.pairs) for a dpo stage."""
+    n: int = 256  # pairs generated from the training fact tables
+    irrelevant: float = 0.0  # share of KnowPO irrelevant-context pairs (chosen = memory); the rest Context-DPO
+
+
+@dataclass
 class DataConfig:
-    source: str = "mixture"  # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id
+    # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id; in a dpo stage: "pairs"
+    # (built-in preference pairs, data.pairs) or a local pairs file (prompt, chosen, rejected)
+    source: str = "mixture"
     format: str = option("auto", choices=("auto", "alpaca", "chat", "squad"))  # auto = from the record fields
     split: str = "train"  # split of an HF dataset
     template: str = option("auto", choices=TRAIN_TEMPLATES)  # auto = chat if the tokenizer has one, else alpaca
     max_length: int = 256  # tokens per example; longer ones are truncated (counted and reported)
     limit: int | None = None  # examples used, after a seeded shuffle (None = all)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
 
 
 @dataclass
@@ -170,7 +180,7 @@ class StudyConfig:
 # `ctxrel.train.loop.check_train_config`.
 MINIMUM = {"model.batch_size": 1, "eval.limit": 1, "eval.samples": 1, "eval.temperature": 0.0,
            "eval.max_new_tokens": 1, "eval.shots": 0, "eval.standard_limit": 1, "eval.seed": 0, "eval.bootstrap": 1,
-           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1,
+           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1, "data.pairs.n": 1,
            "bootstrap": 1, "smooth": 0}  # the last two: ctxrel report's --bootstrap and --smooth
 
 
@@ -314,7 +324,7 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
 # verb -> "module:Class" of the dataclass it takes (imported when that verb runs: torch stays out of --help)
 VERBS = {"eval": "ctxrel.config:RunConfig", "study": "ctxrel.config:StudyConfig", "train": "ctxrel.config:StudyConfig",
          "curate classify": "ctxrel.curate.config:ClassifyConfig", "curate filter": "ctxrel.curate.config:FilterConfig",
-         "curate augment": "ctxrel.curate.config:AugmentConfig",
+         "curate augment": "ctxrel.curate.config:AugmentConfig", "curate pairs": "ctxrel.curate.config:PairsBuildConfig",
          "curate substitute": "ctxrel.curate.config:SubstituteConfig", "report": "ctxrel.report.cli:ReportConfig",
          "theory": "ctxrel.theory.presets:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
 
