@@ -167,12 +167,32 @@ class StudyEvalConfig(EvalConfig):
 
 
 @dataclass
+class StageConfig:
+    """One stage of a multi-stage study (ctxrel.train.stages): its own data and optimisation, on the study's
+    step axis, starting from the previous stage's last checkpoint."""
+    kind: str = option("sft", choices=("sft", "dpo"))  # sft (supervised) | dpo (preference pairs)
+    name: str | None = None  # label in metrics, logs and reports (None = kind; repeated kinds get -2, -3 ...)
+    # first stage only: a checkpoint directory of another run to start from (read, never written); None = the
+    # base model (first stage) or the previous stage's last checkpoint
+    init: str | None = None
+    data: dict = field(default_factory=dict)  # overrides of the study's data section, e.g. {source: pairs}
+    train: dict = field(default_factory=dict)  # overrides of the study's train section (lr, max_steps, ...)
+    beta: float = 0.1  # dpo: strength of the pull to the reference (DPO's beta; IPO's tau)
+    loss: str = option("sigmoid", choices=("sigmoid", "ipo"))  # dpo: sigmoid = DPO, ipo = IPO
+    label_smoothing: float = 0.0  # dpo (sigmoid): share of pairs taken as mislabelled (conservative DPO)
+    skip_invalid: bool = False  # dpo: skip (and count) invalid pair records instead of stopping at the first
+
+
+@dataclass
 class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: StudyEvalConfig = field(default_factory=StudyEvalConfig)
     out: str = "runs/study"  # run directory (rerunning the same command resumes)
+    # training stages run one after another on one step axis (ctxrel.train.stages), e.g. [{kind: sft},
+    # {kind: dpo, data: {source: pairs}, train: {lr: 5.0e-6, max_steps: 32}}]; [] = one sft stage (data, train)
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 # Lower bounds of numeric settings, checked when a config is built (before any model loads). Every float must
@@ -204,6 +224,10 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         (inner,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(inner):  # a list of sections (study stages): each checked like a section
+            if not isinstance(value, list):
+                raise CtxrelError(f"config key {key}: expected a list of mappings, got {value!r}")
+            return [from_dict(inner, v, f"{key}[{i}].") for i, v in enumerate(value)]
         if isinstance(value, (str, int, float)):
             value = [value]
         if not isinstance(value, list):

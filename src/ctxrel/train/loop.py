@@ -288,6 +288,11 @@ class Session:
     n_parameters: int
     writer: Any = None  # tensorboard SummaryWriter (main process, train.tensorboard) or None
     say: Callable[..., None] = print  # log on the main process, silent on the others
+    # a stage of a multi-stage study (ctxrel.train.stages): its steps are counted from 0 in `progress` and the
+    # plan, and are `offset` further on the study's step axis (checkpoint names, logs, metrics); `stage` holds
+    # its index, name, kind, offset and total, written into every checkpoint.json and log row
+    offset: int = 0
+    stage: dict[str, Any] | None = None
 
     @property
     def main(self) -> bool:
@@ -443,7 +448,7 @@ def resume(s: Session, latest: Path | None) -> None:
     s.progress = progress
     if s.main:  # steps logged after the checkpoint are trained again; keep one row per step
         log_file = s.out / TRAIN_LOG
-        kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
+        kept = [r for r in read_records(log_file) if r["step"] <= progress["step"] + s.offset]
         atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
     s.say(f"ctxrel: resuming from {latest.name} ({progress['step']} of {s.plan.total} steps done)")
 
@@ -485,17 +490,23 @@ def optimizer_step(s: Session, step: int) -> tuple[float, Any]:
     return loss, grad_norm
 
 
-def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
-    """One row of train_log.jsonl (and tensorboard), and the progress bar (main process only)."""
+def log_step(s: Session, step: int, loss: float, grad_norm, bar, extra: dict[str, Any] | None = None) -> None:
+    """One row of train_log.jsonl (and tensorboard), and the progress bar (main process only). `step` counts
+    within the stage; the row holds the study's step (and the stage, and `extra` values, in a stage)."""
     if not s.main:
         return
     lr = s.scheduler.get_last_lr()[0]
     gn = float(grad_norm) if grad_norm is not None else None
-    append_records(s.out / TRAIN_LOG, [dict(step=step, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn,
-                                            tokens=s.progress["tokens"])])
+    row = dict(step=step + s.offset, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn,
+               tokens=s.progress["tokens"])
+    if s.stage is not None:
+        row.update(stage=s.stage["name"], **(extra or {}))
+    append_records(s.out / TRAIN_LOG, [row])
     if s.writer is not None:
-        s.writer.add_scalar("train/loss", loss, step)
-        s.writer.add_scalar("train/lr", lr, step)
+        s.writer.add_scalar("train/loss", loss, step + s.offset)
+        s.writer.add_scalar("train/lr", lr, step + s.offset)
+        for k, v in (extra or {}).items():
+            s.writer.add_scalar(f"train/{k}", v, step + s.offset)
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
 
@@ -516,10 +527,13 @@ def save_checkpoint(s: Session, step: int) -> dict[str, Any]:
     """Write checkpoints/step-NNNNNN/ (weights, optimizer, scheduler, RNG of every process, progress) into a
     temporary folder renamed into place, and prune older checkpoints; a complete one is left as it is. Returns
     the checkpoint's meta (step, epoch, tokens, mode, base model)."""
-    acc, tc, name = s.acc, s.cfg.train, step_name(step)
+    acc, tc, name = s.acc, s.cfg.train, step_name(step + s.offset)
     final = s.out / CHECKPOINTS_DIR / name
-    meta = dict(step=step, epoch=s.plan.epoch_at(step), tokens=s.progress["tokens"], mode=tc.mode,
+    meta = dict(step=step + s.offset, epoch=s.plan.epoch_at(step), tokens=s.progress["tokens"], mode=tc.mode,
                 base_model=s.cfg.model.name)
+    if s.stage is not None:  # epoch and tokens count within the stage
+        meta.update(stage=s.stage["name"], stage_kind=s.stage["kind"], stage_index=s.stage["index"],
+                    stage_step=step, stage_total=s.plan.total)
     if (final / "state" / "progress.json").exists():
         return meta
     tmp = s.out / CHECKPOINTS_DIR / f".tmp-{name}"
@@ -547,8 +561,10 @@ def evaluate_checkpoint(s: Session, meta: dict[str, Any], on_checkpoint: Callabl
     t0 = time.perf_counter()
     s.model.eval()
     devices = [s.acc.device] if s.acc.device.type == "cuda" else []
+    stage = {"stage": meta["stage"]} if "stage" in meta else {}
     with torch.random.fork_rng(devices=devices), torch.no_grad(), s.acc.autocast():
-        on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok)
+        on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok,
+                      **stage)
     s.model.train()
     s.progress["eval_s"] += time.perf_counter() - t0
     if s.writer is not None:
