@@ -308,6 +308,8 @@ def reference_logps(s, reference: dict[str, Any], ids, mask, labels, per_sequenc
 
     module = s.acc.unwrap_model(s.wrapped)
     params = dict(s.model.named_parameters())
+    training = s.model.training
+    s.model.eval()  # the reference runs without dropout
     with torch.no_grad():
         current = {n: params[n].detach().clone() for n in reference}
         try:
@@ -317,6 +319,7 @@ def reference_logps(s, reference: dict[str, Any], ids, mask, labels, per_sequenc
         finally:
             for n, t in current.items():
                 params[n].copy_(t)
+            s.model.train(training)
 
 
 def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: C.StageConfig
