@@ -79,6 +79,15 @@ def test_stage_hand_over_and_reference(tiny_model_dir, tmp_path, capsys):
     rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
     assert {(r["step"], r["stage"]) for r in rows} == {("0", "sft"), ("1", "sft"), ("4", "sft"), ("5", "dpo"),
                                                        ("6", "dpo")}
+    # the report: a verdict across the run and one per stage; a stage's name names its last checkpoint in flips
+    capsys.readouterr()
+    assert main(["report", str(run), "--from", "sft", "--to", "6", "--bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "verdict across the run:" in text and "stage sft (sft) steps 0-4:" in text
+    assert "stage dpo (dpo) steps 4-6:" in text and "flips run step-000004 -> step-000006" in text
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    group = summary["groups"][0] if "groups" in summary else summary
+    assert group["epoch_boundaries"] == [[4, "sft | dpo"]]
 
 
 def test_reference_log_probs_with_lora(tiny_model_dir, tmp_path):

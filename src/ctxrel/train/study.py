@@ -153,7 +153,11 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
     if plot and is_main_process():
         from ctxrel.report import plot_trajectory
 
-        summary["plot"] = str(plot_trajectory(out, epoch_boundaries=summary["epoch_boundaries"]))
+        boundaries = summary["epoch_boundaries"]
+        if summary.get("stages"):  # a multi-stage study: its stage boundaries, labelled
+            st = summary["stages"]
+            boundaries = [[b["offset"], f"{a['name']} | {b['name']}"] for a, b in zip(st, st[1:])]
+        summary["plot"] = str(plot_trajectory(out, epoch_boundaries=boundaries))
     return summary
 
 
