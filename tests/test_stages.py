@@ -198,3 +198,36 @@ def test_bad_pair_file_names_file_and_line(tiny_model_dir, tmp_path, capsys):
     cfg = write_config(tmp_path, tiny_model_dir)
     assert main(["study", str(cfg), f"stages=[{{kind: dpo, data: {{source: {pairs}}}}}]"]) == 2
     assert f"{pairs}:2" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_metrics_table_from_before_the_stage_column_still_reads(tmp_path):
+    import sqlite3
+
+    from ctxrel.results import RunDir
+
+    run = tmp_path / "old"
+    run.mkdir()
+    con = sqlite3.connect(run / "metrics.sqlite")
+    con.execute("CREATE TABLE metrics (checkpoint TEXT NOT NULL, step INTEGER, epoch REAL, tokens INTEGER, "
+                "benchmark TEXT NOT NULL, subset TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n INTEGER, "
+                "ci_low REAL, ci_high REAL, created TEXT, PRIMARY KEY (checkpoint, benchmark, subset, metric))")
+    con.execute("INSERT INTO metrics VALUES ('step-000000', 0, 0.0, 0, 'cf_capitals', 'all', 'cf_acc', 0.5, 10, "
+                "0.2, 0.8, 'then')")
+    con.commit()
+    con.close()
+    rows = RunDir(run).metrics()
+    assert rows[0]["value"] == 0.5 and rows[0]["stage"] is None
+    RunDir(run).write_metrics([dict(checkpoint="step-000008", step=8, benchmark="cf_capitals", subset="all",
+                                    metric="cf_acc", value=0.25, n=10, stage="dpo")])
+    assert [r["stage"] for r in RunDir(run).metrics()] == [None, "dpo"]
+    assert (run / "metrics.csv").read_text().splitlines()[0].endswith(",created,stage")
+
+
+def test_stages_key_rejects_what_is_not_a_list_of_stages():
+    from ctxrel import config as C
+    from ctxrel.errors import CtxrelError
+
+    for bad, words in [("stages=5", "expected a list of mappings"), ("stages=[3]", "config section stages[0]:"),
+                       ("stages=[{kind: ppo}]", "stages[0].kind: 'ppo' is not one of sft, dpo")]:
+        with pytest.raises(CtxrelError, match=__import__("re").escape(words)):
+            C.load_config(C.StudyConfig, None, [bad])

@@ -258,7 +258,7 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     """Build dataclass `cls` from nested dicts; unknown keys raise an error listing the valid ones."""
     data = data or {}
     if not isinstance(data, dict):
-        raise CtxrelError(f"config section {prefix or '<root>'}: expected a mapping, got {data!r}")
+        raise CtxrelError(f"config section {prefix.rstrip('.') or '<root>'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
