@@ -79,6 +79,10 @@ def test_stage_hand_over_and_reference(tiny_model_dir, tmp_path, capsys):
     rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
     assert {(r["step"], r["stage"]) for r in rows} == {("0", "sft"), ("1", "sft"), ("4", "sft"), ("5", "dpo"),
                                                        ("6", "dpo")}
+    assert main(["eval", "--run", str(run)]) == 0  # re-scoring saved checkpoints keeps each row's stage
+    rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
+    assert {(r["step"], r["stage"]) for r in rows} == {("0", "sft"), ("1", "sft"), ("4", "sft"), ("5", "dpo"),
+                                                       ("6", "dpo")}
     # the report: a verdict across the run and one per stage; a stage's name names its last checkpoint in flips
     capsys.readouterr()
     assert main(["report", str(run), "--from", "sft", "--to", "6", "--bootstrap", "50"]) == 0

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctxrel import config as C
-from ctxrel.errors import CtxrelError
+from ctxrel.errors import CtxrelError, InputError
 from ctxrel.results import CHECKPOINT_META, atomic_write_text
 from ctxrel.train import checkpoints as ckpt
 
@@ -133,9 +133,10 @@ def check_stages(cfg: C.StudyConfig) -> list[Stage]:
                 from ctxrel.train.data import local_source
 
                 local_source(data.source)
+        except InputError:
+            raise  # names its file and line already
         except CtxrelError as e:
-            raise CtxrelError(e if str(e).startswith(("/", ".")) or ":" in str(e).split(" ")[0] else
-                              f"{where}: {e}") from None
+            raise CtxrelError(f"{where}: {e}") from None
         if st.spec.init is not None:
             init_checkpoint(st.spec.init, cfg)
     return stages

@@ -218,7 +218,8 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
         lm = HFBackend.for_config(model, tok, cfg.model, name=f"{cfg.model.name}@{folder.name}")
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
-                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
+                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"],
+                                                  **({"stage": meta["stage"]} if "stage" in meta else {})),
                                     known_checkpoint=KNOWN_FROM, shard=shard)))
     shard.wait()  # the main process has written the last metric rows
     return done
