@@ -235,3 +235,23 @@ def test_stages_key_rejects_what_is_not_a_list_of_stages():
                        ("stages=[{kind: ppo}]", "stages[0].kind: 'ppo' is not one of sft, dpo")]:
         with pytest.raises(CtxrelError, match=__import__("re").escape(words)):
             C.load_config(C.StudyConfig, None, [bad])
+
+
+@pytest.mark.parametrize("mode", ["full", "qk"])
+def test_full_and_qk_modes_hand_over_and_start_dpo_at_log_2(tiny_model_dir, tmp_path, mode):
+    cfg = write_config(tmp_path, tiny_model_dir)
+    assert main(["train", str(cfg), f"train.mode={mode}", "train.lr=1e-3", "eval.every=100", "eval.early=[]",
+                 "stages=[{kind: sft, train: {max_steps: 2}}, {kind: dpo, beta: 0.5, train: {lr: 1.0e-3}, "
+                 "data: {source: pairs, max_length: 160, pairs: {n: 8}}}]"]) == 0
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    reference = load_file(str(run / "stages" / "1-dpo.reference.safetensors"))
+    last_sft = load_file(str(run / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    assert reference.keys() == last_sft.keys() and all(torch.equal(reference[k], last_sft[k]) for k in reference)
+    if mode == "qk":
+        assert all(k.endswith(("q_proj.weight", "k_proj.weight")) for k in reference)
+    log = {r["step"]: r for r in read_records(run / "train_log.jsonl")}
+    assert log[3]["stage"] == "dpo" and log[3]["loss"] == pytest.approx(0.6931472, abs=1e-6)
+    final = load_file(str(run / "checkpoints" / "step-000004" / "trainable.safetensors"))
+    assert any(not torch.equal(final[k], last_sft[k]) for k in final)
