@@ -79,6 +79,9 @@ def test_stage_hand_over_and_reference(tiny_model_dir, tmp_path, capsys):
     rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
     assert {(r["step"], r["stage"]) for r in rows} == {("0", "sft"), ("1", "sft"), ("4", "sft"), ("5", "dpo"),
                                                        ("6", "dpo")}
+    capsys.readouterr()
+    assert main(["train", str(cfg), "stages=[{kind: sft}]"]) == 2  # other stages: refused, like other settings
+    assert "holds a run started with other settings (stages: 2 stage(s) -> 1" in capsys.readouterr().err
     assert main(["eval", "--run", str(run)]) == 0  # re-scoring saved checkpoints keeps each row's stage
     rows = list(__import__("csv").DictReader((run / "metrics.csv").open()))
     assert {(r["step"], r["stage"]) for r in rows} == {("0", "sft"), ("1", "sft"), ("4", "sft"), ("5", "dpo"),
