@@ -43,7 +43,7 @@ from ctxrel.train import checkpoints as ckpt
 
 LEDGER = "stages.json"
 STAGES_DIR = "stages"
-FIXED_TRAIN_KEYS = ("mode", "qk_lora", "lora", "tensorboard", "keep_weights")  # the study's, for every stage
+FIXED_TRAIN_KEYS = ("mode", "qk_lora", "lora", "tensorboard", "report_to", "tracker_project", "keep_weights")  # the study's, for every stage
 
 
 @dataclass
@@ -252,10 +252,12 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
             f"{[c + offset for c in plan.checkpoints]}")
         if at == st.index:
             resume(s, latest)
-        if s.main and st.cfg.train.tensorboard:
-            from ctxrel.train.loop import _tensorboard
+        if s.main:  # closed by cleanup() at the stage's end
+            from ctxrel.trackers import Trackers, check_trackers
 
-            s.writer = _tensorboard(out / "tensorboard", offset + s.progress["step"])
+            s.trackers = Trackers(check_trackers(st.cfg.train), out, step=offset + s.progress["step"],
+                                  project=st.cfg.train.tracker_project, config=C.to_dict(cfg))
+        s.last_logged = (s.progress["tokens"], s.progress["train_s"])
         step = s.progress["step"]
         if step in plan.checkpoints:
             checkpoint(s, step, on_checkpoint)  # step 0 of the first stage, or an interrupted evaluation
