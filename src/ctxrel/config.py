@@ -177,17 +177,20 @@ class StudyEvalConfig(EvalConfig):
 class StageConfig:
     """One stage of a multi-stage study (ctxrel.train.stages): its own data and optimisation, on the study's
     step axis, starting from the previous stage's last checkpoint."""
-    kind: str = option("sft", choices=("sft", "dpo"))  # sft (supervised) | dpo (preference pairs)
+    kind: str = option("sft", choices=("sft", "dpo", "grpo"))  # sft (supervised) | dpo (pairs) | grpo (reward)
     name: str | None = None  # label in metrics, logs and reports (None = kind; repeated kinds get -2, -3 ...)
     # first stage only: a checkpoint directory of another run to start from (read, never written); None = the
     # base model (first stage) or the previous stage's last checkpoint
     init: str | None = None
     data: dict = field(default_factory=dict)  # overrides of the study's data section, e.g. {source: pairs}
     train: dict = field(default_factory=dict)  # overrides of the study's train section (lr, max_steps, ...)
-    beta: float = 0.1  # dpo: strength of the pull to the reference (DPO's beta; IPO's tau)
+    beta: float = 0.1  # dpo: strength of the pull to the reference (DPO's beta; IPO's tau); grpo: KL weight
     loss: str = option("sigmoid", choices=("sigmoid", "ipo"))  # dpo: sigmoid = DPO, ipo = IPO
     label_smoothing: float = 0.0  # dpo (sigmoid): share of pairs taken as mislabelled (conservative DPO)
-    skip_invalid: bool = False  # dpo: skip (and count) invalid pair records instead of stopping at the first
+    skip_invalid: bool = False  # dpo, grpo: skip (and count) invalid pair records instead of stopping at the first
+    generations: int = 4  # grpo: completions sampled per prompt (a group); at least 2
+    completion_tokens: int = 16  # grpo: tokens generated per completion at most (short answers)
+    temperature: float = 1.0  # grpo: sampling temperature of the completions
 
 
 @dataclass

@@ -62,7 +62,7 @@ class ResponseLoss(torch.nn.Module):
     def forward(self, input_ids, attention_mask, labels, per_sequence: str | None = None):
         """Summed cross-entropy of the labelled tokens (a scalar); with `per_sequence` "sum" or "mean", each
         row's summed (or per-token mean) log-probability of its labelled tokens instead, shape (B,): what a
-        preference loss (`ctxrel.train.preference`) takes."""
+        preference loss (`ctxrel.train.preference`) takes; "token": every labelled token's log-prob, (N,)."""
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
                               use_cache=False).last_hidden_state  # (B, T, C)
         targets = labels[:, 1:]  # token t predicts t+1
@@ -73,6 +73,8 @@ class ResponseLoss(torch.nn.Module):
         if per_sequence is None:
             return F.cross_entropy(logits, targets[keep], reduction="sum")
         token_logps = -F.cross_entropy(logits, targets[keep], reduction="none")  # (N,)
+        if per_sequence == "token":  # each labelled token's log-prob, row by row (GRPO: ctxrel.train.grpo)
+            return token_logps
         rows = keep.nonzero()[:, 0]  # (N,): the row of each labelled position
         total = torch.zeros(len(labels), device=logits.device, dtype=logits.dtype).index_add(0, rows, token_logps)
         return total / keep.sum(-1).clamp(min=1) if per_sequence == "mean" else total  # (B,)

@@ -60,6 +60,7 @@ class TokenizedPairs:
     rejected_labels: list[list[int]]
     kinds: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
+    answers: list[tuple[str, str]] = field(default_factory=list)  # (chosen, rejected) texts: a grpo reward's
 
 
 def _where(source: str) -> dict[str, Any]:
@@ -247,6 +248,7 @@ def tokenize_pairs(pairs: list[Pair], tok, *, template: str, max_length: int, sk
         out.chosen_ids.append(ci), out.chosen_labels.append(cl)
         out.rejected_ids.append(ri), out.rejected_labels.append(rl)
         out.kinds.append(pair.kind)
+        out.answers.append((pair.chosen, pair.rejected))
     out.stats["skipped"] = dict(skipped)
     out.stats["kinds"] = dict(Counter(out.kinds))
     if not out.chosen_ids:

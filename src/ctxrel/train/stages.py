@@ -86,6 +86,17 @@ def resolve_stages(cfg: C.StudyConfig) -> list[Stage]:
             scfg = C.from_dict(C.StudyConfig, _merge(base, {"data": spec.data, "train": spec.train}))
         except CtxrelError as e:
             raise CtxrelError(f"{where}: {e}") from None
+        if spec.kind == "grpo":
+            bad = [(k, v, why) for k, v, ok, why in [
+                ("generations", spec.generations, spec.generations >= 2, "must be >= 2 (a group to compare)"),
+                ("completion_tokens", spec.completion_tokens, spec.completion_tokens >= 1, "must be >= 1"),
+                ("temperature", spec.temperature, spec.temperature > 0, "must be > 0 (completions are sampled)"),
+                ("beta", spec.beta, spec.beta >= 0, "must be >= 0")] if not ok]
+            if bad:
+                raise CtxrelError(f"{where}.{bad[0][0]}={bad[0][1]!r} {bad[0][2]}")
+            if scfg.data.source == "mixture":
+                raise CtxrelError(f"{where}.data.source: a grpo stage takes the prompts and answers of preference "
+                                  "pairs: `pairs` (built in, data.pairs) or a pairs file")
         if spec.kind == "dpo":
             if not spec.beta > 0:
                 raise CtxrelError(f"{where}.beta={spec.beta!r} must be > 0")
@@ -94,9 +105,9 @@ def resolve_stages(cfg: C.StudyConfig) -> list[Stage]:
             if scfg.data.source == "mixture":
                 raise CtxrelError(f"{where}.data.source: a dpo stage trains on preference pairs: `pairs` (built "
                                   "in, data.pairs) or a pairs file (prompt, chosen, rejected)")
-        elif scfg.data.source == "pairs":
-            raise CtxrelError(f"{where}.data.source: pairs are for a dpo stage; an sft stage takes the mixture, a "
-                              "file or a dataset id")
+        elif spec.kind == "sft" and scfg.data.source == "pairs":
+            raise CtxrelError(f"{where}.data.source: pairs are for a dpo or grpo stage; an sft stage takes the "
+                              "mixture, a file or a dataset id")
         out.append(Stage(k, name, spec.kind, spec, scfg))
     names = [s.name for s in out]
     if len(set(names)) != len(names):
@@ -118,7 +129,7 @@ def check_stages(cfg: C.StudyConfig) -> list[Stage]:
         try:
             check_train_config(st.cfg)
             data = st.cfg.data
-            if st.kind == "dpo":
+            if st.kind in ("dpo", "grpo"):
                 from ctxrel.train.pairs import pair_counts, read_pairs
 
                 if data.source == "pairs":
@@ -169,7 +180,7 @@ def _stage_data(st: Stage, tok) -> tuple[Any, list[int]]:
     from ctxrel.train.data import load_examples, resolve_data_template, tokenize
 
     template = resolve_data_template(st.cfg.data.template, tok)
-    if st.kind == "dpo":
+    if st.kind in ("dpo", "grpo"):
         from ctxrel.train.pairs import load_pairs, tokenize_pairs
 
         pairs, skipped = load_pairs(st.cfg.data, seed=st.cfg.train.seed, skip_invalid=st.spec.skip_invalid)
@@ -236,7 +247,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
             except (RuntimeError, KeyError) as e:
                 raise CtxrelError(f"stages[0].init {st.spec.init}: does not fit this model ({e})"[:300]) from None
         reference = None
-        if st.kind == "dpo":
+        if st.kind in ("dpo", "grpo"):
             reference = _reference(model, _reference_file(out, st), fresh=at != st.index, main=acc.is_main_process)
             acc.wait_for_everyone()
         optimizer, scheduler = build_optimizer(model, st.cfg.train, plan.total)
@@ -247,7 +258,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
                     sum(p.numel() for p in model.parameters() if p.requires_grad),
                     sum(p.numel() for p in model.parameters()), say=say, offset=offset, stage=info)
         say(f"ctxrel: stage {st.index} {st.name} ({st.kind}): {len(lengths)} "
-            f"{'pairs' if st.kind == 'dpo' else 'examples'}, {plan.total} steps of {plan.batch_size} "
+            f"{'examples' if st.kind == 'sft' else 'pairs'}, {plan.total} steps of {plan.batch_size} "
             f"(study steps {offset}-{offset + plan.total}); checkpoints at study steps "
             f"{[c + offset for c in plan.checkpoints]}")
         if at == st.index:
@@ -267,6 +278,10 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
         while step < plan.total:
             if st.kind == "dpo":
                 loss, grad_norm, extra = preference_step(s, step, reference, cache, st.spec)
+            elif st.kind == "grpo":
+                from ctxrel.train.grpo import grpo_step
+
+                loss, grad_norm, extra = grpo_step(s, step, reference, st.spec)
             else:
                 (loss, grad_norm), extra = optimizer_step(s, step), {}
             step += 1
