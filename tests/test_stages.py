@@ -108,7 +108,7 @@ def test_reference_log_probs_with_lora(tiny_model_dir, tmp_path):
     from ctxrel.models import load_model, load_weights
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss, build_model
-    from ctxrel.train.stages import _reference, reference_logps
+    from ctxrel.train.reference import reference_logps, snapshot
 
     cfg = C.load_config(C.StudyConfig, write_config(tmp_path, tiny_model_dir))
     assert main(["train", str(tmp_path / "study.yaml"), "stages=[{kind: sft}]"]) == 0  # an sft run to take from
@@ -119,7 +119,7 @@ def test_reference_log_probs_with_lora(tiny_model_dir, tmp_path):
         model, _ = build_model(cfg, "cpu", cpu=True)
         if previous is not None:
             load_weights(model, previous)
-        reference = _reference(model, tmp_path / "ref.safetensors", fresh=True, main=True)
+        reference = snapshot(model, tmp_path / "ref.safetensors", fresh=True, main=True)
         with torch.no_grad():  # the policy moves away from the reference
             for name, p in model.named_parameters():
                 if p.requires_grad:

@@ -84,7 +84,7 @@ def grpo_step(s, step: int, reference: dict[str, Any], spec) -> tuple[float, Any
     import torch
 
     from ctxrel.train.data import IGNORE, collate
-    from ctxrel.train.stages import reference_logps
+    from ctxrel.train.reference import reference_logps
 
     t0 = time.perf_counter()
     acc, plan, tc, d = s.acc, s.plan, s.cfg.train, s.tokenized

@@ -209,6 +209,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
     from tqdm.auto import tqdm
 
     from ctxrel.models import load_weights
+    from ctxrel.train.reference import snapshot
     from ctxrel.train.loop import (ResponseLoss, Session, build_model, build_optimizer, checkpoint, cleanup,
                                    log_step, make_accelerator, make_plan, on_cpu, optimizer_step, resume)
 
@@ -248,7 +249,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
                 raise CtxrelError(f"stages[0].init {st.spec.init}: does not fit this model ({e})"[:300]) from None
         reference = None
         if st.kind in ("dpo", "grpo"):
-            reference = _reference(model, _reference_file(out, st), fresh=at != st.index, main=acc.is_main_process)
+            reference = snapshot(model, _reference_file(out, st), fresh=at != st.index, main=acc.is_main_process)
             acc.wait_for_everyone()
         optimizer, scheduler = build_optimizer(model, st.cfg.train, plan.total)
         optimizer = acc.prepare(optimizer)
@@ -301,45 +302,6 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
     return summary
 
 
-def _reference(model, path: Path, *, fresh: bool, main: bool) -> dict[str, Any]:
-    """The reference weights of a dpo stage: the trainable tensors as they are now (a stage's start: saved to
-    `path`), or as saved (a resumed stage)."""
-    from safetensors.torch import load_file, save_file
-
-    from ctxrel.models import trainable_state
-
-    if fresh or not path.exists():
-        state = {n: t.clone() for n, t in trainable_state(model).items()}
-        if main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name("." + path.name)
-            save_file(state, str(tmp))
-            tmp.replace(path)
-        return state
-    return load_file(str(path))
-
-
-def reference_logps(s, reference: dict[str, Any], ids, mask, labels, per_sequence: str):
-    """Sequence log-probs (B,) under the reference weights: swapped into the trainable tensors, a forward without
-    gradients, swapped back (the frozen weights are shared with the policy)."""
-    import torch
-
-    module = s.acc.unwrap_model(s.wrapped)
-    params = dict(s.model.named_parameters())
-    training = s.model.training
-    s.model.eval()  # the reference runs without dropout
-    with torch.no_grad():
-        current = {n: params[n].detach().clone() for n in reference}
-        try:
-            for n, t in reference.items():
-                params[n].copy_(t.to(params[n].device, params[n].dtype))
-            return module(ids, mask, labels, per_sequence=per_sequence).detach()
-        finally:
-            for n, t in current.items():
-                params[n].copy_(t)
-            s.model.train(training)
-
-
 def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: C.StageConfig
                     ) -> tuple[float, Any, dict[str, float]]:
     """Optimizer step `step` of a dpo stage on its global batch of pairs: chosen and rejected responses of a
@@ -350,6 +312,7 @@ def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: 
 
     from ctxrel.train.data import collate
     from ctxrel.train.preference import length_normalised, pair_stats, preference_loss
+    from ctxrel.train.reference import reference_logps
 
     t0 = time.perf_counter()
     acc, plan, tc, d = s.acc, s.plan, s.cfg.train, s.tokenized
