@@ -56,7 +56,8 @@ def test_stage_hand_over_and_reference(tiny_model_dir, tmp_path, capsys):
     assert main(["train", str(cfg)]) == 0
     run = tmp_path / "run"
     ledger = json.loads((run / "stages.json").read_text())
-    assert [(e["name"], e["offset"], e["total"]) for e in ledger] == [("sft", 0, 4), ("dpo", 4, 2)]
+    assert [(e["name"], e["offset"], e["total"], e["total_steps"]) for e in ledger] == [("sft", 0, 4, 4),
+                                                                                           ("dpo", 4, 2, 2)]
     metas = {p.name: json.loads((p / "checkpoint.json").read_text()) for p in (run / "checkpoints").iterdir()}
     assert sorted(metas) == ["step-000000", "step-000001", "step-000004", "step-000005", "step-000006"]
     assert metas["step-000004"]["stage"] == "sft" and metas["step-000005"]["stage"] == "dpo"
@@ -153,6 +154,8 @@ def test_resume_inside_the_dpo_stage_after_kill_9(tiny_model_dir, tmp_path):
     subprocess.run(cmd + [f"out={run}"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(cmd + [f"out={ref}"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a, b = ({r["step"]: r["loss"] for r in read_records(d / "train_log.jsonl")} for d in (run, ref))
+    resumed = json.loads((run / "train_summary.json").read_text())  # the skipped sft stage is still summarised
+    assert [(e["name"], e["offset"], e["total"]) for e in resumed["stages"]] == [("sft", 0, 4), ("dpo", 4, 12)]
     assert a == b and len(b) == 4 + 12
     last_a, last_b = adapter(run / "checkpoints" / "step-000016"), adapter(ref / "checkpoints" / "step-000016")
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_b)

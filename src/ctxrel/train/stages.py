@@ -230,12 +230,15 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
             plan.checkpoints = [c for c in plan.checkpoints if c > 0]
         latest, meta = _latest(out)
         at = meta.get("stage_index", -1 if latest is None else 0)
-        if at > st.index:  # finished in an earlier run of this command
+        if at > st.index:  # finished in an earlier run of this command: its summary is in the ledger
+            done = next((e for e in ledger if e["index"] == st.index and "train_s" in e), None)
+            summaries.append(done or dict(index=st.index, name=st.name, kind=st.kind, offset=offset,
+                                          total=plan.total, train_s=0.0, eval_s=0.0))
             offset += plan.total
             continue
         info = dict(index=st.index, name=st.name, kind=st.kind, offset=offset, total=plan.total)
-        if acc.is_main_process and info not in ledger:
-            ledger = [e for e in ledger if e["index"] != st.index] + [info]
+        if acc.is_main_process and not any(e["index"] == st.index for e in ledger):
+            ledger = ledger + [info]
             atomic_write_text(out / LEDGER, json.dumps(ledger, indent=1))
         set_seed(st.cfg.train.seed)
         if at == st.index:  # resume inside this stage (or re-score its last checkpoint)
@@ -291,6 +294,9 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
                 checkpoint(s, step, on_checkpoint)
         bar.close()
         summaries.append(dict(info, **cleanup(s)))
+        if acc.is_main_process:  # the stage's summary, for a later run that skips the finished stage
+            ledger = [e for e in ledger if e["index"] != st.index] + [summaries[-1]]
+            atomic_write_text(out / LEDGER, json.dumps(sorted(ledger, key=lambda e: e["index"]), indent=1))
         offset += plan.total
         model.train()
     summary = dict(stages=summaries, total_steps=offset, sharded=False, epoch_boundaries=[],
@@ -355,10 +361,3 @@ def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: 
         p["pad_tokens"] += plan.padding(batch, s.lengths)
     p["train_s"] += time.perf_counter() - t0
     return loss, grad_norm, extra
-
-
-def read_ledger(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The stages of a run directory (index, name, kind, offset, total), [] for a one-stage study."""
-    path = Path(run_dir) / LEDGER
-    return sorted(json.loads(path.read_text()), key=lambda e: e["index"]) if path.exists() else []
-
