@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ctxrel.flags import add_common, add_flags, option
+from ctxrel.report.scrutiny_text import scrutiny_lines
 
 CHECKPOINT_HELP = "start, peak, trough, final, a step number (48) or a checkpoint name (step-000048)"
 
@@ -24,10 +25,14 @@ class ReportConfig:
     # report directory (None = RUN/report/ for one study, FIRST_RUN/report/compare-LABEL-LABEL/ for a comparison)
     out: str | None = None
     smooth: int = 0  # statistics on a centred moving average over N checkpoints (labelled; 0 = off)
-    # item flips from this checkpoint: start, peak, trough, final, a step number (48) or a name (step-000048)
+    # item flips from this checkpoint: start, peak, trough, final, a step number (48), a name (step-000048), or
+    # in a multi-stage study a stage's name (its last checkpoint: --from sft --to 40)
     flips_from: str = option("peak", flag="--from")
     flips_to: str = option("final", flag="--to")  # item flips to this checkpoint
     bootstrap: int = 2000  # bootstrap resamples
+    # plan for a drop D (0 < D < 1): the items and seeds that detect it (80% power, two-sided .05), from the
+    # variance of the runs given
+    plan: float | None = None
 
 
 def add_parsers(sub, verb: str | None = None) -> None:
@@ -100,7 +105,14 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
             lines.append(f"    seed {one['run']}: peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final "
                          f"{one['final']['value']:.3f}; rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; "
                          f"{one['verdict']}{back}")
-    lines.append(f"    verdict: {st['verdict_text']}")
+    lines.append(f"    verdict{' across the run' if st.get('stages') else ''}: {st['verdict_text']}")
+    for one in st.get("stages", []):  # a multi-stage study: each stage on its own
+        where = (f"steps {one['offset']}-{one['offset'] + one['total']}: start {one['start']['value']:.3f}, "
+                 f"peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final {one['final']['value']:.3f}; "
+                 f"rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; ") if one.get("peak") else ""
+        lines.append(f"    stage {one['name']} ({one['kind']}, {where}verdict: {one['verdict_text']})"
+                     if not where else f"    stage {one['name']} ({one['kind']}) {where}{one['verdict_text']}")
+    lines += ["    " + line for line in scrutiny_lines(st)]
     return "\n".join(lines)
 
 
@@ -112,7 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = from_args(args)
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
     res = build_report(cfg.runs, labels=labels, out=cfg.out, seeds=cfg.seeds, smooth=cfg.smooth,
-                       n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to)
+                       n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to, plan=cfg.plan)
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
             if b.get("steps_left_out"):
