@@ -38,8 +38,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 bench: install
-	$(BIN)/python benchmarks/eval_throughput.py
-	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python perf/eval_throughput.py
+	$(BIN)/python perf/train_overhead.py
 
 # The documentation site (MkDocs + Material, offline) into site/: open site/index.html. --strict: a broken link,
 # a missing anchor or a page left out of the nav fails the build.
