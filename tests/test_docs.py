@@ -36,3 +36,23 @@ def test_readme_links_point_at_files_that_exist():
     local = [link for link in links if "://" not in link and not link.startswith("mailto:")]
     missing = [link for link in local if not (ROOT / link).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_architecture_page_names_every_module_and_no_other():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    listed, stack = set(), []
+    for line in block.splitlines()[1:]:
+        if not line.strip() or line.strip() == "src/ctxrel/":
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2 - 1  # entries of src/ctxrel/ are indented by 2
+        name = line.split()[0]
+        del stack[depth:]
+        if name.endswith("/"):
+            stack.append(name.rstrip("/"))
+        elif name.endswith(".py"):
+            listed.add("/".join([*stack, name]))
+    package = ROOT / "src" / "ctxrel"
+    actual = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert not actual - listed, f"docs/architecture.md does not list: {sorted(actual - listed)}"
+    assert not listed - actual, f"docs/architecture.md lists modules that do not exist: {sorted(listed - actual)}"
