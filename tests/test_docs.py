@@ -56,3 +56,57 @@ def test_architecture_page_names_every_module_and_no_other():
     actual = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
     assert not actual - listed, f"docs/architecture.md does not list: {sorted(actual - listed)}"
     assert not listed - actual, f"docs/architecture.md lists modules that do not exist: {sorted(listed - actual)}"
+
+
+# The key tables of the verb pages are generated from the config dataclasses (the same fields flags.py turns into
+# flags), between `<!-- keys: VERB -->` and `<!-- /keys -->`. After adding or changing a key, rewrite them with
+#     PYTHONPATH=src python tests/test_docs.py
+KEY_PAGES = {"eval": "eval.md", "study": "study.md", "curate classify": "curate.md", "curate filter": "curate.md",
+             "curate augment": "curate.md", "curate substitute": "curate.md", "report": "report.md",
+             "theory": "theory.md", "synth": "synth.md"}
+NO_ALIASES = {"study"}  # cli.py adds the study's flags without short aliases
+BLOCK = re.compile(r"(<!-- keys: (?P<verb>[a-z ]+) -->\n)(?P<body>.*?)(<!-- /keys -->)", re.S)
+
+
+def key_table(verb: str) -> str:
+    """The Markdown table of every key of `verb`'s config: key, flags, default, meaning (the field's comment)."""
+    from ctxrel.config import config_class
+    from ctxrel.flags import _show, flag_name, leaves
+
+    rows = ["| key | flag | default | meaning |", "|---|---|---|---|"]
+    for leaf in leaves(config_class(verb)):
+        flags = [flag_name(leaf.key), *(() if verb in NO_ALIASES else leaf.meta.get("flags", ()))]
+        meaning = leaf.help or ""
+        if leaf.meta.get("choices"):
+            meaning = (meaning + "; " if meaning else "") + "one of " + ", ".join(f"`{c}`" for c in leaf.meta["choices"])
+        cells = [f"`{leaf.key}`", ", ".join(f"`{f}`" for f in dict.fromkeys(flags)), f"`{_show(leaf.default)}`",
+                 meaning.replace("|", "\\|")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def rewrite_key_tables(page: Path) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + key_table(m.group("verb")) + m.group(4), page.read_text())
+
+
+@pytest.mark.parametrize("page", sorted(set(KEY_PAGES.values())))
+def test_verb_pages_list_every_config_key(page):
+    pytest.importorskip("torch")  # the synth and theory configs live next to their torch code
+    path = ROOT / "docs" / page
+    verbs = [m.group("verb") for m in BLOCK.finditer(path.read_text())]
+    assert sorted(verbs) == sorted(v for v, p in KEY_PAGES.items() if p == page), f"key tables of {page}: {verbs}"
+    assert rewrite_key_tables(path) == path.read_text(), (
+        f"docs/{page}: a key table differs from the config; rewrite it with `PYTHONPATH=src python tests/test_docs.py`")
+
+
+if __name__ == "__main__":
+    for name in sorted(set(KEY_PAGES.values())):
+        target = ROOT / "docs" / name
+        target.write_text(rewrite_key_tables(target))
+        print(f"rewrote the key tables of {target}")
+
+
+def test_readme_is_a_short_manual_that_opens_with_the_two_setup_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 350, f"README.md has {len(lines)} lines; move details into docs/"
+    assert lines[2].startswith("```") and lines[3].startswith("make demo") and lines[4].startswith("make test")
