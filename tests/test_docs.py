@@ -110,3 +110,16 @@ def test_readme_is_a_short_manual_that_opens_with_the_two_setup_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 350, f"README.md has {len(lines)} lines; move details into docs/"
     assert lines[2].startswith("```") and lines[3].startswith("make demo") and lines[4].startswith("make test")
+
+
+def test_design_page_copies_the_layers_of_the_layering_test():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layering", ROOT / "tests" / "test_layering.py")
+    layering = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layering)
+    text = (ROOT / "docs" / "design.md").read_text().split("## Data flow and layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    page = [(name.strip(), tuple(re.findall(r"`([^`]+)`", mods))) for name, mods in rows]
+    assert page == [(name, mods) for name, mods in layering.LAYERS], (
+        "docs/design.md, 'Data flow and layers' no longer copies LAYERS of tests/test_layering.py (the authority)")
