@@ -78,7 +78,7 @@ def test_report_of_one_study(inversion_run, capsys):
     assert "verdict: inversion" in out and "McNemar p" in out
     rep = inversion_run / "report"
     pngs = sorted(p.name for p in rep.glob("*.png"))
-    assert pngs == ["cf_test-attention.png", "cf_test-categories.png", "cf_test-steps.png",
+    assert pngs == ["cf_test-attention.png", "cf_test-categories.png", "cf_test-outcomes.png", "cf_test-steps.png",
                     "cf_test-vs-id-accuracy.png"]
     assert all((rep / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     summary = json.loads((rep / "summary.json").read_text())
@@ -101,7 +101,7 @@ def test_report_of_one_study(inversion_run, capsys):
     assert t["p_value"] == pytest.approx(mcnemar_exact(t["lost"], t["gained"])) and t["lost"] > t["gained"]
     page = (rep / "index.html").read_text()
     assert external_refs(page) == []
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5  # the four figures above and the stacked outcome shares
     assert "inversion: significant rise" in page and "hand-built" in page  # verdict and the resolved config
     assert "McNemar" in page and "context &rarr; parametric" in page
 

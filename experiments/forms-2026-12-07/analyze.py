@@ -1,9 +1,14 @@
 """The pre-registered analysis of the context-form ablation (prereg.md in this folder).
 
-    python experiments/forms-2026-12-07/analyze.py runs/forms-s0 runs/forms-s1 runs/forms-s2 \
+    python experiments/forms-2026-12-07/analyze.py \
+        0=runs/forms-s0-full,8=runs/forms-s0-step8,128=runs/forms-s0-step128 \
+        0=runs/forms-s0-full,8=runs/forms-s1-step8,128=runs/forms-s1-step128 ... \
         --out experiments/forms-2026-12-07/results.csv > experiments/forms-2026-12-07/table.md
 
-For every benchmark of the runs: cf-acc and par-acc at step 0, early (mean of steps 8 and 16, fixed in advance, no
+One positional argument per seed: STEP=DIR pairs, DIR a study (its checkpoint step-STEP is read) or an evaluation
+of one checkpoint (its only checkpoint is read). Step 0 of every seed is the base model (amendment 1).
+
+For every benchmark of the runs: cf-acc and par-acc at step 0, early (step 8, amendment 1; fixed in advance, no
 peak chosen) and end (step 128); the early-to-end change per seed and pooled over seeds, each with a paired item
 bootstrap 95% interval (2,000 resamples; an item keeps its early and end together, and in the pooled interval its
 seeds together); and, for each form, the difference from the `study` form of the same relation on the same items.
@@ -14,25 +19,44 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from ctxrel.analysis.rundata import load_run
+from ctxrel.results import read_records
 
 EARLY, END, START = (8, 16), 128, 0
 N_BOOT = 2000
 
 
-def item_table(run, benchmark: str) -> dict[str, dict[int, tuple[float, float]]]:
-    """{item key: {step: (cf, par)}}; the key drops the benchmark name so forms pair by item."""
-    out: dict[str, dict[int, tuple[float, float]]] = {}
-    for step, ckpt in run.checkpoint_steps(benchmark).items():
-        by_id: dict[str, list[tuple[float, float]]] = {}
-        for r in run.records[(ckpt, benchmark)]:
-            by_id.setdefault(r["id"].split("/", 1)[1], []).append(
-                (float(bool(r["contains_context"])), float(bool(r["contains_parametric"]))))
-        for key, vals in by_id.items():
-            out.setdefault(key, {})[step] = tuple(np.mean(vals, axis=0))
+def _checkpoint_dir(run: Path, step: int) -> Path:
+    evals = run / "evals"
+    named = evals / f"step-{step:06d}"
+    if named.is_dir():
+        return named
+    dirs = [d for d in evals.iterdir() if d.is_dir()]
+    if len(dirs) != 1:
+        raise SystemExit(f"{run}: no step-{step:06d} and not a single-checkpoint evaluation")
+    return dirs[0]
+
+
+def seed_tables(spec: str) -> dict[str, dict[str, dict[int, tuple[float, float]]]]:
+    """{benchmark: {item key: {step: (cf, par)}}} of one seed from its STEP=DIR pairs; the key drops the
+    benchmark name so forms pair by item."""
+    out: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+    for pair in spec.split(","):
+        step, run = pair.split("=", 1)
+        ckpt = _checkpoint_dir(Path(run), int(step))
+        for f in sorted(ckpt.glob("*.jsonl")):
+            if f.name.count(".") > 1:  # .nocontext.jsonl, .attention.jsonl, ...
+                continue
+            by_id: dict[str, list[tuple[float, float]]] = {}
+            for r in read_records(f):
+                by_id.setdefault(r["id"].split("/", 1)[1], []).append(
+                    (float(bool(r["contains_context"])), float(bool(r["contains_parametric"]))))
+            table = out.setdefault(f.stem, {})
+            for key, vals in by_id.items():
+                table.setdefault(key, {})[int(step)] = tuple(np.mean(vals, axis=0))
     return out
 
 
@@ -60,22 +84,24 @@ def fmt(m, lo, hi) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("runs", nargs="+")
+    ap.add_argument("seeds", nargs="+", help="per seed: STEP=DIR,STEP=DIR,...")
     ap.add_argument("--out", help="CSV of every number in the table")
-    ap.add_argument("--early", default="8,16", help="early steps (pre-registered: 8,16)")
+    ap.add_argument("--early", default="8", help="early steps (amendment 1: 8; seed 0 also has 16)")
     ap.add_argument("--end", type=int, default=128, help="end step (pre-registered: 128)")
     args = ap.parse_args(argv)
     global EARLY, END
     EARLY, END = tuple(int(s) for s in args.early.split(",")), args.end
-    runs = [load_run(p) for p in args.runs]
-    benches = sorted(set.intersection(*(set(r.benchmarks()) for r in runs)))
+    runs = [seed_tables(spec) for spec in args.seeds]
+    need = (START, *EARLY, END)
+    benches = sorted(b for b in set.intersection(*(set(r) for r in runs))
+                     if all(any(all(s in v for s in need) for v in r[b].values()) for r in runs))
     rows, cells = [], {}
     for b in benches:
-        tables = [item_table(r, b) for r in runs]
+        tables = [r[b] for r in runs]
         keys, cf = per_item(tables, 0)
         _, par = per_item(tables, 1)
         cells[b] = (keys, cf, par)
-    print(f"Runs: {', '.join(str(r.path) for r in runs)}. Steps: start {START}, early = mean of {EARLY}, end "
+    print(f"Seeds: {'; '.join(args.seeds)}. Steps: start {START}, early = mean of {EARLY}, end "
           f"{END}. Change = early - end (cf-acc: a fall is positive); return = end - early (par-acc). Intervals: "
           f"paired item bootstrap, {N_BOOT} resamples, 95%.\n")
     print("| benchmark | items | cf-acc start / early / end | par-acc start / early / end | cf fall, per seed "

@@ -8,6 +8,7 @@ for all items and for the known subset.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import random
@@ -256,6 +257,17 @@ def attention_rows(lm: ProbedLM, items: list[ConflictItem], prompts: dict[str, s
     return rows
 
 
+LIKELIHOOD_SUFFIX = "@likelihood"  # eval.mode both: the benchmark name of the M_C pass over every item
+
+
+def likelihood_pass(bench: LoadedBenchmark, cfg: EvalConfig) -> tuple[LoadedBenchmark, EvalConfig]:
+    """eval.mode both: the benchmark and settings of its likelihood pass -- every item (no limit), one score per
+    item, no attention or probes (those follow the generation pass), written as benchmark `NAME@likelihood`, so
+    `ctxrel report` follows its M_C as a trajectory with its own verdict."""
+    return (dataclasses.replace(bench, name=bench.name + LIKELIHOOD_SUFFIX),
+            dataclasses.replace(cfg, mode="likelihood", limit=None, samples=1, attention=False, probes=[]))
+
+
 def _load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) -> LM:
     from ctxrel.backends.hf import HFBackend
     from ctxrel.models import load_model
@@ -292,7 +304,9 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     runs eval.probes. Its
     results are complete; the others' carry no metrics.
     """
-    cfg = config.eval
+    cfg = both = config.eval
+    if cfg.mode == "both":  # the generation pass reads as a generate run; likelihood_pass adds M_C on every item
+        cfg = dataclasses.replace(both, mode="generate")
     if cfg.prompt is not None:
         check_format(cfg.prompt)
     if cfg.samples < 1 or cfg.max_new_tokens < 1:
@@ -329,9 +343,10 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     if known_checkpoint is not None and known_checkpoint != checkpoint:
         separate_ref = False  # the known subset was decided at known_checkpoint; no reference model is asked
     extra = dict(model=config.model.name, adapter=config.model.adapter, reference=ref_name)
-    for b in benches if shard.main else []:  # refuse mixed settings before writing anything
+    passes = [(b, cfg) for b in benches] + ([likelihood_pass(b, cfg) for b in benches] if both.mode == "both" else [])
+    for b, c in passes if shard.main else []:  # refuse mixed settings before writing anything
         run.drop_unused_settings(checkpoint, b.name)  # an earlier run that wrote no result holds nothing to mix
-        run.check_settings(checkpoint, b.name, eval_settings(b, cfg, extra), dry_run=True)
+        run.check_settings(checkpoint, b.name, eval_settings(b, c, extra), dry_run=True)
     if lm is None:
         lm = _load_lm(config.model.name, config.model.adapter, config.model, shard)
     builder = _builder(lm, cfg)
@@ -340,10 +355,10 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         reference = _load_lm(ref_name, None, config.model, shard)
         ref_builder = _builder(reference, cfg)
     if not cfg.skip_invalid:  # a prompt too long for the window is an error: find it before config.yaml changes
-        for b in benches:
-            chosen = select_items(b.items, cfg.limit, cfg.seed)
+        for b, c in passes:
+            chosen = select_items(b.items, c.limit, c.seed)
             _fit_window(chosen, {it.id: builder.with_context(it.context, it.question, it.prompt) for it in chosen},
-                        lm, cfg, [])
+                        lm, c, [])
     if write_config and shard.main:  # every check has passed and the model(s) loaded
         run.write_config(to_dict(config))
     t0 = time.perf_counter()
@@ -355,6 +370,11 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         # other context kinds and decoding methods of the same items (eval.contexts / eval.decoding)
         results += [base] + evaluate_variants(lm, b, base, cfg, builder, run, checkpoint=checkpoint,
                                               extra_settings=extra, shard=shard)
+        if both.mode == "both":
+            lb, lc = likelihood_pass(b, cfg)
+            results.append(evaluate_benchmark(lm, lb, lc, builder, run, checkpoint=checkpoint, reference=reference,
+                                              reference_builder=ref_builder, extra_settings=extra,
+                                              known_checkpoint=known_checkpoint, shard=shard))
     if standard:
         results += evaluate_standard(lm, standard, cfg, run, checkpoint=checkpoint, shard=shard)
     if cfg.probes and shard.main:

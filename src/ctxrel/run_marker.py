@@ -39,10 +39,12 @@ MARKER = "ctxrel-run.json"
 _TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
 _NAMES = {
     "eval": _TABLE | {EVALS_DIR, "report"},
-    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "report"},
+    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "wandb", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
     "report": {"index.html", "summary.json"},
+    "lm-eval-task": set(),  # ctxrel.exports.lmeval_task (no directory predates the marker)
+    "eee": set(),  # ctxrel.exports.every_eval
     "theory": _TABLE | {"check.json"},
     "synth": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, "report"},
 }
@@ -52,6 +54,8 @@ _WRITES = {
              "train_log.jsonl, report/",
     "curate": "data.jsonl, manifest.json and the operation's reports",
     "report": "index.html, summary.json and PNG figures",
+    "lm-eval-task": "an lm-eval task (YAML), utils.py and the items (JSONL)",
+    "eee": "data/<benchmark>/<developer>/<model>/<uuid>.json and _samples.jsonl (Every Eval Ever)",
     "theory": "config.yaml, metrics.sqlite, metrics.csv, check.json and a PNG",
     "synth": "config.yaml, metrics.sqlite, metrics.csv, evals/, checkpoints/",
 }

@@ -5,7 +5,9 @@ need, per checkpoint, one number per item, keyed by item id so two checkpoints c
 
 * `cf_acc`  -> share of the item's samples whose output contains the context answer;
 * `par_acc` -> share containing the parametric answer;
-* `m_c`     -> p_context / (p_context + p_parametric) (likelihood mode; one score per item).
+* `m_c`     -> p_context / (p_context + p_parametric) (likelihood mode; one score per item);
+* `share_context`, `share_parametric`, `share_both`, `share_neither` -> share of the item's samples with that
+  outcome (generate mode; the terms of analysis/decompose.py).
 
 The mean of these values over items is exactly the metric row's value (metrics.py averages samples within an
 item, then items), so point estimates here agree with the metrics table. Pure: records in, dicts out.
@@ -18,7 +20,7 @@ from typing import Any, Iterable
 
 from ctxrel.matching import RESOLVED_OUTCOMES, resolve
 
-ITEM_METRICS = ("cf_acc", "par_acc", "m_c")
+ITEM_METRICS = ("cf_acc", "par_acc", "m_c", "share_context", "share_parametric", "share_both", "share_neither")
 
 
 def is_conflict_record(r: dict[str, Any]) -> bool:
@@ -40,6 +42,8 @@ def _value(r: dict[str, Any], metric: str) -> float:
         return float(r["contains_parametric"])
     if metric == "m_c":
         return float(r["m_c"])
+    if metric.startswith("share_") and metric in ITEM_METRICS:  # one outcome of matching.OUTCOMES
+        return float(r["outcome"] == metric.removeprefix("share_"))
     raise ValueError(f"unknown item metric {metric!r}; expected one of {ITEM_METRICS}")
 
 

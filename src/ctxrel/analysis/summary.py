@@ -17,6 +17,7 @@ from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
 from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, return_stats, trajectory_stats
 from ctxrel.analysis.items import categories
 from ctxrel.analysis.probes import weights_summary
+from ctxrel.analysis.scrutiny import scrutinise
 from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points, weight_steps
 from ctxrel.metrics import bootstrap_ci
 
@@ -38,8 +39,8 @@ def series(points: list[Point], *, n_boot: int = 1000, seed: int = 0) -> list[di
 
 
 def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boot: int = 2000, seed: int = 0,
-                      flips_from: str = "peak", flips_to: str = "final", flips_subset: str = "all"
-                      ) -> dict[str, Any]:
+                      flips_from: str = "peak", flips_to: str = "final", flips_subset: str = "all",
+                      plan: float | None = None) -> dict[str, Any]:
     mode = runs[0].mode(benchmark)
     metric = "m_c" if mode == "likelihood" else "cf_acc"
     out: dict[str, Any] = dict(benchmark=benchmark, mode=mode, metric=metric, subsets={}, series={},
@@ -70,6 +71,10 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
                 one["memory_return"] = return_stats(trajectory_points([run], benchmark, "par_acc", subset),
                                                     smooth_window=smooth, n_boot=n_boot, seed=seed)
         out["series"][subset] = {m: series(p, n_boot=min(n_boot, 1000), seed=seed) for m, p in by_metric.items()}
+        # new keys beside today's (power, selection-honest verdict, plan, decomposition, context share): scrutiny.py
+        out["subsets"][subset].update(scrutinise(
+            out["subsets"][subset], pts, metric=metric, smooth=smooth, n_boot=n_boot, seed=seed, plan_drop=plan,
+            trajectory=lambda m, s=subset: by_metric.get(m) or trajectory_points(runs, benchmark, m, s)))
     recs = [r for run in runs for (c, b), rs in run.records.items() if b == benchmark for r in rs]
     cats = categories(recs)
     for cat in cats if len(cats) > 1 else []:  # one category: the benchmark's own statistics say it all
@@ -124,7 +129,7 @@ def id_accuracy(run: Run) -> list[dict[str, Any]]:
 
 def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
     """Summary of one group of runs (one run, or seeds of one study) over all its conflict benchmarks.
-    Keyword arguments go to benchmark_summary (smooth, n_boot, seed, flips_from, flips_to, flips_subset)."""
+    Keyword arguments go to benchmark_summary (smooth, n_boot, seed, flips_from, flips_to, flips_subset, plan)."""
     from ctxrel.analysis.mitigation import mitigation_summary
     from ctxrel.contexts import parse_variant
 

@@ -68,14 +68,18 @@ def _json_safe(x: Any) -> Any:
 
 def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, out: str | Path | None = None,
                  seeds: bool = False, smooth: int = 0, n_boot: int = 2000, seed: int = 0,
-                 flips_from: str = "peak", flips_to: str = "final", flips_subset: str = "all") -> dict[str, Any]:
-    """Write the report; return {out, index, summary, figures, groups (the summaries)}."""
+                 flips_from: str = "peak", flips_to: str = "final", flips_subset: str = "all",
+                 plan: float | None = None) -> dict[str, Any]:
+    """Write the report; return {out, index, summary, figures, groups (the summaries)}. `plan`: a drop (0 < D < 1)
+    to plan items and seeds for (analysis/power.py), from the variance of the runs given."""
     from ctxrel.analysis.rundata import load_run
     from ctxrel.analysis.summary import summarise
     from ctxrel.report.html import render
     from ctxrel.report.plots import plot_all
     from ctxrel.results import atomic_write_text
 
+    if plan is not None and not (isinstance(plan, (int, float)) and 0 < plan < 1):
+        raise CtxrelError(f"--plan {plan!r}: the drop to plan for must be a share strictly between 0 and 1, e.g. 0.05")
     grouped = group_runs(runs, labels, seeds)
     loaded = [(label, [load_run(p, label) for p in paths]) for label, paths in grouped]
     for label, rs in loaded:
@@ -84,7 +88,7 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
                               "checkpoints with a step (step-NNNNNN); run ctxrel study or ctxrel eval --run first")
     try:
         summaries = [summarise(rs, label, smooth=smooth, n_boot=n_boot, seed=seed, flips_from=flips_from,
-                               flips_to=flips_to, flips_subset=flips_subset) for label, rs in loaded]
+                               flips_to=flips_to, flips_subset=flips_subset, plan=plan) for label, rs in loaded]
     except ValueError as e:  # a --from/--to that names no checkpoint
         raise CtxrelError(str(e)) from None
     if not set.intersection(*(set(s["benchmarks"]) for s in summaries)):

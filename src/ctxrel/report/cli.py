@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ctxrel.flags import add_common, add_flags, option
+from ctxrel.report.scrutiny_text import scrutiny_lines
 
 CHECKPOINT_HELP = "start, peak, trough, final, a step number (48) or a checkpoint name (step-000048)"
 
@@ -28,6 +29,9 @@ class ReportConfig:
     flips_from: str = option("peak", flag="--from")
     flips_to: str = option("final", flag="--to")  # item flips to this checkpoint
     bootstrap: int = 2000  # bootstrap resamples
+    # plan for a drop D (0 < D < 1): the items and seeds that detect it (80% power, two-sided .05), from the
+    # variance of the runs given
+    plan: float | None = None
 
 
 def add_parsers(sub, verb: str | None = None) -> None:
@@ -101,6 +105,7 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
                          f"{one['final']['value']:.3f}; rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; "
                          f"{one['verdict']}{back}")
     lines.append(f"    verdict: {st['verdict_text']}")
+    lines += ["    " + line for line in scrutiny_lines(st)]
     return "\n".join(lines)
 
 
@@ -112,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = from_args(args)
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
     res = build_report(cfg.runs, labels=labels, out=cfg.out, seeds=cfg.seeds, smooth=cfg.smooth,
-                       n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to)
+                       n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to, plan=cfg.plan)
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
             if b.get("steps_left_out"):

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ctxrel.report.scrutiny_html import scrutiny_section
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;
      color:#1d1d1f;line-height:1.4;padding:0 16px}
@@ -217,7 +219,7 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
                      f"{max(s for s in smoothed if s)} checkpoints.</p>")
     for bench, figs in figures.items():
         if bench not in groups[0]["benchmarks"]:
-            if not bench.endswith("(decoding and context kinds)"):  # a section of the model itself (probes)
+            if not bench.endswith(("(decoding and context kinds)", "(outcomes)")):  # a section of the model itself
                 parts.append(f"<h2>{_e(bench)}</h2>" + "".join(_img(p) for p in figs))
             continue  # the decoding / context-kind figures: mitigation_section
         metric = groups[0]["benchmarks"][bench]["metric"]
@@ -229,7 +231,9 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
             if g["benchmarks"][bench].get("steps_left_out"):
                 parts.append(f"<p class='note'>{_e(left_out_text(g['label'], g['benchmarks'][bench]))}</p>")
         parts.append(summary_table(groups, bench))
+        parts.append(scrutiny_section(groups, bench))
         parts += [_img(p) for p in figs]
+        parts += [_img(p) for p in figures.get(f"{bench} (outcomes)", [])]  # report/share_plots.py
         parts.append(category_table(groups, bench))
         fl = [f for g in groups for f in g["benchmarks"][bench].get("flips", [])]
         if fl:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ctxrel.report.canvas import figure, line, save, style
 from ctxrel.report.probe_plots import plot_probes
+from ctxrel.report.share_plots import plot_outcome_shares
 
 METRIC_LABEL = {"cf_acc": "cf-acc", "par_acc": "par-acc", "m_c": "M_C"}
 YLABEL = {"cf_acc": "share of generations (0-1)", "m_c": "M_C = p_ctx / (p_ctx + p_par)"}
@@ -186,6 +187,9 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
                 plot_categories(groups, b, out / f"{safe}-categories.png"),
                 plot_attention(groups, b, out / f"{safe}-attention.png")]
         figs[b] = [p for p in made if p is not None]
+        shares = plot_outcome_shares(groups, b, out / f"{safe}-outcomes.png")
+        if shares is not None:  # a key of its own: the benchmark's list of figures stays as it was
+            figs[OUTCOMES_SECTION.format(b)] = [shares]
     per_bench, weights = plot_probes(groups, benches, out)
     for b, paths in per_bench.items():
         figs[b] += paths
@@ -200,4 +204,5 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
     return figs
 
 
+OUTCOMES_SECTION = "{} (outcomes)"  # the stacked outcome shares of a benchmark, shown in its own section
 WEIGHTS_SECTION = "weight change per module"  # figures of the model, not of a benchmark (eval.probes weights)
