@@ -112,14 +112,24 @@ class MixtureConfig:
 
 
 @dataclass
+class PairsConfig:
+    """Built-in preference pairs (`data.source: pairs`, ctxrel.train.pairs) for a dpo stage."""
+    n: int = 256  # pairs generated from the training fact tables
+    irrelevant: float = 0.0  # share of KnowPO irrelevant-context pairs (chosen = memory); the rest Context-DPO
+
+
+@dataclass
 class DataConfig:
-    source: str = "mixture"  # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id
+    # "mixture" (built-in, offline), a local .json/.jsonl(.gz) file, or an HF dataset id; in a dpo stage: "pairs"
+    # (built-in preference pairs, data.pairs) or a local pairs file (prompt, chosen, rejected)
+    source: str = "mixture"
     format: str = option("auto", choices=("auto", "alpaca", "chat", "squad"))  # auto = from the record fields
     split: str = "train"  # split of an HF dataset
     template: str = option("auto", choices=TRAIN_TEMPLATES)  # auto = chat if the tokenizer has one, else alpaca
     max_length: int = 256  # tokens per example; longer ones are truncated (counted and reported)
     limit: int | None = None  # examples used, after a seeded shuffle (None = all)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
 
 
 @dataclass
@@ -166,12 +176,35 @@ class StudyEvalConfig(EvalConfig):
 
 
 @dataclass
+class StageConfig:
+    """One stage of a multi-stage study (ctxrel.train.stages): its own data and optimisation, on the study's
+    step axis, starting from the previous stage's last checkpoint."""
+    kind: str = option("sft", choices=("sft", "dpo", "grpo"))  # sft (supervised) | dpo (pairs) | grpo (reward)
+    name: str | None = None  # label in metrics, logs and reports (None = kind; repeated kinds get -2, -3 ...)
+    # first stage only: a checkpoint directory of another run to start from (read, never written); None = the
+    # base model (first stage) or the previous stage's last checkpoint
+    init: str | None = None
+    data: dict = field(default_factory=dict)  # overrides of the study's data section, e.g. {source: pairs}
+    train: dict = field(default_factory=dict)  # overrides of the study's train section (lr, max_steps, ...)
+    beta: float = 0.1  # dpo: strength of the pull to the reference (DPO's beta; IPO's tau); grpo: KL weight
+    loss: str = option("sigmoid", choices=("sigmoid", "ipo"))  # dpo: sigmoid = DPO, ipo = IPO
+    label_smoothing: float = 0.0  # dpo (sigmoid): share of pairs taken as mislabelled (conservative DPO)
+    skip_invalid: bool = False  # dpo, grpo: skip (and count) invalid pair records instead of stopping at the first
+    generations: int = 4  # grpo: completions sampled per prompt (a group); at least 2
+    completion_tokens: int = 16  # grpo: tokens generated per completion at most (short answers)
+    temperature: float = 1.0  # grpo: sampling temperature of the completions
+
+
+@dataclass
 class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: StudyEvalConfig = field(default_factory=StudyEvalConfig)
     out: str = "runs/study"  # run directory (rerunning the same command resumes)
+    # training stages run one after another on one step axis (ctxrel.train.stages), e.g. [{kind: sft},
+    # {kind: dpo, data: {source: pairs}, train: {lr: 5.0e-6, max_steps: 32}}]; [] = one sft stage (data, train)
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 # Lower bounds of numeric settings, checked when a config is built (before any model loads). Every float must
@@ -179,7 +212,7 @@ class StudyConfig:
 # `ctxrel.train.loop.check_train_config`.
 MINIMUM = {"model.batch_size": 1, "eval.limit": 1, "eval.samples": 1, "eval.temperature": 0.0,
            "eval.max_new_tokens": 1, "eval.shots": 0, "eval.standard_limit": 1, "eval.seed": 0, "eval.bootstrap": 1,
-           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1,
+           "eval.every": 1, "train.seed": 0, "train.batch_size": 1, "data.mixture.n": 1, "data.pairs.n": 1,
            "bootstrap": 1, "smooth": 0}  # the last two: ctxrel report's --bootstrap and --smooth
 
 
@@ -203,6 +236,10 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         (inner,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(inner):  # a list of sections (study stages): each checked like a section
+            if not isinstance(value, list):
+                raise CtxrelError(f"config key {key}: expected a list of mappings, got {value!r}")
+            return [from_dict(inner, v, f"{key}[{i}].") for i, v in enumerate(value)]
         if isinstance(value, (str, int, float)):
             value = [value]
         if not isinstance(value, list):
@@ -233,7 +270,7 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     """Build dataclass `cls` from nested dicts; unknown keys raise an error listing the valid ones."""
     data = data or {}
     if not isinstance(data, dict):
-        raise CtxrelError(f"config section {prefix or '<root>'}: expected a mapping, got {data!r}")
+        raise CtxrelError(f"config section {prefix.rstrip('.') or '<root>'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -323,7 +360,7 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
 # verb -> "module:Class" of the dataclass it takes (imported when that verb runs: torch stays out of --help)
 VERBS = {"eval": "ctxrel.config:RunConfig", "study": "ctxrel.config:StudyConfig", "train": "ctxrel.config:StudyConfig",
          "curate classify": "ctxrel.curate.config:ClassifyConfig", "curate filter": "ctxrel.curate.config:FilterConfig",
-         "curate augment": "ctxrel.curate.config:AugmentConfig",
+         "curate augment": "ctxrel.curate.config:AugmentConfig", "curate pairs": "ctxrel.curate.config:PairsBuildConfig",
          "curate substitute": "ctxrel.curate.config:SubstituteConfig", "report": "ctxrel.report.cli:ReportConfig",
          "theory": "ctxrel.theory.presets:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
 

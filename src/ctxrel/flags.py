@@ -111,6 +111,8 @@ def scalar(tp: Any) -> tuple[Any, bool]:
         (tp,) = [a for a in typing.get_args(tp) if a is not type(None)][:1] or [str]
         origin = typing.get_origin(tp)
     if origin is list:
+        if dataclasses.is_dataclass(typing.get_args(tp)[0]):  # a list of sections (study stages): YAML
+            return None, False
         return scalar(typing.get_args(tp)[0])[0], True
     if origin is dict or tp is Any:
         return None, False
@@ -149,7 +151,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, aliases: bool = True, ski
         if tp is None:
             group.add_argument(flag_name(leaf.key), dest=DEST + leaf.key, default=None, metavar="YAML",
                                type=functools.partial(_yaml, key=leaf.key),
-                               help=f"{text} (a YAML mapping; default: {_show(leaf.default)})")
+                               help=f"{text} (YAML; default: {_show(leaf.default)})")
             continue
         names = list(dict.fromkeys([flag_name(leaf.key), *(leaf.meta.get("flags", ()) if aliases else ())]))
         where = group

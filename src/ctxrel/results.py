@@ -92,7 +92,10 @@ def shard_files(path: Path) -> list[Path]:
 
 
 METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
-                  "ci_low", "ci_high", "created")
+                  "ci_low", "ci_high", "created", "stage")
+# `stage` (sft, dpo, ...: the training stage a checkpoint ends, ctxrel.train.stages) came later: a metrics table
+# without it gets the column (empty) when it is opened, so older run directories read the same
+ADDED_COLUMNS = {"stage": "TEXT"}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -225,7 +228,12 @@ class RunDir:
         except sqlite3.DatabaseError as e:
             raise CtxrelError(f"{db}: not a readable ctxrel metrics database ({e}); move it away (the per-item "
                               "records under evals/ let a rerun of the same command rebuild it)") from None
-        missing = set(METRIC_COLUMNS) - cols
+        missing = set(METRIC_COLUMNS) - set(ADDED_COLUMNS) - cols
+        if not missing:
+            for name, sql_type in ADDED_COLUMNS.items():
+                if name not in cols:
+                    with con:
+                        con.execute(f"ALTER TABLE metrics ADD COLUMN {name} {sql_type}")
         if missing:
             con.close()
             raise CtxrelError(f"{db}: its metrics table lacks column(s) {', '.join(sorted(missing))}; not a ctxrel "

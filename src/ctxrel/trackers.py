@@ -193,8 +193,10 @@ class Trackers:
         self.names = list(names)
         self.adapters = [_ADAPTERS[n](self.out, step, project=project, config=config or {}) for n in self.names]
 
-    def train_step(self, step: int, *, loss: float, lr: float, tokens_per_s: float | None) -> None:
-        values = {"train/loss": loss, "train/lr": lr}
+    def train_step(self, step: int, *, loss: float, lr: float, tokens_per_s: float | None,
+                   extra: dict[str, float] | None = None) -> None:
+        """`extra`: further per-step values (a dpo stage's rewards, ctxrel.train.stages) as `train/<name>`."""
+        values = {"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in (extra or {}).items()}}
         if tokens_per_s is not None:
             values["train/tokens_per_s"] = tokens_per_s
         for a in self.adapters:

@@ -35,8 +35,20 @@ class Run:
     train_summary: dict[str, Any] | None = None
 
     @property
-    def epoch_boundaries(self) -> list[int]:
-        return list((self.train_summary or {}).get("epoch_boundaries") or [])
+    def epoch_boundaries(self) -> list:
+        """Steps where epoch 1, 2 ... end; for a multi-stage study, [step, "sft | dpo"] where each stage after
+        the first begins (ctxrel.train.stages), which the plots draw as labelled lines."""
+        summary = self.train_summary or {}
+        if summary.get("stages"):
+            st = summary["stages"]
+            return [[b["offset"], f"{a['name']} | {b['name']}"] for a, b in zip(st, st[1:])]
+        return list(summary.get("epoch_boundaries") or [])
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        """The stages of a multi-stage study (name, kind, offset, total), [] otherwise."""
+        return [{k: s[k] for k in ("name", "kind", "offset", "total")}
+                for s in (self.train_summary or {}).get("stages") or []]
 
     def benchmarks(self) -> list[str]:
         """Conflict benchmarks with records at some checkpoint with a step, sorted."""

@@ -56,6 +56,12 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
         if not pts:
             continue
         out["subsets"][subset] = trajectory_stats(pts, smooth_window=smooth, n_boot=n_boot, seed=seed)
+        if runs[0].stages:  # each stage's own trajectory: from the checkpoint it starts at to its last one
+            out["subsets"][subset]["stages"] = [
+                dict(stage, **trajectory_stats([p for p in pts if stage["offset"] <= p.step
+                                                <= stage["offset"] + stage["total"]],
+                                               smooth_window=smooth, n_boot=n_boot, seed=seed))
+                for stage in runs[0].stages]
         if len(runs) > 1:  # each seed on its own: its paired item-bootstrap rise and drop
             out["subsets"][subset]["per_seed"] = [
                 dict(run=Path(run.path).name, **trajectory_stats(trajectory_points([run], benchmark, metric, subset),
@@ -98,6 +104,9 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
             out["probes"] = found
     if mode == "generate" and flips_subset in out["subsets"]:
         marks = anchors(trajectory_points(runs, benchmark, metric, flips_subset), smooth)
+        # a multi-stage study: each stage's name names its last checkpoint (--flips-from sft --flips-to dpo)
+        marks.update({st["name"]: st["offset"] + st["total"] for st in runs[0].stages
+                      if st["offset"] + st["total"] in runs[0].checkpoint_steps(benchmark)})
         # seeds share their group's label: each seed's table is named by its own run directory
         out["flips"] = [run_flips(run, benchmark, marks, flips_from, flips_to, flips_subset,
                                   name=Path(run.path).name if len(runs) > 1 else None) for run in runs]

@@ -49,6 +49,16 @@ def add_parsers(sub, verb: str | None = None) -> None:
                description="Mix counterfactual question-answering examples (context contradicts world knowledge; "
                            "the target follows the context) into a data set, rendered in its own format. Seeded.")
 
+    from ctxrel.curate.config import PairsBuildConfig
+
+    _operation(curate_sub, "pairs", PairsBuildConfig, cmd_pairs,
+               help="preference pairs for a dpo stage (Context-DPO, KnowPO irrelevant-context, your file)",
+               description="Build preference pairs (prompt, chosen, rejected) from ctxrel's fact tables or a "
+                           "conflict benchmark's items: Context-DPO pairs (chosen = the context's answer) and "
+                           "KnowPO irrelevant-context pairs (chosen = the memorised answer), plus a user's pairs "
+                           "file; pairs naming an entity of an evaluation benchmark are refused. Writes "
+                           "data.jsonl and manifest.json (the composition).")
+
     from ctxrel.curate import substitute  # standard library only, like this module
 
     _operation(curate_sub, "substitute", SubstituteConfig, substitute.run_substitute, **substitute.PARSER)
@@ -98,5 +108,21 @@ def cmd_augment(args) -> int:
           f"(counterfactual share {c['counterfactual_share']:.3f}; {r['repeats']} repeats)")
     for ex in r["examples"][:1]:
         print(f"  e.g. {json.dumps(ex, ensure_ascii=False)[:400]}")
+    print(f"\nout: {r['out']}/ data.jsonl, manifest.json")
+    return 0
+
+
+def cmd_pairs(args) -> int:
+    from ctxrel.curate.pairs import build_pairs
+    from ctxrel.flags import from_args
+
+    r = build_pairs(from_args(args))
+    c = r["counts"]
+    kinds = ", ".join(f"{k} {n}" for k, n in c["kinds"].items())
+    print(f"{c['pairs']} pairs ({kinds}); refused for naming an evaluation entity: "
+          f"{sum(c['refused_overlap'].values())} {c['refused_overlap'] or ''}; invalid skipped: "
+          f"{sum(c['skipped_invalid'].values())}")
+    for ex in r["examples"][:1]:
+        print(f"  e.g. {json.dumps(ex, ensure_ascii=False)[:300]}")
     print(f"\nout: {r['out']}/ data.jsonl, manifest.json")
     return 0

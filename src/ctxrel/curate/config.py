@@ -85,3 +85,16 @@ class SubstituteConfig:
     protect: list[str] = option(factory=list)
     out: str = "-"  # where to write the new text (- = stdout)
     report: str | None = None  # also write the full report as JSON to this file
+
+
+@dataclass
+class PairsBuildConfig:
+    # facts (ctxrel's fact tables, disjoint from the evaluation benchmarks) or a conflict benchmark whose items
+    # become pairs (NAME, NAME=PATH or a file, as --benchmark takes)
+    source: str = "facts"
+    n: int = 256  # pairs built (from a benchmark: at most one of each kind per item)
+    irrelevant: float = 0.0  # share of KnowPO irrelevant-context pairs (chosen = memory); the rest Context-DPO
+    user: str | None = None  # a pairs file (prompt, chosen, rejected) to add, validated and guarded like the rest
+    skip_invalid: bool = False  # skip (and count) invalid records of `user` instead of stopping at the first
+    seed: int = 0  # which facts / items and wordings are drawn
+    out: str | None = option(None, required=True)  # output directory: data.jsonl + manifest.json

@@ -25,7 +25,8 @@ class ReportConfig:
     # report directory (None = RUN/report/ for one study, FIRST_RUN/report/compare-LABEL-LABEL/ for a comparison)
     out: str | None = None
     smooth: int = 0  # statistics on a centred moving average over N checkpoints (labelled; 0 = off)
-    # item flips from this checkpoint: start, peak, trough, final, a step number (48) or a name (step-000048)
+    # item flips from this checkpoint: start, peak, trough, final, a step number (48), a name (step-000048), or
+    # in a multi-stage study a stage's name (its last checkpoint: --from sft --to 40)
     flips_from: str = option("peak", flag="--from")
     flips_to: str = option("final", flag="--to")  # item flips to this checkpoint
     bootstrap: int = 2000  # bootstrap resamples
@@ -104,7 +105,13 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
             lines.append(f"    seed {one['run']}: peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final "
                          f"{one['final']['value']:.3f}; rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; "
                          f"{one['verdict']}{back}")
-    lines.append(f"    verdict: {st['verdict_text']}")
+    lines.append(f"    verdict{' across the run' if st.get('stages') else ''}: {st['verdict_text']}")
+    for one in st.get("stages", []):  # a multi-stage study: each stage on its own
+        where = (f"steps {one['offset']}-{one['offset'] + one['total']}: start {one['start']['value']:.3f}, "
+                 f"peak {one['peak']['value']:.3f} @ {one['peak']['step']}, final {one['final']['value']:.3f}; "
+                 f"rise {_ci(one['rise'])}; drop {_ci(one['drop'])}; ") if one.get("peak") else ""
+        lines.append(f"    stage {one['name']} ({one['kind']}, {where}verdict: {one['verdict_text']})"
+                     if not where else f"    stage {one['name']} ({one['kind']}) {where}{one['verdict_text']}")
     lines += ["    " + line for line in scrutiny_lines(st)]
     return "\n".join(lines)
 

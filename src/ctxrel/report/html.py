@@ -228,6 +228,11 @@ def render(groups: list[dict[str, Any]], figures: dict[str, list[Path]], configs
             st = g["benchmarks"][bench]["subsets"]
             parts.append("<p>" + (f"<b>{_e(g['label'])}</b>: " if len(groups) > 1 else "") + " &nbsp; ".join(
                 f"{_e(s)}: {_verdict(x)}" for s, x in st.items()) + "</p>")
+            for s_name, x in st.items():  # a multi-stage study: each stage's own verdict
+                if x.get("stages"):
+                    parts.append(f"<p class='note'>{_e(s_name)}, per stage: " + " &nbsp; ".join(
+                        f"{_e(one['name'])} ({_e(one['kind'])}, steps {one['offset']}-{one['offset'] + one['total']})"
+                        f": {_verdict(one)}" for one in x["stages"]) + "</p>")
             if g["benchmarks"][bench].get("steps_left_out"):
                 parts.append(f"<p class='note'>{_e(left_out_text(g['label'], g['benchmarks'][bench]))}</p>")
         parts.append(summary_table(groups, bench))

@@ -131,8 +131,13 @@ def _draw(ax, entries: list[dict[str, Any]], metric: str, color: str, label: str
         ax.fill_between(x, lo, hi, color=color, alpha=0.07 if dashed else 0.18, lw=0)
 
 
-def _epoch_lines(ax, boundaries: list[int]) -> None:
+def _epoch_lines(ax, boundaries: list) -> None:
     for i, step in enumerate(boundaries, start=1):
+        if isinstance(step, (list, tuple)):  # [step, "sft | dpo"]: a stage boundary of a multi-stage study
+            ax.axvline(step[0], ls="--", lw=1.2, color="tab:purple")
+            ax.text(step[0], 0.99, f" {step[1]}", transform=ax.get_xaxis_transform(), ha="center", va="top",
+                    fontsize=7, color="tab:purple")
+            continue
         ax.axvline(step, ls=":", lw=1, color="0.45")
         # Left of its line, so a boundary at the last step stays inside the panel: "epoch i" ends here.
         ax.text(step, 0.99, f"epoch {i} ", transform=ax.get_xaxis_transform(), ha="right", va="top", fontsize=7,

@@ -59,7 +59,10 @@ class ResponseLoss(torch.nn.Module):
             if getattr(base.config, attr, None) not in (None, 1, 1.0):
                 raise CtxrelError(f"models with config.{attr} are not supported by the training loss yet")
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, per_sequence: str | None = None):
+        """Summed cross-entropy of the labelled tokens (a scalar); with `per_sequence` "sum" or "mean", each
+        row's summed (or per-token mean) log-probability of its labelled tokens instead, shape (B,): what a
+        preference loss (`ctxrel.train.preference`) takes; "token": every labelled token's log-prob, (N,)."""
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
                               use_cache=False).last_hidden_state  # (B, T, C)
         targets = labels[:, 1:]  # token t predicts t+1
@@ -67,7 +70,14 @@ class ResponseLoss(torch.nn.Module):
         logits = self.head(hidden[:, :-1][keep]).float()  # (N, V): only labelled positions
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return F.cross_entropy(logits, targets[keep], reduction="sum")
+        if per_sequence is None:
+            return F.cross_entropy(logits, targets[keep], reduction="sum")
+        token_logps = -F.cross_entropy(logits, targets[keep], reduction="none")  # (N,)
+        if per_sequence == "token":  # each labelled token's log-prob, row by row (GRPO: ctxrel.train.grpo)
+            return token_logps
+        rows = keep.nonzero()[:, 0]  # (N,): the row of each labelled position
+        total = torch.zeros(len(labels), device=logits.device, dtype=logits.dtype).index_add(0, rows, token_logps)
+        return total / keep.sum(-1).clamp(min=1) if per_sequence == "mean" else total  # (B,)
 
 
 # peft (not ctxrel) still calls transformers' deprecated `is_gradient_checkpointing`; the warning is noise to a
@@ -283,6 +293,11 @@ class Session:
     trackers: Any = None  # ctxrel.trackers.Trackers of train.report_to (main process) or None
     last_logged: tuple = (0, 0.0)  # (tokens, train_s) at the previous logged step: the step's tokens/s
     say: Callable[..., None] = print  # log on the main process, silent on the others
+    # a stage of a multi-stage study (ctxrel.train.stages): its steps are counted from 0 in `progress` and the
+    # plan, and are `offset` further on the study's step axis (checkpoint names, logs, metrics); `stage` holds
+    # its index, name, kind, offset and total, written into every checkpoint.json and log row
+    offset: int = 0
+    stage: dict[str, Any] | None = None
 
     @property
     def main(self) -> bool:
@@ -442,7 +457,7 @@ def resume(s: Session, latest: Path | None) -> None:
     s.progress = progress
     if s.main:  # steps logged after the checkpoint are trained again; keep one row per step
         log_file = s.out / TRAIN_LOG
-        kept = [r for r in read_records(log_file) if r["step"] <= progress["step"]]
+        kept = [r for r in read_records(log_file) if r["step"] <= progress["step"] + s.offset]
         atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in kept))
     s.say(f"ctxrel: resuming from {latest.name} ({progress['step']} of {s.plan.total} steps done)")
 
@@ -484,8 +499,9 @@ def optimizer_step(s: Session, step: int) -> tuple[float, Any]:
     return loss, grad_norm
 
 
-def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
-    """One row of train_log.jsonl (and tensorboard), and the progress bar (main process only)."""
+def log_step(s: Session, step: int, loss: float, grad_norm, bar, extra: dict[str, Any] | None = None) -> None:
+    """One row of train_log.jsonl (and tensorboard), and the progress bar (main process only). `step` counts
+    within the stage; the row holds the study's step (and the stage, and `extra` values, in a stage)."""
     if not s.main:
         return
     lr = s.scheduler.get_last_lr()[0]
@@ -493,10 +509,13 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
     tokens, secs = s.progress["tokens"], s.progress["train_s"]
     rate = round((tokens - s.last_logged[0]) / (secs - s.last_logged[1]), 1) if secs > s.last_logged[1] else None
     s.last_logged = (tokens, secs)
-    append_records(s.out / TRAIN_LOG, [dict(step=step, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn,
-                                            tokens=tokens, tokens_per_s=rate)])
+    row = dict(step=step + s.offset, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn, tokens=tokens,
+               tokens_per_s=rate)
+    if s.stage is not None:
+        row.update(stage=s.stage["name"], **(extra or {}))
+    append_records(s.out / TRAIN_LOG, [row])
     if s.trackers is not None:
-        s.trackers.train_step(step, loss=loss, lr=lr, tokens_per_s=rate)
+        s.trackers.train_step(step + s.offset, loss=loss, lr=lr, tokens_per_s=rate, extra=extra)
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
 
@@ -517,10 +536,13 @@ def save_checkpoint(s: Session, step: int) -> dict[str, Any]:
     """Write checkpoints/step-NNNNNN/ (weights, optimizer, scheduler, RNG of every process, progress) into a
     temporary folder renamed into place, and prune older checkpoints; a complete one is left as it is. Returns
     the checkpoint's meta (step, epoch, tokens, mode, base model)."""
-    acc, tc, name = s.acc, s.cfg.train, step_name(step)
+    acc, tc, name = s.acc, s.cfg.train, step_name(step + s.offset)
     final = s.out / CHECKPOINTS_DIR / name
-    meta = dict(step=step, epoch=s.plan.epoch_at(step), tokens=s.progress["tokens"], mode=tc.mode,
+    meta = dict(step=step + s.offset, epoch=s.plan.epoch_at(step), tokens=s.progress["tokens"], mode=tc.mode,
                 base_model=s.cfg.model.name)
+    if s.stage is not None:  # epoch and tokens count within the stage
+        meta.update(stage=s.stage["name"], stage_kind=s.stage["kind"], stage_index=s.stage["index"],
+                    stage_step=step, stage_total=s.plan.total)
     if (final / "state" / "progress.json").exists():
         return meta
     tmp = s.out / CHECKPOINTS_DIR / f".tmp-{name}"
@@ -548,8 +570,10 @@ def evaluate_checkpoint(s: Session, meta: dict[str, Any], on_checkpoint: Callabl
     t0 = time.perf_counter()
     s.model.eval()
     devices = [s.acc.device] if s.acc.device.type == "cuda" else []
+    stage = {"stage": meta["stage"]} if "stage" in meta else {}
     with torch.random.fork_rng(devices=devices), torch.no_grad(), s.acc.autocast():
-        on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok)
+        on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok,
+                      **stage)
     s.model.train()
     s.progress["eval_s"] += time.perf_counter() - t0
     if s.trackers is not None:  # the metric rows the evaluation has just written

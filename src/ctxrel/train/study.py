@@ -66,6 +66,8 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 
     diffs = [f"{sec}.{k}: {was(sec, k)!r} -> {v!r}" for sec in _RESUME_KEYS
              for k, v in new[sec].items() if was(sec, k) != v and f"{sec}.{k}" not in _VIEW_KEYS]
+    if old.get("stages", []) != new["stages"]:
+        diffs.append(f"stages: {len(old.get('stages', []))} stage(s) -> {len(new['stages'])}, or their settings")
     if old.get("model", {}).get("name") != cfg.model.name:
         diffs.append(f"model.name: {old.get('model', {}).get('name')!r} -> {cfg.model.name!r}")
     if diffs:
@@ -102,7 +104,11 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
     out = Path(cfg.out)
     shards.current()  # a broken launcher environment fails now, not at the first evaluation
     check_train_config(cfg)
-    if cfg.data.source == "mixture":  # the shares (n >= 1 is config.MINIMUM's), before the run directory is touched
+    if cfg.stages:  # every stage's keys, data and pair files, before the run directory is touched
+        from ctxrel.train.stages import check_stages
+
+        check_stages(cfg)
+    elif cfg.data.source == "mixture":  # the shares (n >= 1 is config.MINIMUM's), before the run directory is touched
         from ctxrel.train.mixture import kind_counts
 
         kind_counts(cfg.data.mixture.n, cfg.data.mixture.shares())
@@ -126,14 +132,20 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
     from ctxrel.train.loop import train
 
     eval_cfg = _eval_config(cfg)
-    def on_checkpoint(*, step, epoch, tokens, model, tokenizer):  # on every process: each scores a shard
+    def on_checkpoint(*, step, epoch, tokens, model, tokenizer, stage=None):  # every process scores a shard
         lm = HFBackend.for_config(model, tokenizer, cfg.model, name=f"{cfg.model.name}@{step_name(step)}")
+        meta = dict(epoch=epoch, tokens=tokens, **({"stage": stage} if stage else {}))
         run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
-                                         row_meta=dict(epoch=epoch, tokens=tokens), known_checkpoint=KNOWN_FROM,
+                                         row_meta=meta, known_checkpoint=KNOWN_FROM,
                                          shard=shards.current())
 
     t0 = time.perf_counter()
-    summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
+    if cfg.stages:
+        from ctxrel.train.stages import train_stages
+
+        summary = train_stages(cfg, on_checkpoint=on_checkpoint, log=log)
+    else:
+        summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
     if summary["sharded"]:  # FSDP: no process held the whole model, so every process scores its share of the
         t1 = time.perf_counter()  # saved checkpoints now, as `ctxrel eval --run` under a launcher would
         _score_run(out, None, [], None, log)
@@ -150,7 +162,11 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
     if plot and is_main_process():
         from ctxrel.report import plot_trajectory
 
-        summary["plot"] = str(plot_trajectory(out, epoch_boundaries=summary["epoch_boundaries"]))
+        boundaries = summary["epoch_boundaries"]
+        if summary.get("stages"):  # a multi-stage study: its stage boundaries, labelled
+            st = summary["stages"]
+            boundaries = [[b["offset"], f"{a['name']} | {b['name']}"] for a, b in zip(st, st[1:])]
+        summary["plot"] = str(plot_trajectory(out, epoch_boundaries=boundaries))
     return summary
 
 
@@ -211,7 +227,8 @@ def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[in
         lm = HFBackend.for_config(model, tok, cfg.model, name=f"{cfg.model.name}@{folder.name}")
         log(f"ctxrel: scoring {folder.name}")
         done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
-                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"]),
+                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"],
+                                                  **({"stage": meta["stage"]} if "stage" in meta else {})),
                                     known_checkpoint=KNOWN_FROM, shard=shard)))
     shard.wait()  # the main process has written the last metric rows
     return done

@@ -1,0 +1,85 @@
+"""GRPO: the reward is ctxrel's matcher, group advantages, the loss and its gradient, and a grpo stage's log."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ctxrel.train.grpo import group_advantages, grpo_loss, reward  # noqa: E402
+
+
+@pytest.mark.parametrize("output, wanted, other, want", [
+    ("The capital is Lyon.", "Lyon", "Paris", 1.0),
+    ("Paris.", "Lyon", "Paris", 0.0),
+    ("Lyon or Paris", "Lyon", "Paris", 0.0),  # naming both earns nothing
+    ("I do not know.", "Lyon", "Paris", 0.0),
+    ("New Cairo", "New Cairo", "Cairo", 1.0),  # nested answers, as the matcher resolves them
+    ("Cairo", "New Cairo", "Cairo", 0.0),
+    ("the YEN.", "yen", "euro", 1.0),  # normalised, case-folded
+    ("Yenisei", "yen", "euro", 0.0),  # word boundaries
+])
+def test_reward_is_the_matcher(output, wanted, other, want):
+    assert reward(output, wanted, other) == want
+
+
+def test_group_advantages_and_zero_variance_share():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    adv, zero = group_advantages(r)
+    assert zero == pytest.approx(1 / 3)
+    assert torch.allclose(adv[0], torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-3)
+    assert torch.equal(adv[1], torch.zeros(4))
+    assert adv[2].sum().abs() < 1e-5 and adv[2, 3] < 0 < adv[2, 0]
+
+
+def test_grpo_loss_value_and_gradient():
+    logps = torch.tensor([-1.0, -2.0, -0.5, -3.0, -1.5], requires_grad=True)  # 5 tokens of 2 completions
+    rows = torch.tensor([0, 0, 0, 1, 1])
+    adv = torch.tensor([1.0, -1.0])
+    loss, kl = grpo_loss(logps, logps.detach(), adv, rows, 2, beta=0.5)  # policy = reference: KL 0
+    assert kl == 0.0 and loss.item() == pytest.approx(0.0)
+    loss.backward()  # d/d logp_t = -A_row / (tokens of the row * rows)
+    assert torch.allclose(logps.grad, torch.tensor([-1 / 6, -1 / 6, -1 / 6, 1 / 4, 1 / 4]))
+    ref = torch.tensor([-1.5, -2.0, -0.5, -2.0, -1.5])  # the reference differs: the k3 KL term, >= 0
+    loss, kl = grpo_loss(logps.detach(), ref, torch.zeros(2), rows, 2, beta=1.0)
+    d = ref - logps.detach()
+    k3 = torch.exp(d) - d - 1
+    assert kl == pytest.approx(k3.mean().item()) and kl > 0
+    assert loss.item() == pytest.approx(((k3[:3].mean() + k3[3:].mean()) / 2).item())
+
+
+@pytest.mark.integration
+def test_a_grpo_stage_samples_scores_and_logs(tiny_model_dir, tmp_path):
+    import json
+
+    import yaml
+
+    from ctxrel.cli import main
+    from ctxrel.results import read_records
+
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))
+    cfg = dict(model=dict(name=str(tiny_model_dir), batch_size=8, device="cpu"),
+               data=dict(source=str(data), max_length=64),
+               train=dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.1), lr=1e-2, epochs=1, batch_size=4,
+                          tensorboard=False),
+               eval=dict(benchmarks=["cf_capitals"], limit=2, max_new_tokens=2, every=100, early=[],
+                         knowledge_filter=False),
+               out=str(tmp_path / "run"),
+               stages=[dict(kind="sft"),
+                       dict(kind="grpo", generations=3, completion_tokens=4, temperature=1.5,
+                            data=dict(source="pairs", max_length=160, pairs=dict(n=4, irrelevant=0.5)),
+                            train=dict(batch_size=2))])
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path)]) == 0
+    rows = [r for r in read_records(tmp_path / "run" / "train_log.jsonl") if r["stage"] == "grpo"]
+    assert [r["step"] for r in rows] == [3, 4]
+    for r in rows:
+        assert 0.0 <= r["reward"] <= 1.0 and 0.0 <= r["zero_variance_share"] <= 1.0 and r["kl"] >= 0.0
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first step samples from the reference itself
+    assert (tmp_path / "run" / "stages" / "1-grpo.reference.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "checkpoint.json").read_text())[
+        "stage_kind"] == "grpo"
+    assert main(["study", str(path), "stages=[{kind: grpo, generations: 1, data: {source: pairs}}]",
+                 f"out={tmp_path / 'bad'}"]) == 2
