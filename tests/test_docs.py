@@ -62,7 +62,7 @@ def test_architecture_page_names_every_module_and_no_other():
 # flags), between `<!-- keys: VERB -->` and `<!-- /keys -->`. After adding or changing a key, rewrite them with
 #     PYTHONPATH=src python tests/test_docs.py
 KEY_PAGES = {"eval": "eval.md", "study": "study.md", "curate classify": "curate.md", "curate filter": "curate.md",
-             "curate augment": "curate.md", "curate substitute": "curate.md", "report": "report.md",
+             "curate augment": "curate.md", "curate substitute": "curate.md", "curate pairs": "curate.md", "report": "report.md",
              "theory": "theory.md", "synth": "synth.md"}
 NO_ALIASES = {"study"}  # cli.py adds the study's flags without short aliases
 BLOCK = re.compile(r"(<!-- keys: (?P<verb>[a-z ]+) -->\n)(?P<body>.*?)(<!-- /keys -->)", re.S)
