@@ -15,7 +15,7 @@ from ctxrel.errors import CtxrelError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ctxrel"
 PROTOCOLS = ("LM", "ContrastLM", "ProbedLM")
-LM_NAMES = {"lm", "ref", "reference"}  # the names callers give a backend
+LM_NAMES = {"lm", "ref"}  # the names callers give a backend (`reference` also names other things)
 
 
 def declared() -> set[str]:
