@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo eval-demo test test-fast bench clean
+.PHONY: install demo eval-demo test test-fast bench docs clean
 
 $(BIN)/ctxrel: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,13 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 bench: install
-	$(BIN)/python benchmarks/eval_throughput.py
-	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python perf/eval_throughput.py
+	$(BIN)/python perf/train_overhead.py
+
+# The documentation site (MkDocs + Material, offline) into site/: open site/index.html. --strict: a broken link,
+# a missing anchor or a page left out of the nav fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

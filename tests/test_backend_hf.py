@@ -39,7 +39,7 @@ def test_samples_are_returned_per_prompt(tiny_lm):
 def test_loglikelihood_matches_manual_forward(tiny_lm):
     prompt, cont = "Question: What is the capital city of Japan?\nAnswer:", " Tokyo"
     (score,) = tiny_lm.loglikelihood([(prompt, cont)])
-    head, tail = tiny_lm._split(prompt, cont)
+    head, tail = tiny_lm.split_continuation(prompt, cont)
     ids = torch.tensor([head + tail])
     with torch.no_grad():
         logp = torch.log_softmax(tiny_lm.model(ids).logits[0].float(), -1)
@@ -57,8 +57,8 @@ def test_loglikelihood_batching_is_invariant(tiny_lm):
 
 def test_leading_space_goes_with_the_continuation(tiny_lm):
     # the prompt's trailing space moves into the continuation, so both spellings score the same tokens
-    a = tiny_lm._split("Answer: ", "Paris")
-    b = tiny_lm._split("Answer:", " Paris")
+    a = tiny_lm.split_continuation("Answer: ", "Paris")
+    b = tiny_lm.split_continuation("Answer:", " Paris")
     assert a == b
     assert tiny_lm.tok.decode(b[1]) == " Paris"
 
@@ -69,7 +69,7 @@ def test_shared_prefix_scores_equal_full_forward(tiny_lm):
     reqs = [(p, c) for p in PROMPTS for c in (" Paris", " New Cairo", " Rome Milan Madrid", "\nTokyo")]
     shared = tiny_lm.loglikelihood(reqs)
     for (p, c), got in zip(reqs, shared):
-        head, tail = tiny_lm._split(p, c)
+        head, tail = tiny_lm.split_continuation(p, c)
         with torch.no_grad():
             logp = torch.log_softmax(tiny_lm.model(torch.tensor([head + tail])).logits[0].float(), -1)
         manual = sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(tail))
@@ -102,7 +102,7 @@ def test_tokenizer_that_appends_eos(tiny_model_dir):
         single="<s> $A </s>", special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)])
     assert tok("Paris")["input_ids"][-1] == tok.eos_token_id
     lm = HFBackend(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
-    head, tail = lm._split("Answer:", " Paris")
+    head, tail = lm.split_continuation("Answer:", " Paris")
     assert head[0] == tok.bos_token_id and tok.eos_token_id not in head + tail
     assert tok.decode(tail) == " Paris"
 
@@ -191,8 +191,8 @@ def test_loglikelihood_contrast(tiny_lm):
         assert math.isclose(g[0], p, abs_tol=1e-4)  # alpha 0: the ordinary score with the context
     # alpha 1 by hand for the last request
     c, n, cont = reqs[-1]
-    head_c, tail = tiny_lm._split(c, cont)
-    head_n, _ = tiny_lm._split(n, cont)
+    head_c, tail = tiny_lm.split_continuation(c, cont)
+    head_n, _ = tiny_lm.split_continuation(n, cont)
     with torch.no_grad():
         zc = tiny_lm.model(torch.tensor([head_c + tail])).logits[0, len(head_c) - 1:-1]
         zn = tiny_lm.model(torch.tensor([head_n + tail])).logits[0, len(head_n) - 1:-1]

@@ -22,7 +22,7 @@ from ctxrel.train.loop import check_launch  # noqa: E402
 
 from test_study import losses, outputs, write_config  # noqa: E402
 
-# the accelerate config file a user passes to `accelerate launch --config_file` (README, "Scale-out")
+# the accelerate config file a user passes to `accelerate launch --config_file` (docs/scale-out.md, "FSDP2")
 FSDP2_CONFIG = """\
 distributed_type: FSDP
 num_machines: 1

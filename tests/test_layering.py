@@ -1,4 +1,5 @@
-"""The import graph of ctxrel is strictly layered and has no cycle (DESIGN §3: imports follow the data flow).
+"""The import graph of ctxrel is strictly layered and has no cycle: imports follow the data flow
+(docs/design.md, 'Data flow and layers', which copies LAYERS below; this test is the authority).
 
 Every module belongs to one layer; a module may import modules of its own layer or of a lower one, never of a
 higher one. Imports are read with `ast` from the source, function-local ones included: moving an import into a

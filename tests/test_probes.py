@@ -116,8 +116,8 @@ def test_lens_at_the_last_layer_equals_the_model_log_probabilities(tiny_lm):
     model = tiny_lm.model
     for p, lp in zip(PROMPTS, lens):
         assert lp.shape == (model.config.num_hidden_layers, 2)
-        first = [tiny_lm._split(p, c)[1][0] for c in conts]
-        head = tiny_lm._split(p, conts[0])[0]
+        first = [tiny_lm.split_continuation(p, c)[1][0] for c in conts]
+        head = tiny_lm.split_continuation(p, conts[0])[0]
         with torch.no_grad():  # one prompt alone: no padding
             logits = model(input_ids=torch.tensor([head])).logits[0, -1]
         own = torch.log_softmax(logits.float(), -1)[first]

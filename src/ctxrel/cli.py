@@ -143,7 +143,7 @@ def cmd_study(args) -> int:
     if str(source).removesuffix(".yaml").endswith("quickstart"):
         print("the inversion on a real model: `ctxrel study inversion-real` (17-30 min on 2 cores; 2 of 10 seeds "
               "invert; pooled over the 10 the drop is +0.009, not significant, while par-acc returns in every seed: "
-              "README, 'The inversion on a real model')")
+              "docs/results/real-model.md)")
     return 0
 
 

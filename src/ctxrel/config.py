@@ -113,7 +113,7 @@ class RunConfig:
 
 @dataclass
 class MixtureConfig:
-    """The built-in instruction mixture (DESIGN §2: C / C+S / S); proportions must sum to 1."""
+    """The built-in instruction mixture (C / C+S / S: docs/design.md, 'Words'); proportions must sum to 1."""
     n: int = 2000  # examples generated
     c: float = 0.2  # context-critical: invented entities, the answer is only in the context
     cs: float = 0.6  # non-context-critical: real facts, the context repeats what the model knows

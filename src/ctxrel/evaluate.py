@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctxrel import run_marker, shards
-from ctxrel.backends.base import LM, chunk_size
+from ctxrel.backends.base import LM, ProbedLM, chunk_size
 from ctxrel.benchmarks.cpi import warn_overlap
 from ctxrel.benchmarks.registry import LoadedBenchmark, load_benchmark, require_scorable
 from ctxrel.benchmarks.schema import ConflictItem
@@ -218,7 +218,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     return BenchmarkResult(bench.name, counts, metrics, skipped, seconds, items=items, known=known)
 
 
-def attention_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
+def attention_rows(lm: ProbedLM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg: EvalConfig, *,
                    checkpoint: str, benchmark: str, known: dict[str, bool] | None,
                    shard: Shard = ALONE) -> list[dict[str, Any]]:
     """`--attention`: mean attention from the answer position to the context's and the question's tokens

@@ -73,7 +73,7 @@ def is_short(answer: str) -> bool:
 
 
 def unscorable(answer: str) -> str | None:
-    """Why containment cannot score `answer` (None when it can). The rule (README, "Bad input"):
+    """Why containment cannot score `answer` (None when it can). The rule (docs/benchmarks.md, "Bad input"):
 
     * empty after normalisation;
     * one letter ("A", "b"): it is an option label or a word fragment, found in almost any text;

@@ -1,6 +1,6 @@
 """Probes: measurements inside the model at a checkpoint, as pure functions over tensors the backend hands over.
 
-Three probes (DESIGN §2 "probe"), each named by its `eval.probes` key:
+Three probes (docs/design.md, 'Words': probe), each named by its `eval.probes` key:
 
 * `weights` — how far finetuning moved each projection of each layer: the Frobenius norm of the change from the
   base model, ||ΔW||_F, and its size relative to the base weight, ||ΔW||_F / ||W_0||_F. For LoRA the change is

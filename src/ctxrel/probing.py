@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctxrel.backends.base import LM
+from ctxrel.backends.base import ProbedLM
 from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.errors import CtxrelError
 from ctxrel.metrics import bootstrap_rows
@@ -41,12 +41,12 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _need(lm: LM, able: bool, probe: str) -> None:
+def _need(lm: ProbedLM, able: bool, probe: str) -> None:
     if not able:
         raise CtxrelError(f"{lm.name}: this backend cannot run the {probe} probe; drop it from eval.probes")
 
 
-def weight_probe(lm: LM, run: RunDir, *, checkpoint: str, step: int | None, base: str,
+def weight_probe(lm: ProbedLM, run: RunDir, *, checkpoint: str, step: int | None, base: str,
                  seconds: dict[str, float]) -> list[dict[str, Any]]:
     """Weight change of every decoder projection from the base model `base` (model.name); rows once per
     checkpoint, reused on a rerun."""
@@ -56,7 +56,7 @@ def weight_probe(lm: LM, run: RunDir, *, checkpoint: str, step: int | None, base
     rows = read_records(path)
     if not rows:
         reader = None
-        if not _is_lora(lm):
+        if not lm.has_lora():
             from ctxrel.models import base_weights
 
             reader = base_weights(base)
@@ -72,11 +72,6 @@ def weight_probe(lm: LM, run: RunDir, *, checkpoint: str, step: int | None, base
                  n=len(rows)) for m, v in summary.items() if not np.isnan(v)]
 
 
-def _is_lora(lm: LM) -> bool:
-    model = getattr(lm, "model", None)
-    return model is not None and hasattr(model, "peft_config")
-
-
 def _subsets(ids: list[str], known: dict[str, bool] | None) -> dict[str, list[str]]:
     out = {"all": ids}
     if known is not None:
@@ -90,7 +85,7 @@ def _requests(it: ConflictItem, prompt: str) -> list[str]:
     return [it.context_continuation or d + it.context_answer, it.parametric_continuation or d + it.parametric_answer]
 
 
-def measure_items(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
+def measure_items(lm: ProbedLM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, *, checkpoint: str,
                   benchmark: str, heads: bool, lens: bool, seconds: dict[str, float]) -> None:
     """Append heads.jsonl / lens.jsonl rows for the items not yet measured. When both probes are on, one forward
     pass per batch serves both (eager attention kernel; the lens's last layer is still checked against the
@@ -177,15 +172,12 @@ def lens_rows(run: RunDir, items: list[ConflictItem], *, checkpoint: str, step: 
     return rows
 
 
-def _same_first_token(lm: LM, prompt: str, conts: list[str]) -> bool:
-    split = getattr(lm, "_split", None)
-    if split is None:
-        return False
-    a, b = (split(prompt, c)[1][:1] for c in conts)
+def _same_first_token(lm: ProbedLM, prompt: str, conts: list[str]) -> bool:
+    a, b = (lm.split_continuation(prompt, c)[1][:1] for c in conts)
     return a == b
 
 
-def probe_rows(lm: LM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg, *,
+def probe_rows(lm: ProbedLM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg, *,
                checkpoint: str, step: int | None, benchmark: str, known: dict[str, bool] | None,
                seconds: dict[str, float]) -> list[dict[str, Any]]:
     """The per-benchmark probes of `cfg.probes` (heads, lens) on one benchmark's items; their metric rows."""

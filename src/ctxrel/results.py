@@ -1,4 +1,4 @@
-"""The run directory: the only contract between stages (DESIGN §4).
+"""The run directory: the only contract between stages (docs/design.md, 'The run-directory contract').
 
     runs/<study>/
       config.yaml                                 resolved config of the latest command

@@ -1,4 +1,5 @@
-"""The run marker: ctxrel writes, resumes or deletes only inside directories it made (DESIGN §2, "run marker").
+"""The run marker: ctxrel writes, resumes or deletes only inside directories it made
+(docs/design.md, 'Words': run marker; 'The run-directory contract').
 
 Every output directory ctxrel writes (an evaluation, a study, a curation output, a report) carries a small
 `ctxrel-run.json` written first:

@@ -119,6 +119,9 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
     pairs = wanted(cfg)
     if not pairs:
         return []
+    if any(dec != "greedy" for _, dec in pairs) and not lm.capabilities.contrast:
+        raise CtxrelError(f"{lm.name}: this backend cannot decode by contrast (cad, adacad); drop them from "
+                          "eval.decoding")
     items, known = base.items, base.known
     subsets = ["all"] + (["known"] if known is not None else [])
     step = step_of(checkpoint)

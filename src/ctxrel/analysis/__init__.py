@@ -1,4 +1,6 @@
-"""Analysis of run directories: trajectory statistics, inversion verdict and item flips (pure functions; DESIGN §3)."""
+"""Analysis of run directories: trajectory statistics, inversion verdict and item flips (pure functions).
+
+The parts and the words (verdict, memory return): docs/design.md, 'Parts' and 'Words'."""
 
 from ctxrel.analysis.flips import flip_table, flips_by_category, mcnemar_exact, resolve_checkpoint
 from ctxrel.analysis.inversion import Diff, Point, paired_bootstrap_diff, seeds_diff, smooth, trajectory_stats

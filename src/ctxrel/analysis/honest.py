@@ -127,7 +127,7 @@ def false_positive_rates(make_null, n_sims: int, *, n_boot: int = 200, seed: int
     """Share of planted-null trajectories (`make_null(rng) -> list[Point]`) on which today's verdict, the
     item-split verdict and (3+ seeds) the leave-one-seed-out verdict claim a significant rise, a significant drop,
     or anything but `no_change` (keys `<verdict>_rise`, `_drop`, `_any`): the measured false-positive rates
-    (tests and benchmarks/verdict_false_positives.py)."""
+    (tests and perf/verdict_false_positives.py)."""
     from ctxrel.analysis.inversion import trajectory_stats
 
     rng = np.random.default_rng(seed)

@@ -69,7 +69,8 @@ def benchmark_summary(runs: list[Run], benchmark: str, *, smooth: int = 0, n_boo
                 for run in runs]
         by_metric = {m: pts if m == metric else trajectory_points(runs, benchmark, m, subset)
                      for m in SERIES_METRICS[mode]}
-        if mode == "generate":  # the memorised answer coming back after its trough (DESIGN §5), pooled and per seed
+        # the memorised answer back after its trough (docs/design.md, 'Words': memory return), pooled and per seed
+        if mode == "generate":
             out["subsets"][subset]["memory_return"] = return_stats(by_metric["par_acc"], smooth_window=smooth,
                                                                    n_boot=n_boot, seed=seed)
             for one, run in zip(out["subsets"][subset].get("per_seed", []), runs):

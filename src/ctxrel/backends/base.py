@@ -21,6 +21,7 @@ class Capabilities:
     attention: bool = False  # attention weights: attention_to_spans (eval.attention), attention_by_head (heads)
     hidden_states: bool = False  # every layer's hidden state: answer_lens, probe_pass (the lens probe)
     weight_deltas: bool = False  # ΔW per linear layer (the weights probe)
+    contrast: bool = False  # generate_contrast / loglikelihood_contrast (eval.decoding cad, adacad)
 
 
 class LM(Protocol):
@@ -56,12 +57,53 @@ def chunk_size(lm: LM) -> int:
     return lm.batch_size * CHUNK_BATCHES
 
 
+class ContrastLM(LM, Protocol):
+    """What the contrast decodings of `eval.decoding` (cad, adacad; ctxrel.decoding holds the math) need from a
+    backend, present when `capabilities.contrast` is declared."""
+
+    def generate_contrast(self, pairs: Sequence[tuple[str, str]], methods: Sequence[tuple[str, float]], *,
+                          max_new_tokens: int, stop: Sequence[str] = (),
+                          on_done: Callable[[int], None] | None = None) -> list[list[str]]:
+        """Greedy text of the contrast of each (prompt with context, prompt without context) pair, per
+        (method, alpha) in `methods`: out[i][m]."""
+        ...
+
+    def loglikelihood_contrast(self, requests: Sequence[tuple[str, str, str]],
+                               methods: Sequence[tuple[str, float]],
+                               on_done: Callable[[int], None] | None = None) -> list[list[float]]:
+        """Summed log-probability of each continuation under the contrast of its (prompt with context, prompt
+        without context) pair, per (method, alpha): out[i][m]."""
+        ...
+
+
 class ProbedLM(LM, Protocol):
-    """What the probes of `eval.probes` need from a backend beyond scoring (ctxrel.probes holds the math), each
-    method present when its capability is declared.
+    """What measurements inside the model need from a backend beyond scoring: `--attention` and the probes of
+    `eval.probes` (ctxrel.probes holds the math), each method present when its capability is declared.
 
     Each method hands over only reduced tensors: nothing of a batch's hidden states or attention weights outlives
     the layer that made them, beyond the rows returned."""
+
+    def split_continuation(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of `prompt` and of `continuation` as the model sees them joined (as `loglikelihood` scores
+        them)."""
+        ...
+
+    def has_lora(self) -> bool:
+        """Whether the model carries a LoRA adapter, whose ΔW `weight_deltas` reads without the base weights."""
+        ...
+
+    def attention_to_spans(self, prompts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                           on_done: Callable[[int], None] | None = None) -> list[list[float]]:
+        """Per prompt, the attention mass of its last token on each character span, averaged over layers and
+        heads (`eval.attention`; capability `attention`)."""
+        ...
+
+    def probe_pass(self, prompts: Sequence[str], *, spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+                   continuations: Sequence[Sequence[str]] | None = None,
+                   on_done: Callable[[int], None] | None = None) -> tuple[list | None, list | None]:
+        """One forward pass per batch that serves both probes: (`attention_by_head`, `answer_lens`) results,
+        None for the one not asked."""
+        ...
 
     def weight_deltas(self, base_weight: Callable[[str], Any] | None = None) -> Iterator[tuple[str, Any, Any]]:
         """(linear layer name, ΔW, W_0), one layer at a time: LoRA's B·A·scale, or the dense difference from the

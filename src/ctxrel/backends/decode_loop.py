@@ -5,7 +5,7 @@ computed for the other twenty. This loop keeps up to `batch_size` rows decoding 
 row ends it leaves the batch and its cache rows are dropped, and waiting prompts are prefilled in a group and
 joined to the batch, so every decoding step works on rows that still produce text.
 
-Three savings over HF `generate`, each measured on SmolLM2 (README "Measured"):
+Three savings over HF `generate`, each measured on SmolLM2 (docs/results/smollm2-cpu.md):
 * finished rows leave the batch (fewer row-steps and fewer steps: the batch refills instead of idling);
 * the prompts' common prefix (a chat template's system turn, an instruction header) is run once and its keys and
   values are shared by every prompt, so each prefill runs only the rest;

@@ -64,7 +64,8 @@ class HFBackend:
         self.name = name
         self.batch_size = max(1, int(batch_size))
         self.capabilities = Capabilities(chat_template=bool(getattr(tokenizer, "chat_template", None)),
-                                         attention=True, hidden_states=True, weight_deltas=True)
+                                         attention=True, hidden_states=True, weight_deltas=True,
+                                         contrast=True)
         self.device = next(model.parameters()).device
         if self.tok.pad_token_id is None:  # padding is always masked out, so any known token will do
             if self.tok.eos_token is not None:
@@ -195,7 +196,7 @@ class HFBackend:
         return [[_cut(self.tok.decode(t, skip_special_tokens=True), stop).strip()] for t in tokens]
 
     # -- scoring ------------------------------------------------------------------------------------------
-    def _split(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    def split_continuation(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of prompt and continuation as the model would see them joined.
 
         Tokenising the continuation alone would mis-tokenise a leading space (" Paris" vs "Paris"), so the
@@ -217,7 +218,7 @@ class HFBackend:
         """Summed log-probabilities of continuations. Requests that share a prompt share its forward pass: the
         prompt runs once, its KV cache is copied to each continuation, and only the continuation tokens run
         again (scoring a context answer and a parametric answer costs little more than one of them)."""
-        pieces = [self._split(p, c) for p, c in requests]
+        pieces = [self.split_continuation(p, c) for p, c in requests]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (head, _) in enumerate(pieces):
             groups.setdefault(tuple(head), []).append(i)
@@ -352,6 +353,11 @@ class HFBackend:
             return torch.tanh(logits / cap) * cap if cap else logits
         return to_logits
 
+    def has_lora(self) -> bool:
+        """Whether the model is a PEFT model (a LoRA adapter on its base): `weight_deltas` then needs no base
+        weights."""
+        return hasattr(self.model, "peft_config")
+
     @torch.no_grad()
     def weight_deltas(self, base_weight: Callable[[str], "torch.Tensor"] | None = None):
         """Yield (name, ΔW, W_0) for each linear layer, one at a time: for a LoRA adapter ΔW = B·A·scale and W_0 its
@@ -410,7 +416,7 @@ class HFBackend:
         if spans is None and continuations is None:
             return None, None
         if continuations is not None:  # the prompt as `loglikelihood` tokenises it (trailing spaces move over)
-            split = [[self._split(p, c) for c in conts] for p, conts in zip(prompts, continuations)]
+            split = [[self.split_continuation(p, c) for c in conts] for p, conts in zip(prompts, continuations)]
             firsts = [[c[0] for _, c in pieces] for pieces in split]
             texts = [p.rstrip(" ") for p in prompts]
         else:
@@ -554,8 +560,8 @@ class HFBackend:
 
         seqs = []
         for c, n, cont in requests:
-            head_c, tail = self._split(c, cont)
-            head_n, _ = self._split(n, cont)
+            head_c, tail = self.split_continuation(c, cont)
+            head_n, _ = self.split_continuation(n, cont)
             seqs.append((head_c + tail, head_n + tail, len(tail)))
         out: list[list[float]] = [[0.0] * len(methods) for _ in requests]
         for batch in self._batches([len(s[0]) for s in seqs]):

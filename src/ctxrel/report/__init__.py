@@ -1,4 +1,5 @@
-"""Reports of a study: plots and tables read from its run directory, never from a live model (DESIGN §3-4).
+"""Reports of a study: plots and tables read from its run directory, never from a live model
+(docs/design.md, 'The run-directory contract').
 
 `trajectory` is the study's own table and plot; `build_report` (ctxrel report) adds statistics, verdict, flips
 and comparisons, as one self-contained HTML page plus PNGs and summary.json."""

@@ -1,7 +1,7 @@
 """The trajectory of a study: conflict metrics of every checkpoint ordered by step, as a table and a plot.
 
-A trajectory is where an inversion shows (DESIGN §2): cf-acc (or M_C) rising, then falling, while ID accuracy
-keeps improving. This module only *describes* it: the values with their 95% bootstrap intervals, the peak and
+A trajectory is where an inversion shows (docs/design.md, 'Words'): cf-acc (or M_C) rising, then falling, while ID
+accuracy keeps improving. This module only *describes* it: the values with their 95% bootstrap intervals, the peak and
 how far the last step sits from it. Whether a drop is significant is a question for a test on the drop itself
 (analysis/), not for overlapping per-step intervals, so no table or plot here claims significance.
 

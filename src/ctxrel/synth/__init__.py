@@ -1,5 +1,5 @@
 """Synthetic lab: a generated world of facts, a tiny transformer pretrained on it from scratch, then
-instruction-finetuned on C / C+S / S mixtures and scored as a ctxrel study (DESIGN §3).
+instruction-finetuned on C / C+S / S mixtures and scored as a ctxrel study (docs/design.md, 'Parts').
 
 world.py    facts, subject pools, vocabulary, token formats (pure)
 mixture.py  the finetuning mixture and the evaluation sets (pure)

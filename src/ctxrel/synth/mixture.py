@@ -1,7 +1,7 @@
 """The instruction-finetuning mixture and the evaluation sets of the synthetic lab. Pure: world + seed in,
 examples out; the same (config, seed) always gives the same lists.
 
-Mixture (shares of `n_examples`, summing to 1; DESIGN §2 words):
+Mixture (shares of `n_examples`, summing to 1; docs/design.md, 'Words'):
     c           C    unknown subject, the context states the fact: only the context can answer
     cs          C+S  known subject, the context repeats what the model memorised
     s           S    known subject, no context: pure recall in the QA format

@@ -94,7 +94,7 @@ class TinyGPT(nn.Module):
 
 
 def qk_parameters(model: TinyGPT) -> list[str]:
-    """Names of the attention query/key projections: what QK-only finetuning trains (DESIGN §2)."""
+    """Names of the attention query/key projections: what QK-only finetuning trains (docs/design.md, 'Words')."""
     return [n for n, _ in model.named_parameters() if ".attn.q." in n or ".attn.k." in n]
 
 

@@ -8,7 +8,7 @@ Vocabulary (word level; one token per word):
     subjects   s0 .. s{N-1}      (one token each)
     values     v0 .. v{V-1}      (an answer is `answer_len` value tokens, e.g. "v12 v7")
 
-Subjects are split once per seed into disjoint pools (DESIGN §2 words):
+Subjects are split once per seed into disjoint pools (docs/design.md, 'Words'):
 
     known        pretrained on (every relation stated); the IFT's C+S and S examples use them
     conflict     pretrained on too, but never seen in IFT: the held-out known facts of the conflict evaluation

@@ -24,8 +24,8 @@ W_V a = beta_copy * a (context tokens weakly read out themselves). Since a_j . a
 shared half of every logit cancels in the softmax: a point's target logit margin is
 (alpha_mem * a_subject + beta_copy * a_context) / 2, which is what makes the attention split matter.
 
-Point types (DESIGN §2): C = [c, s, r] with an unknown subject (target: the context's answer); C+S = [c, s, r]
-with a memorised subject whose answer the context repeats; S = [s, r] (memorised subject, no context).
+Point types (docs/design.md, 'Words'): C = [c, s, r] with an unknown subject (target: the context's answer);
+C+S = [c, s, r] with a memorised subject whose answer the context repeats; S = [s, r] (memorised subject, no context).
 Conflict inputs (held out, never trained on): a memorised subject with a context naming another answer.
 """
 

@@ -1,6 +1,6 @@
 """Time per DPO step against an SFT step, in one process, on the multistage preset's shapes; and peak memory.
 
-    OMP_NUM_THREADS=1 python benchmarks/stage_step_time.py [--preset multistage] [--steps 8] [--device cpu]
+    OMP_NUM_THREADS=1 python perf/stage_step_time.py [--preset multistage] [--steps 8] [--device cpu]
 
 Runs the preset's stages (`ctxrel.train.stages.train_stages`) for `--steps` optimizer steps each, without
 evaluation, into a temporary directory, and prints seconds per step of each stage (from its train_summary:

@@ -1,7 +1,7 @@
 """Per-checkpoint overhead of `ctxrel eval --run`: reloading the base model for every checkpoint against one
 resident base with each checkpoint's weights swapped in place (`ctxrel.adapter_swap`), in one process.
 
-    python benchmarks/checkpoint_swap.py [--model smollm2-135m-instruct] [--checkpoints 9] [--rank 16] [--mode lora]
+    python perf/checkpoint_swap.py [--model smollm2-135m-instruct] [--checkpoints 9] [--rank 16] [--mode lora]
 
 The checkpoints are made on the spot with the quickstart's shapes (LoRA rank 16, alpha 32, all linear layers, or
 `--mode full|qk`) and random trained weights: only shapes and names matter for loading, so no training is needed.

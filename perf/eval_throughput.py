@@ -1,6 +1,6 @@
 """Throughput of `ctxrel eval` against a naive loop, in one process, on the same items.
 
-    python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 24] [--loop-only | --decoding-only]
+    python perf/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 24] [--loop-only | --decoding-only]
 
 First, ctxrel's own greedy loop (`ctxrel.backends.decode_loop`: finished rows leave the batch, waiting prompts
 join it, the prompts' common prefix runs once) against the backend's HF `generate` path (length-sorted batches run

@@ -1,7 +1,7 @@
 """A prepared GPU check: ctxrel's GPU tests, then its evaluation and training pieces on a 7B-shaped model.
 
-    python benchmarks/gpu_check.py            # one CUDA GPU, nothing downloaded, a few minutes
-    python benchmarks/gpu_check.py --tiny     # the same steps on CPU with a tiny shape (CI runs this)
+    python perf/gpu_check.py            # one CUDA GPU, nothing downloaded, a few minutes
+    python perf/gpu_check.py --tiny     # the same steps on CPU with a tiny shape (CI runs this)
 
 1. runs the `gpu`-marked tests (`pytest -m gpu`; they skip without CUDA);
 2. builds a *randomly initialised* model with the shape of Llama-2-7B (LlamaConfig, bf16 on the GPU; no weights

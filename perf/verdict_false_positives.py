@@ -12,7 +12,7 @@ anything but "no significant change": today's verdict (inversion.trajectory_stat
 the same items), the item-split verdict (honest.honest_stats: the peak chosen on a random half of the items,
 tested on the other half) and, with 3 seeds, leave-one-seed-out.
 
-    PYTHONPATH=src python benchmarks/verdict_false_positives.py [N_SIMS]   # default 500; ~2 min per 500 on 1 core
+    PYTHONPATH=src python perf/verdict_false_positives.py [N_SIMS]   # default 500; ~2 min per 500 on 1 core
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The benchmark scripts stay runnable: each is run end to end on a tiny model, on CPU, in seconds."""
+"""The speed and parity scripts (perf/) stay runnable: each is run end to end on a tiny model, on CPU, in seconds."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def run(*args: str) -> str:
 
 def test_gpu_check_tiny_runs_every_measure_on_cpu():
     # the test runner path on a file without gpu tests (collection only, fast); CI runs it on CPU
-    out = run("benchmarks/gpu_check.py", "--tiny", "--tests", "tests/test_benchmarks.py")
-    assert re.search(r"gpu tests \(tests/test_benchmarks.py\): .*deselected", out)
+    out = run("perf/gpu_check.py", "--tiny", "--tests", "tests/test_perf.py")
+    assert re.search(r"gpu tests \(tests/test_perf.py\): .*deselected", out)
     for measure, unit in [("generate, greedy, 32 new tokens", "items/s"), ("likelihood, 2 answers per item",
                                                                            "items/s"),
                           ("LoRA r128 step", "tokens/s"), ("adapter swap", "ms")]:
@@ -39,7 +39,7 @@ def test_gpu_check_tiny_runs_every_measure_on_cpu():
 
 
 def test_gpu_check_knows_the_peaks_it_claims():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "perf"))
     try:
         from gpu_check import peak_tflops
     finally:
@@ -52,7 +52,7 @@ def test_gpu_check_knows_the_peaks_it_claims():
 
 
 def test_grouped_batching_benchmark_runs_on_a_tiny_model(tiny_model_dir):
-    out = run("benchmarks/train_overhead.py", "--group-by-length", "--model", str(tiny_model_dir), "--steps", "2",
+    out = run("perf/train_overhead.py", "--group-by-length", "--model", str(tiny_model_dir), "--steps", "2",
               "--pool", "200")
     unsorted = float(re.search(r"unsorted: .*?(\d+) real tokens/s", out).group(1))
     assert unsorted > 0 and re.search(r"speed-up ratio \(grouped / unsorted tokens/s, same 16 examples\): "

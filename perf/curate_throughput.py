@@ -1,6 +1,6 @@
 """Throughput of `ctxrel curate classify` scoring against a naive loop, in one process, on the same records.
 
-    python benchmarks/curate_throughput.py [--data PATH] [--n 48] [--batch-size 4] [--max-length 512]
+    python perf/curate_throughput.py [--data PATH] [--n 48] [--batch-size 4] [--max-length 512]
 
 Records: the first --n context-bearing Alpaca records of --data (default $CTXREL_TEST_DATA/alpaca), each scored
 twice (with and without its context), plus as many no-context records (scored once), so the mix is the one

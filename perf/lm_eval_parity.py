@@ -1,7 +1,7 @@
 """Parity of ctxrel's standard tasks with EleutherAI's lm-evaluation-harness, on the same items and model.
 
     pip install lm_eval==0.4.13        # not a ctxrel dependency: this check only
-    python benchmarks/lm_eval_parity.py --data $CTXREL_TEST_DATA [--limit 100] [--gsm8k-limit 20]
+    python perf/lm_eval_parity.py --data $CTXREL_TEST_DATA [--limit 100] [--gsm8k-limit 20]
 
 For each task the script picks ctxrel's seeded, stratified items, scores them with ctxrel (HF backend), then
 writes the same items as local JSON Lines in the hub datasets' schema and scores them with lm-eval's *own* task

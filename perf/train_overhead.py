@@ -1,9 +1,9 @@
 """Costs of a study's training: evaluation against training time, and length-grouped against unsorted batches.
 
-    python benchmarks/train_overhead.py                      # runs `ctxrel study quickstart` into a temp dir
-    python benchmarks/train_overhead.py --run runs/quickstart  # reads a finished run instead
-    python benchmarks/train_overhead.py key=value ...        # overrides for the quickstart (e.g. eval.limit=30)
-    python benchmarks/train_overhead.py --group-by-length [--model M] [--steps 4] [--max-length 192]
+    python perf/train_overhead.py                      # runs `ctxrel study quickstart` into a temp dir
+    python perf/train_overhead.py --run runs/quickstart  # reads a finished run instead
+    python perf/train_overhead.py key=value ...        # overrides for the quickstart (e.g. eval.limit=30)
+    python perf/train_overhead.py --group-by-length [--model M] [--steps 4] [--max-length 192]
 
 Evaluation / training: both times are measured inside the same run by the training loop (train_summary.json:
 `train_s` sums the optimizer steps, `eval_s` the checkpoint evaluations), so the ratio compares work done on the
