@@ -252,12 +252,7 @@ class RunDir:
             return []
         con = self._db()
         try:
-            cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
-                              "ORDER BY step, checkpoint, benchmark, subset, metric")
-            return [dict(zip(METRIC_COLUMNS, row)) for row in cur]
-        except sqlite3.DatabaseError as e:
-            raise CtxrelError(f"{self.path / METRICS_DB}: damaged metrics database ({e}); move it away "
-                              "(a rerun of the same command rebuilds it from the records)") from None
+            return _select_metrics(con, self.path / METRICS_DB)
         finally:
             con.close()
 
@@ -267,3 +262,53 @@ class RunDir:
         w.writeheader()
         w.writerows(self.metrics())
         atomic_write_text(self.path / METRICS_CSV, buf.getvalue())
+
+
+_DAMAGED = "move it away (a rerun of the same command rebuilds it from the records)"
+_TEXT_COLUMNS = ("checkpoint", "benchmark", "subset", "metric")
+_NUMBER_COLUMNS = ("step", "epoch", "tokens", "value", "n", "ci_low", "ci_high")
+_INT_COLUMNS = ("step", "tokens", "n")
+
+
+def _select_metrics(con: sqlite3.Connection, db: Path) -> list[dict[str, Any]]:
+    """Every metric row, checked: a damaged file can hand back NULL or text where the table says otherwise."""
+    try:
+        cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
+                          "ORDER BY step, checkpoint, benchmark, subset, metric")
+        rows = [dict(zip(METRIC_COLUMNS, row)) for row in cur]
+    except (sqlite3.DatabaseError, ValueError, OverflowError) as e:
+        raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
+    for n, r in enumerate(rows, 1):
+        bad = [c for c in _TEXT_COLUMNS if not isinstance(r[c], str)]
+        bad += [c for c in _NUMBER_COLUMNS if r[c] is not None and (not isinstance(r[c], (int, float))
+                                                                  or c in _INT_COLUMNS and not isinstance(r[c], int))]
+        if bad:
+            raise CtxrelError(f"{db}: damaged metrics database (row {n}: {bad[0]} is {r[bad[0]]!r:.40}); {_DAMAGED}")
+    return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The metric rows of a run directory, read without writing anything: a read-only SQLite connection creates
+    no table and takes only a reader's lock for the one query, so it never blocks a running study (whose writes
+    are single transactions: a reader sees the rows committed before it, never part of a transaction). [] when
+    the run has no table yet."""
+    db = Path(run_dir) / METRICS_DB
+    if not db.is_file():
+        return []
+    try:
+        con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=60)
+    except sqlite3.DatabaseError as e:
+        raise CtxrelError(f"{db}: cannot open the metrics database ({e}); {_DAMAGED}") from None
+    try:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+        if not cols:
+            raise CtxrelError(f"{db}: no metrics table in it (an empty or foreign file); {_DAMAGED}")
+        missing = set(METRIC_COLUMNS) - cols
+        if missing:
+            raise CtxrelError(f"{db}: its metrics table lacks column(s) {', '.join(sorted(missing))}; not a ctxrel "
+                              "metrics database")
+        return _select_metrics(con, db)
+    except sqlite3.DatabaseError as e:
+        raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
+    finally:
+        con.close()

@@ -48,3 +48,38 @@ def test_config_with_non_string_keys_is_refused_in_one_sentence(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     _refused(lambda: load_config(StudyConfig, path), "is not a name", "valid keys")
+
+
+def _study(tmp_path: Path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fuzz_rundir import make_study
+
+    return make_study(tmp_path / "run")
+
+
+def test_emptied_metrics_table_is_refused_and_not_rewritten(tmp_path):
+    """was: `ctxrel flips` / `report` on a run whose metrics.sqlite is an empty file created a fresh table in it
+    (a reader writing into the run directory), then said "no metrics"."""
+    from ctxrel.analysis.rundata import load_run
+
+    run = _study(tmp_path)
+    (run / "metrics.sqlite").write_bytes(b"")
+    _refused(lambda: load_run(run), "metrics.sqlite", "no metrics table")
+    assert (run / "metrics.sqlite").read_bytes() == b""
+
+
+def test_null_in_a_metric_row_is_refused(tmp_path):
+    """was: AttributeError "'NoneType' object has no attribute 'replace'" when damage left a NULL benchmark."""
+    import sqlite3
+
+    from ctxrel.analysis.rundata import load_run
+
+    run = _study(tmp_path)
+    con = sqlite3.connect(run / "metrics.sqlite")
+    with con:
+        con.execute("PRAGMA ignore_check_constraints = 1")
+        con.execute("UPDATE metrics SET step = 'x' WHERE rowid = 1")  # what a flipped byte can leave
+    con.close()
+    _refused(lambda: load_run(run), "metrics.sqlite", "damaged metrics database")

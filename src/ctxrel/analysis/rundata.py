@@ -18,8 +18,7 @@ from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config import read_yaml_mapping
 from ctxrel.errors import CtxrelError
 from ctxrel.probes import head_matrices, lens_curves
-from ctxrel.results import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, RunDir, read_records,
-                            step_of)
+from ctxrel.results import CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, read_metrics, read_records, step_of
 
 
 @dataclass
@@ -60,7 +59,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise CtxrelError(f"{p}: no such run directory")
     if not (p / METRICS_DB).exists():
         raise CtxrelError(f"no metrics in {p} (metrics.sqlite missing): run ctxrel study/eval first")
-    rows = RunDir(p).metrics()
+    rows = read_metrics(p)  # read-only: a running study is neither written nor blocked
     if not rows:
         raise CtxrelError(f"no metrics in {p}: run ctxrel study/eval first")
     steps: dict[str, int] = {}
