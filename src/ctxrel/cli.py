@@ -337,16 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(args, "handler", None) or handlers[args.verb]
     from ctxrel.run_marker import release_all
 
+    refused = False
     try:
         return handler(args)
     except CtxrelError as e:
+        refused = True  # a run directory this command created and left without results is removed
         print(f"ctxrel: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ctxrel: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
-        release_all()  # the run directory locks of this verb (the OS drops them anyway when the process ends)
+        release_all(refused=refused)  # this verb's run directory locks (the OS drops them anyway at exit)
 
 
 if __name__ == "__main__":
