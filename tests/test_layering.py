@@ -22,7 +22,7 @@ PACKAGE = SRC / "ctxrel"
 
 # Lowest first. A module's layer is that of its longest listed name (a module, else the package above it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("ctxrel", "errors", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
+    ("base", ("ctxrel", "errors", "interruption", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),

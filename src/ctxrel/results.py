@@ -21,6 +21,7 @@ writes it, `step_of` reads it back; nothing else parses it) and the chunk size o
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ctxrel import strict_json
+from ctxrel import interruption, strict_json
 from ctxrel.errors import CtxrelError, InputError
 
 CONFIG_FILE = "config.yaml"  # resolved config of the latest command
@@ -147,17 +148,23 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records durably, first cutting any partial last line left by a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            with open(path, "r+b") as f:
-                f.truncate(end)
-    with open(path, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with interruption.critical():  # a SIGTERM waits for the whole chunk: no half line from a clean stop
+        if path.exists():
+            data = path.read_bytes()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                with open(path, "r+b") as f:
+                    f.truncate(end)
+        with open(path, "a", encoding="utf-8") as f:
+            if interruption.armed("records.append", path.name):  # a test stops here, half the chunk on disk
+                f.write(text[:len(text) // 2])
+                f.flush()
+                interruption.stop("records.append", path.name)
+                text = text[len(text) // 2:]
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class RunDir:
@@ -236,16 +243,18 @@ class RunDir:
         """Insert or replace rows (one transaction), then refresh metrics.csv."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [{**self.row_defaults, **{k: v for k, v in r.items() if v is not None}} for r in rows]
-        con = self._db()
-        try:
-            with con:
-                con.executemany(
-                    f"INSERT OR REPLACE INTO metrics ({', '.join(METRIC_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
-                    [tuple(now if c == "created" else r.get(c) for c in METRIC_COLUMNS) for r in rows])
-        finally:
-            con.close()
-        self.export_csv()
+        with interruption.critical():  # the table and its CSV copy change together, even on SIGTERM
+            con = self._db()
+            try:
+                with con:
+                    con.executemany(
+                        f"INSERT OR REPLACE INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
+                        [tuple(now if c == "created" else r.get(c) for c in METRIC_COLUMNS) for r in rows])
+                    interruption.point("metrics.write", rows[0].get("checkpoint", "") if rows else "")
+            finally:
+                con.close()
+            self.export_csv()
 
     def metrics(self) -> list[dict[str, Any]]:
         if not (self.path / METRICS_DB).exists():
@@ -312,3 +321,23 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
     finally:
         con.close()
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def disk_full(e: BaseException, where: str | Path | None = None) -> str | None:
+    """One sentence for a write that failed because the disk is full or a file-size limit was reached (an
+    OSError, safetensors' error, SQLite's I/O error), saying what survives and how to go on; None for any other
+    error. `where`: what was being written, when the error does not name it."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        detail, where = e.strerror, e.filename or where
+    elif type(e).__name__ == "SafetensorError" and re.search(r"os error (27|28|122)\b", str(e)):
+        detail = str(e).split("I/O error: ")[-1]
+    elif isinstance(e, sqlite3.OperationalError) and ("disk" in str(e) or "full" in str(e)):
+        detail = f"SQLite: {e}"
+    else:
+        return None
+    return (f"{where or 'the run directory'}: could not write ({detail}): the disk is full or a file-size limit "
+            "was reached; nothing half-written is kept (finished checkpoints, records and metric rows are): free "
+            "space, then rerun the same command to resume")
