@@ -110,6 +110,11 @@ def kill(proc: subprocess.Popen, how: signal.Signals) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def snapshot(root: Path, skip: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and skip not in p.parents}
+
+
 def resume_equals_reference(cfg: Path, run: Path, ref: Path) -> None:
     assert main(["train", str(cfg), f"out={run}"]) == 0
     assert state(run) == state(ref)
@@ -227,3 +232,36 @@ def test_corrupted_last_line_and_damaged_checkpoint(study, tmp_path, capsys):
     assert main(["train", str(cfg), f"out={run}"]) == 2
     err = capsys.readouterr().err
     assert "damaged checkpoint" in err and "step-000008" in err and err.count("error:") == 1, err
+
+
+def test_report_and_flips_read_a_running_study(study, tmp_path, capsys):
+    """`ctxrel report` and `ctxrel flips` on a study frozen in the middle of writing checkpoint 4's metric rows
+    (its lock held, the SQLite transaction open): both finish at once, say the study is running, cover exactly
+    the checkpoints evaluated so far (0 and 1), change none of the study's files and take none of its locks --
+    the study, continued, ends exactly as the uninterrupted one."""
+    cfg, ref = study
+    run = tmp_path / "run"
+    proc = child(cfg, run, "metrics.write@step-000004")
+    wait_for_fault(proc, run)
+    assert (run / "evals" / "step-000004" / "cf_capitals.jsonl").exists()  # records done, metrics not committed
+    before = snapshot(run, skip=run / "report")
+    t0 = time.time()
+    assert main(["report", str(run), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert f"live: {run} is being written by pid {proc.pid} (ctxrel study" in out
+    assert "2 checkpoint(s) evaluated so far (steps 0, 1)" in out, out
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    steps = [p["step"] for p in summary["groups"][0]["benchmarks"]["cf_capitals"]["series"]["all"]["cf_acc"]]
+    assert steps == [0, 1] and summary["live"]
+    assert "snapshot of a running study" in (run / "report" / "index.html").read_text()
+    assert main(["flips", str(run), "--from", "start"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"live: {run}") and "step-000000 (start) -> step-000001 (final)" in out, out
+    assert time.time() - t0 < 120
+    assert snapshot(run, skip=run / "report") == before, "reading the running study changed its files"
+    os.kill(proc.pid, signal.SIGCONT)  # the study goes on: nothing was locked, nothing taken from it
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert state(run) == state(ref)
+    assert main(["flips", str(run)]) == 0
+    assert "live:" not in capsys.readouterr().out

@@ -300,6 +300,59 @@ def release_all(*, refused: bool = False) -> None:
         os.close(_held.pop(key)[0])
 
 
+def writer(path: str | Path) -> dict[str, Any] | None:
+    """The ctxrel process writing run directory `path` right now, found without touching its lock (a reader
+    must never take it, even for an instant: a study claiming its directory at that moment would be refused):
+    {"pid", "verb", "started"} -- the pid from the kernel's table of flock locks (/proc/locks), verb and start
+    from the marker -- or None when no process holds it. Where /proc/locks cannot be read, the marker's last
+    writer counts while a process with its pid runs a ctxrel command."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        last = (read_marker(p) or {}).get("last") or {}
+    except (OSError, CtxrelError):
+        return None
+    pid = _flock_holder(st)
+    if pid is False:  # no /proc/locks: the marker's word, if its process still runs ctxrel
+        pid = last.get("pid") if isinstance(last.get("pid"), int) and _runs_ctxrel(last["pid"]) else None
+    if pid is None:
+        return None
+    return dict(pid=pid, verb=last.get("verb", "?"), started=last.get("started", "?"))
+
+
+def _flock_holder(st: os.stat_result) -> int | None | bool:
+    """pid holding a flock on the file with this stat (None: nobody), or False when /proc/locks is unreadable.
+    Lines read "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146674 0 EOF" (device major:minor in hex, then the inode);
+    processes waiting for a lock have "->" after the number and hold nothing."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                               st.st_ino):
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
+def _runs_ctxrel(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    try:
+        return b"ctxrel" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # alive; nothing more to ask on this system
+
+
 class scope:
     """`with scope(): ...` releases, on exit, every claim made inside the block (a function that claims its
     output directory part-way through, after its input checks, wraps its body in one)."""

@@ -18,6 +18,7 @@ from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config import read_yaml_mapping
 from ctxrel.errors import CtxrelError
 from ctxrel.probes import head_matrices, lens_curves
+from ctxrel.run_marker import writer
 from ctxrel.results import CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, read_metrics, read_records, step_of
 
 
@@ -32,6 +33,7 @@ class Run:
     epochs: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     train_summary: dict[str, Any] | None = None
+    live: dict[str, Any] | None = None  # the process writing the run while it was read (run_marker.writer)
 
     @property
     def epoch_boundaries(self) -> list[int]:
@@ -59,6 +61,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise CtxrelError(f"{p}: no such run directory")
     if not (p / METRICS_DB).exists():
         raise CtxrelError(f"no metrics in {p} (metrics.sqlite missing): run ctxrel study/eval first")
+    live = writer(p)  # a running study: what follows reads the checkpoints finished so far
     rows = read_metrics(p)  # read-only: a running study is neither written nor blocked
     if not rows:
         raise CtxrelError(f"no metrics in {p}: run ctxrel study/eval first")
@@ -91,7 +94,19 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if not records:
         raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
     config = _yaml(p / CONFIG_FILE)
-    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / TRAIN_SUMMARY))
+    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / TRAIN_SUMMARY),
+               live)
+
+
+def live_text(run: Run) -> str | None:
+    """One line saying that a run was read while a process was writing it, and what the reading covers."""
+    if run.live is None:
+        return None
+    steps = sorted({run.steps[c] for (c, _) in run.records if c in run.steps})
+    w = run.live
+    return (f"live: {run.path} is being written by pid {w['pid']} (ctxrel {w['verb']}, started {w['started']}); "
+            f"this reads a snapshot of the {len(steps)} checkpoint(s) evaluated so far (steps "
+            f"{', '.join(map(str, steps)) or 'none'}), without its lock; run it again when the run has finished")
 
 
 _CONFLICT_METRICS = {"cf_acc": "contains_context", "m_c": "m_c"}
