@@ -235,7 +235,8 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise CtxrelError(f"unknown config key(s) {where}{', '.join(prefix + k for k in unknown)}; valid keys: "
+        shown = (prefix + k if (prefix + k).isprintable() else repr(prefix + k) for k in unknown)  # one line
+        raise CtxrelError(f"unknown config key(s) {where}{', '.join(shown)}; valid keys: "
                           f"{', '.join(prefix + k for k in fields)}")
     kwargs = {}
     for name, value in data.items():

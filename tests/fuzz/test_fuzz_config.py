@@ -61,6 +61,7 @@ def _plain(value, tp) -> bool:
 @example(verb="study", entries=[], odd_keys={1: 2})
 @example(verb="study", entries=[("train", {"1": 2})], odd_keys={})
 @example(verb="eval", entries=[], odd_keys={None: 1, True: 2})
+@example(verb="eval", entries=[("\n", None)], odd_keys={})  # was: an error message of two lines
 def test_yaml_config_files(verb, entries, odd_keys):
     """Nested mappings of real keys, sections and junk keys (non-string YAML keys too), dumped as YAML."""
     data: dict = {}

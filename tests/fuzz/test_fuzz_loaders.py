@@ -181,13 +181,17 @@ CONTINUATION = st.builds(lambda w, p: f" {w}{p}", ANSWER, st.sampled_from(["", "
        gz=SUFFIX, skip=st.booleans(), crlf=st.booleans())
 @example(rows=[('Write a quote that ends in "heavy":\n"A, b', " heavy.", " light.", 0)], gz="", skip=False,
          crlf=True)
+@example(rows=[("", " 0", " 0 0", 0), ("\r", " 0", " 0 0", 0)], gz="", skip=True, crlf=False)  # was: loaded
 def test_memotrap_csv_round_trip(rows, gz, skip, crlf):
     """MemoTrap's CSV (prompt, classes as a Python list literal, answer_index), written by csv.writer: prompts
     with commas, quotes and newlines must come back verbatim; the two continuations keep their leading space."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"1-proverb-ending.csv{gz}"
         buf = io.StringIO(newline="")
-        w = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
+        # csv.writer leaves a lone CR unquoted when the line ends in LF only (a file no reader can split
+        # right): quote every field then
+        w = csv.writer(buf, lineterminator="\r\n" if crlf else "\n",
+                       quoting=csv.QUOTE_MINIMAL if crlf else csv.QUOTE_ALL)
         w.writerow(["prompt", "classes", "answer_index"])
         for prompt, a, b, idx in rows:
             w.writerow([prompt, repr([a, b]), idx])
@@ -205,6 +209,7 @@ def test_memotrap_csv_round_trip(rows, gz, skip, crlf):
             it = by_id.get(f"{NAME}/{n}")
             if it is None:
                 continue
+            assert prompt.strip(), "a row without a prompt was loaded as an item"
             assert it.prompt == prompt and it.context == prompt
             assert (it.context_continuation, it.parametric_continuation) == ((a, b) if idx == 0 else (b, a))
             assert it.category == "proverb_ending"

@@ -83,3 +83,39 @@ def test_null_in_a_metric_row_is_refused(tmp_path):
         con.execute("UPDATE metrics SET step = 'x' WHERE rowid = 1")  # what a flipped byte can leave
     con.close()
     _refused(lambda: load_run(run), "metrics.sqlite", "damaged metrics database")
+
+
+def test_unknown_key_with_a_line_break_is_one_line(tmp_path):
+    """was: 'unknown config key(s) \\n; valid keys: ...' -- an error of two lines."""
+    path = tmp_path / "c.yaml"
+    path.write_text('"\\n": 1\n')
+    text = _refused(lambda: load_config(StudyConfig, path), "unknown config key", "'\\n'")
+    assert "\n" not in text
+
+
+def test_memotrap_row_without_a_prompt_is_refused(tmp_path):
+    """was: a MemoTrap row with an empty (or whitespace) prompt loaded as an item with nothing to ask."""
+    from ctxrel.benchmarks.loaders import load_memotrap
+
+    path = tmp_path / "1-proverb-ending.csv"
+    path.write_text('prompt,classes,answer_index\n" ","[\' heavy.\', \' light.\']",0\n')
+    _refused(lambda: load_memotrap(path, name="m"), f"{path}:2", "empty context", "[prompt]")
+
+
+@pytest.mark.parametrize("damage", [("contains_parametric", None), ("contains_context", "true"), ("outcome", "ctx")])
+def test_record_that_lost_a_field_is_refused(tmp_path, damage):
+    """was: KeyError 'contains_parametric' from the analysis when damage renamed a key but kept the JSON valid."""
+    from ctxrel.analysis.rundata import load_run
+
+    run = _study(tmp_path)
+    f = run / "evals" / "step-000000" / "cf_fz.jsonl"
+    lines = f.read_text().splitlines()
+    rec = json.loads(lines[2])
+    key, value = damage
+    if value is None:
+        rec["contains_paramXtric"] = rec.pop(key)
+    else:
+        rec[key] = value
+    lines[2] = json.dumps(rec)
+    f.write_text("\n".join(lines) + "\n")
+    _refused(lambda: load_run(run), str(f), "record 3", repr(key))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import tempfile
 from functools import lru_cache
@@ -163,7 +164,9 @@ def test_flips_cli_on_damaged_runs(name, data, flags):
         assert snapshot(run) == before, "ctxrel flips wrote into the run directory"
 
 
-@settings(max_examples=8)  # each report draws its figures (about a second): the in-process targets cover the rest
+# each report draws its figures (seconds each): 8 examples in CI, 100 in the long profile; the in-process targets
+# above read the same damaged directories by the thousand
+@settings(max_examples=100 if os.environ.get("CTXREL_FUZZ") == "long" else 8)
 @given(name=st.sampled_from(files() + [None]), data=st.data(),
        flags=st.lists(st.sampled_from(["smooth=1", "--smooth", "2", "--bootstrap", "0", "--from", "start",
                                        "--to", "trough", "--labels", "a,b", "--seeds", "bootstrap=50"]), max_size=3))

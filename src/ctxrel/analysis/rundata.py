@@ -16,6 +16,7 @@ from ctxrel.analysis.inversion import Point
 from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
 from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config import read_yaml_mapping
+from ctxrel.matching import OUTCOMES
 from ctxrel.errors import CtxrelError
 from ctxrel.probes import head_matrices, lens_curves
 from ctxrel.run_marker import writer
@@ -90,6 +91,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             recs = read_records(f)
             _check_agreement(f, recs, rows, d.name, bench)
             if recs and is_conflict_record(recs[0]):
+                _check_fields(f, recs)
                 records[(d.name, bench)] = recs
     if not records:
         raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
@@ -132,6 +134,31 @@ def _check_agreement(path: Path, recs: list[dict[str, Any]], rows: list[dict[str
                               f"{benchmark} say n={int(row['n'])} ({metric}); records and metrics disagree (a file "
                               "cut short, or edited): rerun the same evaluation (`ctxrel eval --run DIR` for a "
                               "study) to recompute the metrics from the records, or restore the file")
+
+
+_TEXT = (str, type(None))
+_GENERATE_FIELDS = {"id": (str, int), "contains_context": (bool,), "contains_parametric": (bool,),
+                    "outcome": (str,)}
+_OPTIONAL_FIELDS = {"known": (bool,), "category": _TEXT, "first_mention": _TEXT, "output": _TEXT,
+                    "question": _TEXT, "context_answer": _TEXT, "parametric_answer": _TEXT}
+_LIKELIHOOD_FIELDS = {"id": (str, int), "m_c": (int, float)}
+
+
+def _check_fields(path: Path, recs: list[dict[str, Any]]) -> None:
+    """Every record of a conflict benchmark holds the fields the analysis reads, with their types (a damaged
+    file can keep its JSON valid and lose a key, or turn a flag into text)."""
+    required = _LIKELIHOOD_FIELDS if record_mode(recs) == "likelihood" else _GENERATE_FIELDS
+    for n, r in enumerate(recs, 1):
+        for key, types in (*required.items(), *_OPTIONAL_FIELDS.items()):
+            if key not in r and key not in required:
+                continue
+            v = r.get(key)
+            ok = (key in r and isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+                  and (key != "outcome" or v in OUTCOMES) and (key != "first_mention" or v in (None, *OUTCOMES)))
+            if not ok:
+                found = "missing" if key not in r else f"{v!r:.40}"
+                raise CtxrelError(f"{path}: record {n}: field {key!r} is {found}, not what ctxrel writes; the run "
+                                  "directory is damaged: restore the file, or delete it and rerun the evaluation")
 
 
 def _summary(path: Path) -> dict[str, Any] | None:
