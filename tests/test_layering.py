@@ -22,15 +22,16 @@ PACKAGE = SRC / "ctxrel"
 
 # Lowest first. A module's layer is that of its longest listed name (a module, else the package above it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("ctxrel", "errors", "interruption", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics",
+    ("base", ("ctxrel", "errors", "interruption", "flags", "presets", "strict_json", "config", "results", "shards",
+              "run_marker", "matching", "metrics", "trackers",
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),
     ("models", ("backends", "models", "adapter_swap", "synth.model")),
-    ("evaluate", ("records", "evaluate", "variants", "probing", "standard.runner", "synth.measure")),
+    ("evaluate", ("records", "evaluate", "exports.lmeval_task", "variants", "probing", "standard.runner", "synth.measure")),
     ("train", ("train", "curate", "synth.lab")),
-    ("analysis", ("analysis", "report")),
-    ("verbs", ("cli", "__main__", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
+    ("analysis", ("analysis", "report", "exports.every_eval")),
+    ("verbs", ("cli", "__main__", "exports", "exports.cli", "report.cli", "curate.cli", "train.study", "theory", "theory.presets", "synth",
                "synth.presets", "synth.study", "synth.cli")),
 ]
 RANK = {name: k for k, (_, names) in enumerate(LAYERS) for name in names}

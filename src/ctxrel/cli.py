@@ -307,7 +307,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 # Verbs that live with their part: each module's add_parsers(sub) adds its verb(s) and sets `handler` on them
 # with set_defaults(handler=fn); fn(args) -> exit code; `verb` is the verb being run (None for `ctxrel --help`).
 # The modules must import only the standard library at the top.
-_VERB_MODULES = ("ctxrel.curate.cli", "ctxrel.report.cli", "ctxrel.synth.cli")
+_VERB_MODULES = ("ctxrel.curate.cli", "ctxrel.report.cli", "ctxrel.synth.cli", "ctxrel.exports.cli")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

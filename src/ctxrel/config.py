@@ -23,6 +23,8 @@ from ctxrel.errors import CtxrelError
 from ctxrel.presets import read_source, read_yaml_mapping  # noqa: F401  (read_yaml_mapping: callers use config's name)
 from ctxrel.prompts import TEMPLATES, TRAIN_TEMPLATES
 
+TRACKERS = ("tensorboard", "trackio", "wandb")  # train.report_to (ctxrel.trackers)
+
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | tuple = (),
            choices: tuple | None = None, group: str | None = None, required: bool | str = False,
@@ -147,7 +149,12 @@ class TrainConfig:
     group_by_length: bool = False
     keep_weights: bool = True  # keep every evaluated checkpoint's weights (for `ctxrel eval --run`); the latest
     #                            checkpoint is always kept with its optimizer state so a rerun resumes
-    tensorboard: bool = True  # log loss, lr and metrics under <out>/tensorboard when tensorboard is installed
+    # experiment trackers (ctxrel.trackers) that receive loss, lr, tokens/s and every checkpoint's metric rows,
+    # with the training step as x-axis: tensorboard (<out>/tensorboard), trackio (local SQLite, extra `trackio`),
+    # wandb (extra `wandb`); [] = none. A tracker that is not installed is refused before training
+    report_to: list[str] = option(factory=lambda: ["tensorboard"], choices=TRACKERS)
+    tracker_project: str = "ctxrel"  # trackio / wandb project; the run is named after `out`
+    tensorboard: bool = True  # false = leave tensorboard out of train.report_to (the switch before report_to)
 
 
 @dataclass

@@ -43,10 +43,12 @@ MARKER = "ctxrel-run.json"
 _TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
 _NAMES = {
     "eval": _TABLE | {EVALS_DIR, "report"},
-    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "report"},
+    "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "wandb", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},
     "report": {"index.html", "summary.json"},
+    "lm-eval-task": set(),  # ctxrel.exports.lmeval_task (no directory predates the marker)
+    "eee": set(),  # ctxrel.exports.every_eval
     "theory": _TABLE | {"check.json"},
     "synth": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, "report"},
 }
@@ -56,6 +58,8 @@ _WRITES = {
              "train_log.jsonl, report/",
     "curate": "data.jsonl, manifest.json and the operation's reports",
     "report": "index.html, summary.json and PNG figures",
+    "lm-eval-task": "an lm-eval task (YAML), utils.py and the items (JSONL)",
+    "eee": "data/<benchmark>/<developer>/<model>/<uuid>.json and _samples.jsonl (Every Eval Ever)",
     "theory": "config.yaml, metrics.sqlite, metrics.csv, check.json and a PNG",
     "synth": "config.yaml, metrics.sqlite, metrics.csv, evals/, checkpoints/",
 }
@@ -243,12 +247,12 @@ def claim(path: str | Path, kind: str, *, verb: str | None = None, settings: Any
 
 def holds_no_result(path: Path) -> bool:
     """Does a run directory hold nothing a command produced: only the marker, config.yaml, settings files under
-    evals/ (what produced records that were never written), tensorboard logs and empty folders?"""
+    evals/ (what produced records that were never written), tracker logs (tensorboard, wandb) and empty folders?"""
     for f in path.rglob("*"):
         if f.is_dir():
             continue
         top = f.relative_to(path).parts[0]
-        if top in (MARKER, CONFIG_FILE, "tensorboard") or top.startswith((f".{MARKER}.", f".{CONFIG_FILE}.")):
+        if top in (MARKER, CONFIG_FILE, "tensorboard", "wandb") or top.startswith((f".{MARKER}.", f".{CONFIG_FILE}.")):
             continue
         if top == EVALS_DIR and f.name.endswith(".settings.json"):
             continue

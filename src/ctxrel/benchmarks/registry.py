@@ -68,6 +68,17 @@ REGISTRY: dict[str, BenchmarkSpec] = {s.name: s for s in [
 ]}
 
 
+def _form_specs() -> dict[str, BenchmarkSpec]:
+    """The context-form family (`ctxrel.benchmarks.forms`), one built-in benchmark per relation and form."""
+    from ctxrel.benchmarks import forms
+
+    return {name: BenchmarkSpec(name, forms.FORMS_VERSION, forms.describe(name), builder=builder)
+            for name, builder in forms.FORM_BUILDERS.items()}
+
+
+REGISTRY.update(_form_specs())
+
+
 def _default_path(spec: BenchmarkSpec) -> Path:
     root = os.environ.get("CTXREL_DATA")
     if root:

@@ -39,6 +39,7 @@ from ctxrel.errors import CtxrelError
 from ctxrel.models import load_weights, save_weights, trainable_state
 from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
                             disk_full, read_records, step_name)
+from ctxrel.trackers import Trackers, check_trackers
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
 
@@ -177,6 +178,7 @@ def check_train_config(cfg) -> None:
     if problems:
         raise CtxrelError("; ".join(f"{k}={v!r} {why}" for k, v, why in problems))
     check_launch(cfg)
+    check_trackers(cfg.train)  # a tracker named in train.report_to but not installed
 
 
 def sharded_launch(env=None) -> bool:
@@ -279,7 +281,8 @@ class Session:
     progress: dict[str, Any]  # step, tokens, pad_tokens, train_s, eval_s: what a checkpoint saves
     n_trainable: int
     n_parameters: int
-    writer: Any = None  # tensorboard SummaryWriter (main process, train.tensorboard) or None
+    trackers: Any = None  # ctxrel.trackers.Trackers of train.report_to (main process) or None
+    last_logged: tuple = (0, 0.0)  # (tokens, train_s) at the previous logged step: the step's tokens/s
     say: Callable[..., None] = print  # log on the main process, silent on the others
 
     @property
@@ -420,8 +423,12 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
         say(f"ctxrel: FSDP over {acc.num_processes} process(es); checkpoints are gathered, and scored after "
             "training")
     resume(s, latest)
-    if s.main and tc.tensorboard:
-        s.writer = _tensorboard(s.out / "tensorboard", s.progress["step"])
+    if s.main:
+        from ctxrel.config import to_dict
+
+        s.trackers = Trackers(check_trackers(tc), s.out, step=s.progress["step"], project=tc.tracker_project,
+                              config=to_dict(cfg))
+    s.last_logged = (s.progress["tokens"], s.progress["train_s"])
     return s
 
 
@@ -486,11 +493,13 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar) -> None:
         return
     lr = s.scheduler.get_last_lr()[0]
     gn = float(grad_norm) if grad_norm is not None else None
+    tokens, secs = s.progress["tokens"], s.progress["train_s"]
+    rate = round((tokens - s.last_logged[0]) / (secs - s.last_logged[1]), 1) if secs > s.last_logged[1] else None
+    s.last_logged = (tokens, secs)
     append_records(s.out / TRAIN_LOG, [dict(step=step, epoch=s.plan.epoch_at(step), loss=loss, lr=lr, grad_norm=gn,
-                                            tokens=s.progress["tokens"])])
-    if s.writer is not None:
-        s.writer.add_scalar("train/loss", loss, step)
-        s.writer.add_scalar("train/lr", lr, step)
+                                            tokens=tokens, tokens_per_s=rate)])
+    if s.trackers is not None:
+        s.trackers.train_step(step, loss=loss, lr=lr, tokens_per_s=rate)
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
 
@@ -556,8 +565,8 @@ def evaluate_checkpoint(s: Session, meta: dict[str, Any], on_checkpoint: Callabl
         on_checkpoint(step=meta["step"], epoch=meta["epoch"], tokens=meta["tokens"], model=s.model, tokenizer=s.tok)
     s.model.train()
     s.progress["eval_s"] += time.perf_counter() - t0
-    if s.writer is not None:
-        s.writer.flush()
+    if s.trackers is not None:  # the metric rows the evaluation has just written
+        s.trackers.checkpoint(meta["step"])
 
 
 # -- cleanup -----------------------------------------------------------------------------------------------------
@@ -578,8 +587,8 @@ def cleanup(s: Session) -> dict[str, Any]:
               f"over {summary['train_s']:.0f} s of training")
     if s.main:
         atomic_write_text(s.out / TRAIN_SUMMARY, json.dumps(summary, indent=1))
-        if s.writer is not None:
-            s.writer.close()
+        if s.trackers is not None:
+            s.trackers.close()
     s.acc.wait_for_everyone()
     return summary
 
@@ -592,10 +601,3 @@ def throughput(progress: dict) -> dict[str, Any]:
     return dict(tokens_per_s=round(real / secs, 1) if secs else None, pad_tokens=pad,
                 padding_share=round(share, 4) if share is not None else None)
 
-
-def _tensorboard(path: Path, step: int):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None  # optional: train_log.jsonl and metrics.* hold the same numbers
-    return SummaryWriter(str(path), purge_step=step or None)

@@ -22,6 +22,7 @@ from ctxrel.train import checkpoints as ckpt
 KNOWN_FROM = step_name(0)
 # config sections a resumed run must share with the run it continues (eval settings are guarded per benchmark)
 _RESUME_KEYS = ("data", "train")
+_VIEW_KEYS = {"train.report_to", "train.tracker_project", "train.tensorboard"}  # where numbers are shown: free
 
 
 def load_study_config(source: str, overrides: list[str] = (), settings: dict[str, Any] | None = None
@@ -64,7 +65,7 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
         return {**defaults[sec][k], **value} if isinstance(value, dict) else value
 
     diffs = [f"{sec}.{k}: {was(sec, k)!r} -> {v!r}" for sec in _RESUME_KEYS
-             for k, v in new[sec].items() if was(sec, k) != v]
+             for k, v in new[sec].items() if was(sec, k) != v and f"{sec}.{k}" not in _VIEW_KEYS]
     if old.get("model", {}).get("name") != cfg.model.name:
         diffs.append(f"model.name: {old.get('model', {}).get('name')!r} -> {cfg.model.name!r}")
     if diffs:
@@ -139,6 +140,14 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
     if summary["sharded"]:  # FSDP: no process held the whole model, so every process scores its share of the
         t1 = time.perf_counter()  # saved checkpoints now, as `ctxrel eval --run` under a launcher would
         _score_run(out, None, [], None, log)
+        if is_main_process():  # the trackers see these metric rows now
+            from ctxrel.trackers import Trackers, check_trackers
+
+            trackers = Trackers(check_trackers(cfg.train), out,  # TensorBoard appends (no purge)
+                                project=cfg.train.tracker_project, config=C.to_dict(cfg))
+            for step in summary["checkpoints"]:
+                trackers.checkpoint(step)
+            trackers.close()
         summary["eval_s"] = round(summary["eval_s"] + time.perf_counter() - t1, 1)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     if plot and is_main_process():
