@@ -93,13 +93,21 @@ def wait_for_fault(proc: subprocess.Popen, run: Path) -> str:
     flag = run.parent / "fault"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if flag.exists() and flag.read_text().endswith("\n"):
-            return flag.read_text()
+        if flag.exists() and flag.read_text().endswith("\n") and stopped(proc.pid):
+            return flag.read_text()  # frozen for sure: a SIGTERM sent earlier would be eaten by its own SIGSTOP
         if proc.poll() is not None:
             pytest.fail(f"the run ended before its fault point (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
         time.sleep(0.05)
     proc.kill()
     pytest.fail("the fault point was never reached")
+
+
+def stopped(pid: int) -> bool:
+    """Is the process stopped (state T in /proc/PID/stat)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
 
 
 def kill(proc: subprocess.Popen, how: signal.Signals) -> tuple[int, str]:
