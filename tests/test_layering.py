@@ -23,7 +23,8 @@ PACKAGE = SRC / "ctxrel"
 
 # Lowest first. A module's layer is that of its longest listed name (a module, else the package above it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "fingerprint", "cache", "flags", "presets", "strict_json", "config", "results", "shards", "run_marker", "matching", "metrics", "trackers",
+    ("base", ("errors", "interruption", "fingerprint", "cache", "flags", "presets", "strict_json", "config", "results",
+              "shards", "run_marker", "matching", "metrics", "trackers",
               "decoding", "probes", "prompts", "substitution", "theory.onelayer")),
     ("data", ("benchmarks", "contexts", "standard", "standard.tasks", "standard.scoring", "synth.world",
               "synth.mixture")),

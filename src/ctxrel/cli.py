@@ -356,18 +356,35 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
                 "train": cmd_study, "presets": cmd_presets}
     handler = getattr(args, "handler", None) or handlers[args.verb]
+    from ctxrel import interruption
+    from ctxrel.results import disk_full
     from ctxrel.run_marker import release_all
 
+    interruption.install()  # SIGTERM: a clean stop (a checkpoint being written completes first)
+    refused = False
     try:
         return handler(args)
     except CtxrelError as e:
+        refused = True  # a run directory this command created and left without results is removed
         print(f"ctxrel: error: {e}", file=sys.stderr)
+        return 2
+    except interruption.Terminated:
+        import shlex
+
+        print("ctxrel: stopped by SIGTERM; every finished checkpoint, record and metric row is saved (nothing "
+              f"half-written). Resume with the same command: ctxrel {shlex.join(argv)}", file=sys.stderr)
+        return 143
+    except Exception as e:
+        message = disk_full(e)
+        if message is None:
+            raise
+        print(f"ctxrel: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ctxrel: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
-        release_all()  # the run directory locks of this verb (the OS drops them anyway when the process ends)
+        release_all(refused=refused)  # this verb's run directory locks (the OS drops them anyway at exit)
 
 
 if __name__ == "__main__":

@@ -287,10 +287,16 @@ def from_dict(cls, data: dict[str, Any] | None, prefix: str = ""):
         raise CtxrelError(f"config section {prefix.rstrip('.') or '<root>'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]  # YAML keys may be numbers, booleans, null
+    if odd:
+        where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
+        raise CtxrelError(f"config key {odd[0]!r} {where}is not a name (YAML read it as "
+                          f"{type(odd[0]).__name__}); valid keys: {', '.join(prefix + k for k in fields)}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise CtxrelError(f"unknown config key(s) {where}{', '.join(prefix + k for k in unknown)}; valid keys: "
+        shown = (prefix + k if (prefix + k).isprintable() else repr(prefix + k) for k in unknown)  # one line
+        raise CtxrelError(f"unknown config key(s) {where}{', '.join(shown)}; valid keys: "
                           f"{', '.join(prefix + k for k in fields)}")
     kwargs = {}
     for name, value in data.items():

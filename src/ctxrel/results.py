@@ -21,6 +21,7 @@ writes it, `step_of` reads it back; nothing else parses it) and the chunk size o
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ctxrel import strict_json
+from ctxrel import interruption, strict_json
 from ctxrel.errors import CtxrelError, InputError
 
 CONFIG_FILE = "config.yaml"  # resolved config of the latest command
@@ -150,17 +151,23 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records durably, first cutting any partial last line left by a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            with open(path, "r+b") as f:
-                f.truncate(end)
-    with open(path, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with interruption.critical():  # a SIGTERM waits for the whole chunk: no half line from a clean stop
+        if path.exists():
+            data = path.read_bytes()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                with open(path, "r+b") as f:
+                    f.truncate(end)
+        with open(path, "a", encoding="utf-8") as f:
+            if interruption.armed("records.append", path.name):  # a test stops here, half the chunk on disk
+                f.write(text[:len(text) // 2])
+                f.flush()
+                interruption.stop("records.append", path.name)
+                text = text[len(text) // 2:]
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class RunDir:
@@ -244,28 +251,25 @@ class RunDir:
         """Insert or replace rows (one transaction), then refresh metrics.csv."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [{**self.row_defaults, **{k: v for k, v in r.items() if v is not None}} for r in rows]
-        con = self._db()
-        try:
-            with con:
-                con.executemany(
-                    f"INSERT OR REPLACE INTO metrics ({', '.join(METRIC_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
-                    [tuple(now if c == "created" else r.get(c) for c in METRIC_COLUMNS) for r in rows])
-        finally:
-            con.close()
-        self.export_csv()
+        with interruption.critical():  # the table and its CSV copy change together, even on SIGTERM
+            con = self._db()
+            try:
+                with con:
+                    con.executemany(
+                        f"INSERT OR REPLACE INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
+                        [tuple(now if c == "created" else r.get(c) for c in METRIC_COLUMNS) for r in rows])
+                    interruption.point("metrics.write", rows[0].get("checkpoint", "") if rows else "")
+            finally:
+                con.close()
+            self.export_csv()
 
     def metrics(self) -> list[dict[str, Any]]:
         if not (self.path / METRICS_DB).exists():
             return []
         con = self._db()
         try:
-            cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
-                              "ORDER BY step, checkpoint, benchmark, subset, metric")
-            return [dict(zip(METRIC_COLUMNS, row)) for row in cur]
-        except sqlite3.DatabaseError as e:
-            raise CtxrelError(f"{self.path / METRICS_DB}: damaged metrics database ({e}); move it away "
-                              "(a rerun of the same command rebuilds it from the records)") from None
+            return _select_metrics(con, self.path / METRICS_DB)
         finally:
             con.close()
 
@@ -275,3 +279,73 @@ class RunDir:
         w.writeheader()
         w.writerows(self.metrics())
         atomic_write_text(self.path / METRICS_CSV, buf.getvalue())
+
+
+_DAMAGED = "move it away (a rerun of the same command rebuilds it from the records)"
+_TEXT_COLUMNS = ("checkpoint", "benchmark", "subset", "metric")
+_NUMBER_COLUMNS = ("step", "epoch", "tokens", "value", "n", "ci_low", "ci_high")
+_INT_COLUMNS = ("step", "tokens", "n")
+
+
+def _select_metrics(con: sqlite3.Connection, db: Path) -> list[dict[str, Any]]:
+    """Every metric row, checked: a damaged file can hand back NULL or text where the table says otherwise."""
+    try:
+        cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
+                          "ORDER BY step, checkpoint, benchmark, subset, metric")
+        rows = [dict(zip(METRIC_COLUMNS, row)) for row in cur]
+    except (sqlite3.DatabaseError, ValueError, OverflowError) as e:
+        raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
+    for n, r in enumerate(rows, 1):
+        bad = [c for c in _TEXT_COLUMNS if not isinstance(r[c], str)]
+        bad += [c for c in _NUMBER_COLUMNS if r[c] is not None and (not isinstance(r[c], (int, float))
+                                                                  or c in _INT_COLUMNS and not isinstance(r[c], int))]
+        if bad:
+            raise CtxrelError(f"{db}: damaged metrics database (row {n}: {bad[0]} is {r[bad[0]]!r:.40}); {_DAMAGED}")
+    return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The metric rows of a run directory, read without writing anything: a read-only SQLite connection creates
+    no table and takes only a reader's lock for the one query, so it never blocks a running study (whose writes
+    are single transactions: a reader sees the rows committed before it, never part of a transaction). [] when
+    the run has no table yet."""
+    db = Path(run_dir) / METRICS_DB
+    if not db.is_file():
+        return []
+    try:
+        con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=60)
+    except sqlite3.DatabaseError as e:
+        raise CtxrelError(f"{db}: cannot open the metrics database ({e}); {_DAMAGED}") from None
+    try:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+        if not cols:
+            raise CtxrelError(f"{db}: no metrics table in it (an empty or foreign file); {_DAMAGED}")
+        missing = set(METRIC_COLUMNS) - cols
+        if missing:
+            raise CtxrelError(f"{db}: its metrics table lacks column(s) {', '.join(sorted(missing))}; not a ctxrel "
+                              "metrics database")
+        return _select_metrics(con, db)
+    except sqlite3.DatabaseError as e:
+        raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
+    finally:
+        con.close()
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def disk_full(e: BaseException, where: str | Path | None = None) -> str | None:
+    """One sentence for a write that failed because the disk is full or a file-size limit was reached (an
+    OSError, safetensors' error, SQLite's I/O error), saying what survives and how to go on; None for any other
+    error. `where`: what was being written, when the error does not name it."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        detail, where = e.strerror, e.filename or where
+    elif type(e).__name__ == "SafetensorError" and re.search(r"os error (27|28|122)\b", str(e)):
+        detail = str(e).split("I/O error: ")[-1]
+    elif isinstance(e, sqlite3.OperationalError) and ("disk" in str(e) or "full" in str(e)):
+        detail = f"SQLite: {e}"
+    else:
+        return None
+    return (f"{where or 'the run directory'}: could not write ({detail}): the disk is full or a file-size limit "
+            "was reached; nothing half-written is kept (finished checkpoints, records and metric rows are): free "
+            "space, then rerun the same command to resume")

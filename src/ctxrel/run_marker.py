@@ -17,6 +17,10 @@ The claim also takes an exclusive OS lock (`fcntl.flock` on the directory itself
 two processes never write one run at once. The kernel drops the lock when the process ends, `kill -9` included;
 no lock file outlives its process. Claims are re-entrant within one process (a study's in-loop evaluations claim
 the study's directory again) and released by `release_all()` (the CLI calls it after every verb).
+
+A refused command leaves no new directory behind: when a claim that created its directory (and any missing
+parents) is released because of a `CtxrelError`, the directory is removed again if it still holds no result --
+nothing but the marker, config.yaml, settings files under evals/ and tensorboard logs (`holds_no_result`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +70,8 @@ KIND_HINT = {"study": "score a study's checkpoints with `ctxrel eval --run DIR`"
              "eval": "an eval run directory holds one evaluation; use a new directory"}
 
 _held: dict[str, list] = {}  # resolved path -> [fd, count]
+_created: dict[str, list[Path]] = {}  # resolved path -> the directories its claim created, deepest first ([] when
+#                                        the claim found it empty: only what ctxrel put there goes on a refusal)
 _scopes: list[list[str]] = []  # claims made inside each open `scope()`, released when it closes
 
 
@@ -206,6 +213,7 @@ def claim(path: str | Path, kind: str, *, verb: str | None = None, settings: Any
             _scopes[-1].append(key)
         return p
     state = check_owned(p, kind, what)
+    made = [d for d in (p, *p.parents) if not d.exists()] if state == "new" else None
     p.mkdir(parents=True, exist_ok=True)
     fd = os.open(p, os.O_RDONLY)
     try:
@@ -233,25 +241,123 @@ def claim(path: str | Path, kind: str, *, verb: str | None = None, settings: Any
         os.close(fd)
         raise
     _held[key] = [fd, 1]
+    if made is not None or state == "empty":
+        _created[key] = made or []
     if _scopes:
         _scopes[-1].append(key)
     return p
 
 
-def release(path: str | Path) -> None:
+def holds_no_result(path: Path) -> bool:
+    """Does a run directory hold nothing a command produced: only the marker, config.yaml, settings files under
+    evals/ (what produced records that were never written), tracker logs (tensorboard, wandb) and empty folders?"""
+    for f in path.rglob("*"):
+        if f.is_dir():
+            continue
+        top = f.relative_to(path).parts[0]
+        if top in (MARKER, CONFIG_FILE, "tensorboard", "wandb") or top.startswith((f".{MARKER}.", f".{CONFIG_FILE}.")):
+            continue
+        if top == EVALS_DIR and f.name.endswith(".settings.json"):
+            continue
+        return False
+    return True
+
+
+def _drop_if_empty(key: str) -> None:
+    """Remove the directories claim `key` created, if they hold no result (a refused command); a directory the
+    claim found empty is emptied again."""
+    if key not in _created:
+        return
+    made, path = _created.pop(key), Path(key)
+    if not path.is_dir() or not holds_no_result(path):
+        return
+    if not made:  # it was there, empty, before this command
+        for e in path.iterdir():
+            shutil.rmtree(e, ignore_errors=True) if e.is_dir() else e.unlink(missing_ok=True)
+        return
+    shutil.rmtree(made[0], ignore_errors=True)
+    for d in made[1:]:  # parents the claim created, while empty
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def release(path: str | Path, *, refused: bool = False) -> None:
+    """Release one claim of `path`; the last one drops the lock. `refused`: the command is being refused (a
+    CtxrelError), so a directory this claim created is removed again when it holds no result."""
     key = str(Path(path).expanduser().resolve())
     entry = _held.get(key)
     if entry is None:
         return
     entry[1] -= 1
     if entry[1] <= 0:
+        if refused:
+            _drop_if_empty(key)  # still under the lock: no other process is writing there
+        _created.pop(key, None)
         os.close(entry[0])  # closing the descriptor drops the flock
         del _held[key]
 
 
-def release_all() -> None:
+def release_all(*, refused: bool = False) -> None:
     for key in list(_held):
+        if refused:
+            _drop_if_empty(key)
+        _created.pop(key, None)
         os.close(_held.pop(key)[0])
+
+
+def writer(path: str | Path) -> dict[str, Any] | None:
+    """The ctxrel process writing run directory `path` right now, found without touching its lock (a reader
+    must never take it, even for an instant: a study claiming its directory at that moment would be refused):
+    {"pid", "verb", "started"} -- the pid from the kernel's table of flock locks (/proc/locks), verb and start
+    from the marker -- or None when no process holds it. Where /proc/locks cannot be read, the marker's last
+    writer counts while a process with its pid runs a ctxrel command."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        last = (read_marker(p) or {}).get("last") or {}
+    except (OSError, CtxrelError):
+        return None
+    pid = _flock_holder(st)
+    if pid is False:  # no /proc/locks: the marker's word, if its process still runs ctxrel
+        pid = last.get("pid") if isinstance(last.get("pid"), int) and _runs_ctxrel(last["pid"]) else None
+    if pid is None:
+        return None
+    return dict(pid=pid, verb=last.get("verb", "?"), started=last.get("started", "?"))
+
+
+def _flock_holder(st: os.stat_result) -> int | None | bool:
+    """pid holding a flock on the file with this stat (None: nobody), or False when /proc/locks is unreadable.
+    Lines read "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146674 0 EOF" (device major:minor in hex, then the inode);
+    processes waiting for a lock have "->" after the number and hold nothing."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                               st.st_ino):
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
+def _runs_ctxrel(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    try:
+        return b"ctxrel" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # alive; nothing more to ask on this system
 
 
 class scope:
@@ -261,9 +367,10 @@ class scope:
     def __enter__(self) -> None:
         _scopes.append([])
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        refused = exc_type is not None and issubclass(exc_type, CtxrelError)
         for key in _scopes.pop():
-            release(key)
+            release(key, refused=refused)
 
 
 class held:
@@ -276,5 +383,5 @@ class held:
         self.resolved = claim(self.path, self.kind, **self.kw)
         return self.resolved
 
-    def __exit__(self, *exc) -> None:
-        release(self.resolved)
+    def __exit__(self, exc_type, *exc) -> None:
+        release(self.resolved, refused=exc_type is not None and issubclass(exc_type, CtxrelError))

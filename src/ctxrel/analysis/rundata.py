@@ -16,10 +16,11 @@ from ctxrel.analysis.inversion import Point
 from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
 from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config import read_yaml_mapping
+from ctxrel.matching import OUTCOMES
 from ctxrel.errors import CtxrelError
 from ctxrel.probes import head_matrices, lens_curves
-from ctxrel.results import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, RunDir, read_records,
-                            step_of)
+from ctxrel.run_marker import writer
+from ctxrel.results import CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, read_metrics, read_records, step_of
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Run:
     epochs: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     train_summary: dict[str, Any] | None = None
+    live: dict[str, Any] | None = None  # the process writing the run while it was read (run_marker.writer)
 
     @property
     def epoch_boundaries(self) -> list:
@@ -72,7 +74,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise CtxrelError(f"{p}: no such run directory")
     if not (p / METRICS_DB).exists():
         raise CtxrelError(f"no metrics in {p} (metrics.sqlite missing): run ctxrel study/eval first")
-    rows = RunDir(p).metrics()
+    live = writer(p)  # a running study: what follows reads the checkpoints finished so far
+    rows = read_metrics(p)  # read-only: a running study is neither written nor blocked
     if not rows:
         raise CtxrelError(f"no metrics in {p}: run ctxrel study/eval first")
     steps: dict[str, int] = {}
@@ -100,11 +103,24 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             recs = read_records(f)
             _check_agreement(f, recs, rows, d.name, bench)
             if recs and is_conflict_record(recs[0]):
+                _check_fields(f, recs)
                 records[(d.name, bench)] = recs
     if not records:
         raise CtxrelError(f"no per-item records of conflict benchmarks in {evals}: run ctxrel study/eval first")
     config = _yaml(p / CONFIG_FILE)
-    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / TRAIN_SUMMARY))
+    return Run(p, label or p.resolve().name, rows, records, steps, epochs, config, _summary(p / TRAIN_SUMMARY),
+               live)
+
+
+def live_text(run: Run) -> str | None:
+    """One line saying that a run was read while a process was writing it, and what the reading covers."""
+    if run.live is None:
+        return None
+    steps = sorted({run.steps[c] for (c, _) in run.records if c in run.steps})
+    w = run.live
+    return (f"live: {run.path} is being written by pid {w['pid']} (ctxrel {w['verb']}, started {w['started']}); "
+            f"this reads a snapshot of the {len(steps)} checkpoint(s) evaluated so far (steps "
+            f"{', '.join(map(str, steps)) or 'none'}), without its lock; run it again when the run has finished")
 
 
 _CONFLICT_METRICS = {"cf_acc": "contains_context", "m_c": "m_c"}
@@ -130,6 +146,31 @@ def _check_agreement(path: Path, recs: list[dict[str, Any]], rows: list[dict[str
                               f"{benchmark} say n={int(row['n'])} ({metric}); records and metrics disagree (a file "
                               "cut short, or edited): rerun the same evaluation (`ctxrel eval --run DIR` for a "
                               "study) to recompute the metrics from the records, or restore the file")
+
+
+_TEXT = (str, type(None))
+_GENERATE_FIELDS = {"id": (str, int), "contains_context": (bool,), "contains_parametric": (bool,),
+                    "outcome": (str,)}
+_OPTIONAL_FIELDS = {"known": (bool,), "category": _TEXT, "first_mention": _TEXT, "output": _TEXT,
+                    "question": _TEXT, "context_answer": _TEXT, "parametric_answer": _TEXT}
+_LIKELIHOOD_FIELDS = {"id": (str, int), "m_c": (int, float)}
+
+
+def _check_fields(path: Path, recs: list[dict[str, Any]]) -> None:
+    """Every record of a conflict benchmark holds the fields the analysis reads, with their types (a damaged
+    file can keep its JSON valid and lose a key, or turn a flag into text)."""
+    required = _LIKELIHOOD_FIELDS if record_mode(recs) == "likelihood" else _GENERATE_FIELDS
+    for n, r in enumerate(recs, 1):
+        for key, types in (*required.items(), *_OPTIONAL_FIELDS.items()):
+            if key not in r and key not in required:
+                continue
+            v = r.get(key)
+            ok = (key in r and isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+                  and (key != "outcome" or v in OUTCOMES) and (key != "first_mention" or v in (None, *OUTCOMES)))
+            if not ok:
+                found = "missing" if key not in r else f"{v!r:.40}"
+                raise CtxrelError(f"{path}: record {n}: field {key!r} is {found}, not what ctxrel writes; the run "
+                                  "directory is damaged: restore the file, or delete it and rerun the evaluation")
 
 
 def _summary(path: Path) -> dict[str, Any] | None:

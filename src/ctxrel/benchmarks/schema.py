@@ -64,10 +64,11 @@ def validate_item(item: ConflictItem, *, path: str, line: int | None, implied_co
     imply the answer, as MemoTrap's do), or no conflict. Containment scoring asks more (`check_scorable`)."""
     from ctxrel.matching import normalize, overlapping_answers, states
 
-    if not item.context.strip() and item.prompt is None:
+    own_prompt = (item.prompt or "").strip()  # an item with its own prompt (MemoTrap) is asked that, verbatim
+    if not item.context.strip() and not own_prompt:
         raise InputError("empty context: a conflict item needs a context that states the context answer",
-                         path=path, line=line, key="context")
-    if not item.question.strip() and item.prompt is None:
+                         path=path, line=line, key="prompt" if item.prompt is not None else "context")
+    if not item.question.strip() and not own_prompt:
         raise InputError("empty question", path=path, line=line, key="question")
     for key in ("context_answer", "parametric_answer"):
         if not normalize(getattr(item, key)):

@@ -132,7 +132,7 @@ def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: i
             first, where = pairs[0]
             if not isinstance(first, dict):
                 raise InputError(f"expected a JSON object, got {type(first).__name__}", path=where)
-            fmt = D.sniff_format(first)
+            fmt = D.sniff_format(first, where)
         elif fmt not in FORMATS:
             raise CtxrelError(f"--format {fmt!r}: choose auto, {', '.join(FORMATS)}")
         source = Source(spec, kind, path, fmt, len(pairs), dict(split=split) if kind == "hub" else {})

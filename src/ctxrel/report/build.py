@@ -100,13 +100,15 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
         raise CtxrelError("the report needs matplotlib: pip install 'ctxrel[report]'") from None
 
     from ctxrel import run_marker
+    from ctxrel.analysis.rundata import live_text
 
+    live = [t for _, rs in loaded for r in rs if (t := live_text(r))]  # runs still being written
     dest = Path(out) if out is not None else default_out(grouped)
     with run_marker.held(dest, "report", verb="report"):
-        return _write_report(dest, loaded, summaries)
+        return _write_report(dest, loaded, summaries, live)
 
 
-def _write_report(dest: Path, loaded, summaries) -> dict[str, Any]:
+def _write_report(dest: Path, loaded, summaries, live: list[str] = ()) -> dict[str, Any]:
     from ctxrel.report.html import render
     from ctxrel.report.plots import plot_all
     from ctxrel.results import atomic_write_text
@@ -118,11 +120,12 @@ def _write_report(dest: Path, loaded, summaries) -> dict[str, Any]:
             cfg = r.path / CONFIG_FILE
             if cfg.exists():
                 configs[f"{label}: {r.path}"] = cfg.read_text()
-    title = ("ctxrel report: " + " vs ".join(s["label"] for s in summaries))
+    title = ("ctxrel report: " + " vs ".join(s["label"] for s in summaries)
+             + (" (snapshot of a running study: the checkpoints evaluated so far)" if live else ""))
     index = dest / "index.html"
     atomic_write_text(index, render(summaries, figures, configs, title))
     summary_path = dest / "summary.json"
     payload = dict(generated=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=title,
-                   figures={b: [p.name for p in ps] for b, ps in figures.items()}, groups=summaries)
+                   figures={b: [p.name for p in ps] for b, ps in figures.items()}, groups=summaries, live=list(live))
     atomic_write_text(summary_path, json.dumps(_json_safe(payload), indent=1))
-    return dict(out=dest, index=index, summary=summary_path, figures=figures, groups=summaries)
+    return dict(out=dest, index=index, summary=summary_path, figures=figures, groups=summaries, live=list(live))

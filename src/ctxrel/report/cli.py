@@ -125,6 +125,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
     res = build_report(cfg.runs, labels=labels, out=cfg.out, seeds=cfg.seeds, smooth=cfg.smooth,
                        n_boot=cfg.bootstrap, flips_from=cfg.flips_from, flips_to=cfg.flips_to, plan=cfg.plan)
+    for line in res.get("live", []):
+        print(line)
     for g in res["groups"]:
         for bench, b in g["benchmarks"].items():
             if b.get("steps_left_out"):
@@ -167,11 +169,13 @@ def format_probes(probes: dict) -> list[str]:
 
 def cmd_flips(args: argparse.Namespace) -> int:
     from ctxrel.analysis.inversion import anchors
-    from ctxrel.analysis.rundata import load_run, trajectory_points
+    from ctxrel.analysis.rundata import live_text, load_run, trajectory_points
     from ctxrel.analysis.summary import run_flips
     from ctxrel.errors import CtxrelError
 
     run = load_run(args.run)
+    if live_text(run):
+        print(live_text(run))
     benches = run.benchmarks()
     if args.benchmark:
         if args.benchmark not in benches:

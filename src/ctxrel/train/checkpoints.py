@@ -17,12 +17,14 @@ steps is a pure function of the config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ctxrel import interruption
 from ctxrel.errors import CtxrelError
 from ctxrel.results import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
 
@@ -55,6 +57,20 @@ def latest_resumable(run_dir: Path) -> Path | None:
         if (d / "state" / "progress.json").exists():
             return d
     return None
+
+
+@contextlib.contextmanager
+def readable(folder: Path):
+    """Loading checkpoint `folder` to resume: a file in it that cannot be read (cut short or damaged outside
+    ctxrel: ctxrel's own writes leave a checkpoint complete or absent) is one sentence naming the folder."""
+    try:
+        yield
+    except CtxrelError:
+        raise
+    except Exception as e:
+        raise CtxrelError(f"{folder}: damaged checkpoint, cannot resume from it ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:160]}); move the folder away to resume from the checkpoint "
+                          "before it, or use another out=") from None
 
 
 def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -98,6 +114,7 @@ def save_state(folder: Path, moments, progress: dict[str, Any]) -> None:
     tensors, groups = moments
     (folder / "state").mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "state" / "optimizer.safetensors"))
+    interruption.point("checkpoint.optimizer", folder.name.removeprefix(".tmp-"))
     (folder / "state" / "optimizer.json").write_text(json.dumps(groups))
     (folder / "state" / "progress.json").write_text(json.dumps(progress, indent=1))
 

@@ -97,7 +97,18 @@ def read_hub(name: str, split: str) -> list[tuple[dict[str, Any], str]]:
     return [(dict(r), f"{name}[{split}]:{i}") for i, r in enumerate(ds)]
 
 
-def sniff_format(record: dict[str, Any]) -> str:
+def _where(where: str) -> dict[str, Any]:
+    """`InputError` location of a record: "file:12" (a JSON Lines line) -> path and line; anything else (a JSON
+    list's "file:record 3", a hub "name[split]:7") is the path as it is."""
+    path, _, line = where.rpartition(":")
+    return dict(path=path, line=int(line)) if line.isdigit() and path else dict(path=where)
+
+
+def sniff_format(record: Any, where: str = "data.source") -> str:
+    """The format of a data file, from the keys of its first record (`where`: that record's location)."""
+    if not isinstance(record, dict):
+        raise InputError(f"expected a JSON object per record, got {_type_name(record)}; set data.format only "
+                         "for object records", **_where(where))
     if "messages" in record:
         return "chat"
     if "instruction" in record and "output" in record:
@@ -106,24 +117,26 @@ def sniff_format(record: dict[str, Any]) -> str:
         return "mixture"
     if "context" in record and "question" in record and ("answers" in record or "answer" in record):
         return "squad"
-    raise CtxrelError(f"cannot tell the format of a record with keys {sorted(record)}; expected alpaca "
-                      "(instruction, input, output), chat (messages) or squad (context, question, answers); "
-                      "set data.format")
+    raise InputError(f"cannot tell the format of a record with keys {sorted(record)}; expected alpaca "
+                     "(instruction, input, output), chat (messages) or squad (context, question, answers); "
+                     "set data.format", **_where(where))
+
+
+def _type_name(value: Any) -> str:
+    names = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def _need(record: dict, keys: tuple[str, ...], where: str) -> None:
     for k in keys:
         if not isinstance(record.get(k), str):
-            path, _, line = where.rpartition(":")
-            numbered = line.isdigit()
-            raise InputError(f"field {k!r} must be a string, got {record.get(k)!r}",
-                             path=path if numbered else where, line=int(line) if numbered else None, key=k)
+            raise InputError(f"field {k!r} must be a string, got {record.get(k)!r:.80}", key=k, **_where(where))
 
 
 def to_example(record: dict[str, Any], fmt: str, where: str) -> Example:
     """One record in format `fmt` -> an Example; malformed records raise InputError naming file, line, key."""
     if not isinstance(record, dict):
-        raise InputError(f"expected a JSON object, got {type(record).__name__}", path=where)
+        raise InputError(f"expected a JSON object, got {_type_name(record)}", **_where(where))
     if fmt == "alpaca":
         _need(record, ("instruction", "output"), where)
         inp = record.get("input") or ""
@@ -207,7 +220,7 @@ def load_examples(data_cfg, *, seed: int = 0) -> list[Example]:
         pairs = read_file(path) if path else read_hub(data_cfg.source, data_cfg.split)
         if not pairs:
             raise CtxrelError(f"data.source {data_cfg.source}: no records")
-        fmt = data_cfg.format if data_cfg.format != "auto" else sniff_format(pairs[0][0])
+        fmt = data_cfg.format if data_cfg.format != "auto" else sniff_format(*pairs[0])
     if data_cfg.limit is not None and data_cfg.limit < len(pairs):
         rng = random.Random(seed)
         pairs = rng.sample(pairs, data_cfg.limit)

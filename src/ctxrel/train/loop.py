@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ctxrel import interruption
 from ctxrel.errors import CtxrelError
 from ctxrel.models import load_weights, save_weights, trainable_state
 from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
-                            read_records, step_name)
+                            disk_full, read_records, step_name)
 from ctxrel.trackers import Trackers, check_trackers
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
@@ -426,7 +427,8 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     optimizer, scheduler = build_optimizer(model, tc, plan.total)
     latest = ckpt.latest_resumable(Path(cfg.out))
     if latest is not None:
-        load_weights(model, latest)  # before FSDP shards the weights: every process holds them whole here
+        with ckpt.readable(latest):
+            load_weights(model, latest)  # before FSDP shards the weights: every process holds them whole here
     wrapped, optimizer = acc.prepare(ResponseLoss(model), optimizer)
     s = Session(cfg, Path(cfg.out), acc, model, tok, wrapped, optimizer, scheduler,
                 [p for p in model.parameters() if p.requires_grad],  # after prepare: FSDP replaces them
@@ -451,7 +453,8 @@ def resume(s: Session, latest: Path | None) -> None:
     from the log."""
     if latest is None:
         return
-    progress = ckpt.load_state(latest, s.optimizer, s.acc.process_index)
+    with ckpt.readable(latest):
+        progress = ckpt.load_state(latest, s.optimizer, s.acc.process_index)
     s.scheduler.load_state_dict(progress.pop("scheduler"))
     progress.setdefault("pad_tokens", None)  # a checkpoint written before padding was counted
     s.progress = progress
@@ -556,10 +559,20 @@ def save_checkpoint(s: Session, step: int) -> dict[str, Any]:
         weights = trainable_state(s.model)
         moments = ckpt.optimizer_tensors(s.optimizer)
     if s.main:
-        save_weights(s.model, tmp, meta, state=weights)
-        ckpt.save_state(tmp, moments, dict(s.progress, step=step, scheduler=s.scheduler.state_dict()))
-        ckpt.commit(tmp, final)
-        ckpt.prune(s.out, tc.keep_weights)
+        try:
+            with interruption.critical():  # a SIGTERM here waits: the checkpoint completes, then the run stops
+                save_weights(s.model, tmp, meta, state=weights)
+                interruption.point("checkpoint.weights", name)
+                ckpt.save_state(tmp, moments, dict(s.progress, step=step, scheduler=s.scheduler.state_dict()))
+                interruption.point("checkpoint.commit", name)
+                ckpt.commit(tmp, final)
+                ckpt.prune(s.out, tc.keep_weights)
+        except Exception as e:  # a full disk: the partial folder goes, the one sentence says how to go on
+            shutil.rmtree(tmp, ignore_errors=True)
+            message = disk_full(e, final)
+            if message:
+                raise CtxrelError(message) from None
+            raise
     acc.wait_for_everyone()
     return meta
 

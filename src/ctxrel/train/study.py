@@ -117,6 +117,9 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
         local_source(cfg.data.source)
     _check_benchmarks(cfg)
+    from ctxrel.models import preflight
+
+    preflight(cfg.model.name)  # the model's files, before the run directory is touched
     with run_marker.scope():
         if is_main_process():  # the other processes of a distributed launch write only under rank 0's claim
             run_marker.claim(out, "study", verb="study", settings=C.to_dict(cfg), what="out=")
