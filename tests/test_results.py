@@ -58,3 +58,24 @@ def test_config_is_written(tmp_path):
     run.write_config({"model": {"name": "m"}})
     assert "name: m" in (tmp_path / "run" / "config.yaml").read_text()
     assert json.loads(json.dumps(read_records(tmp_path / "none.jsonl"))) == []
+
+
+def test_a_metrics_table_written_before_the_stage_column_is_read_read_only(tmp_path):
+    """Run directories written before `stage` existed keep being read (report, flips, the Python API), without
+    the reader adding the column: the file is left exactly as it was."""
+    import sqlite3
+
+    from ctxrel.results import ADDED_COLUMNS, METRIC_COLUMNS, METRICS_DB, read_metrics
+
+    old = [c for c in METRIC_COLUMNS if c not in ADDED_COLUMNS]
+    db = tmp_path / METRICS_DB
+    con = sqlite3.connect(db)
+    con.execute(f"CREATE TABLE metrics ({', '.join(old)})")
+    row = dict(checkpoint="step-000008", step=8, benchmark="cf_capitals", subset="all", metric="cf_acc", value=0.5)
+    con.execute(f"INSERT INTO metrics ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    (got,) = read_metrics(tmp_path)
+    assert got["value"] == 0.5 and got["step"] == 8 and got["stage"] is None
+    assert db.read_bytes() == before

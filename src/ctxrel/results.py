@@ -287,10 +287,12 @@ _NUMBER_COLUMNS = ("step", "epoch", "tokens", "value", "n", "ci_low", "ci_high")
 _INT_COLUMNS = ("step", "tokens", "n")
 
 
-def _select_metrics(con: sqlite3.Connection, db: Path) -> list[dict[str, Any]]:
-    """Every metric row, checked: a damaged file can hand back NULL or text where the table says otherwise."""
+def _select_metrics(con: sqlite3.Connection, db: Path, absent: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Every metric row, checked: a damaged file can hand back NULL or text where the table says otherwise.
+    `absent`: columns added after the table was written (ADDED_COLUMNS), read as NULL."""
+    select = ", ".join(f"NULL AS {c}" if c in absent else c for c in METRIC_COLUMNS)
     try:
-        cur = con.execute(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics "
+        cur = con.execute(f"SELECT {select} FROM metrics "
                           "ORDER BY step, checkpoint, benchmark, subset, metric")
         rows = [dict(zip(METRIC_COLUMNS, row)) for row in cur]
     except (sqlite3.DatabaseError, ValueError, OverflowError) as e:
@@ -320,11 +322,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         cols = {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
         if not cols:
             raise CtxrelError(f"{db}: no metrics table in it (an empty or foreign file); {_DAMAGED}")
-        missing = set(METRIC_COLUMNS) - cols
+        missing = set(METRIC_COLUMNS) - cols - set(ADDED_COLUMNS)  # an older table lacks only the added ones
         if missing:
             raise CtxrelError(f"{db}: its metrics table lacks column(s) {', '.join(sorted(missing))}; not a ctxrel "
                               "metrics database")
-        return _select_metrics(con, db)
+        return _select_metrics(con, db, frozenset(set(ADDED_COLUMNS) - cols))
     except sqlite3.DatabaseError as e:
         raise CtxrelError(f"{db}: damaged metrics database ({e}); {_DAMAGED}") from None
     finally:
