@@ -1,17 +1,34 @@
-"""What every fuzz target shares: the property checks (one sentence, nothing written outside, no new directory
-left by a refusal) and the strategies that make hostile bytes out of good files."""
+"""What every fuzz target shares: the hypothesis profiles, the property checks (one sentence, nothing written
+outside, no new directory left by a refusal) and the strategies that make hostile bytes out of good files.
+
+Profiles: `ci` (default: a few hundred examples per target, derandomized so a CI failure replays) and `long`
+(CTXREL_FUZZ=long: 1,000 random examples per target, for a nightly-style run); CTXREL_FUZZ_EXAMPLES=N overrides the
+number of examples of either. They live here, not in a conftest.py: a second module named `conftest` would shadow
+tests/conftest.py for the tests that import helpers from it.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from ctxrel.errors import CtxrelError
+
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
+          HealthCheck.filter_too_much]
+_N = os.environ.get("CTXREL_FUZZ_EXAMPLES")
+settings.register_profile("ci", max_examples=int(_N or 200), deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("long", max_examples=int(_N or 1000), deadline=None, database=None,
+                          suppress_health_check=_QUIET, print_blob=True)
+settings.load_profile(os.environ.get("CTXREL_FUZZ", "ci"))
 
 
 # ---------------------------------------------------------------- properties
