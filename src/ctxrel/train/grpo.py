@@ -84,6 +84,7 @@ def grpo_step(s, step: int, reference: dict[str, Any], spec) -> tuple[float, Any
     import torch
 
     from ctxrel.train.data import IGNORE, collate
+    from ctxrel.train.loop import apply_update, count_step
     from ctxrel.train.reference import reference_logps
 
     t0 = time.perf_counter()
@@ -112,13 +113,6 @@ def grpo_step(s, step: int, reference: dict[str, Any], spec) -> tuple[float, Any
     rows = (lab[:, 1:] != IGNORE).nonzero()[:, 0]
     loss, kl = grpo_loss(logps, ref, adv.reshape(-1), rows, len(seqs), beta=spec.beta)
     acc.backward(loss * len(mine) / len(batch) * acc.num_processes)  # DDP averages: the batch mean
-    grad_norm = acc.clip_grad_norm_(s.trainable, tc.clip) if tc.clip > 0 else None
-    s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
-    p = s.progress
-    p["step"] = step + 1
-    p["tokens"] += sum(len(x) for x in seqs)
-    p["pad_tokens"] = None  # generated lengths vary: no padding count
-    p["train_s"] += time.perf_counter() - t0
+    grad_norm = apply_update(s)
+    count_step(s, step, t0, sum(len(x) for x in seqs), None)  # generated lengths vary: no padding count
     return float(loss.detach()), grad_norm, dict(reward=float(r.mean()), zero_variance_share=zero, kl=kl)

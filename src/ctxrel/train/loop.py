@@ -488,18 +488,31 @@ def optimizer_step(s: Session, step: int) -> tuple[float, Any]:
             loss = s.wrapped(ids, mask, labels)
             acc.backward(loss * world / n_labels)  # DDP averages over processes; undo that to get the mean
         loss_sum += loss.detach()
-    grad_norm = acc.clip_grad_norm_(s.trainable, tc.clip) if tc.clip > 0 else None
+    grad_norm = apply_update(s)
+    loss = acc.reduce(loss_sum, "sum").item() / n_labels
+    count_step(s, step, t0, sum(s.lengths[i] for i in batch), plan.padding(batch, s.lengths))
+    return loss, grad_norm
+
+
+def apply_update(s: Session):
+    """The end of every optimizer step, whatever its loss (SFT, DPO, GRPO): clip the gradients, AdamW, the
+    schedule, zero the gradients. Returns the gradient norm before clipping (None when clipping is off)."""
+    tc = s.cfg.train
+    grad_norm = s.acc.clip_grad_norm_(s.trainable, tc.clip) if tc.clip > 0 else None
     s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
-    loss = acc.reduce(loss_sum, "sum").item() / n_labels
+    return grad_norm
+
+
+def count_step(s: Session, step: int, t0: float, tokens: int, padding: int | None) -> None:
+    """Record optimizer step `step` (0-based) as done in `s.progress`: tokens trained, padding (None: not
+    counted, e.g. generated lengths), and the time since `t0`."""
     p = s.progress
     p["step"] = step + 1
-    p["tokens"] += sum(s.lengths[i] for i in batch)
-    if p["pad_tokens"] is not None:
-        p["pad_tokens"] += plan.padding(batch, s.lengths)
+    p["tokens"] += tokens
+    p["pad_tokens"] = None if padding is None or p["pad_tokens"] is None else p["pad_tokens"] + padding
     p["train_s"] += time.perf_counter() - t0
-    return loss, grad_norm
 
 
 def log_step(s: Session, step: int, loss: float, grad_norm, bar, extra: dict[str, Any] | None = None) -> None:

@@ -317,6 +317,7 @@ def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: 
     import torch
 
     from ctxrel.train.data import collate
+    from ctxrel.train.loop import apply_update, count_step
     from ctxrel.train.preference import length_normalised, pair_stats, preference_loss
     from ctxrel.train.reference import reference_logps
 
@@ -347,17 +348,9 @@ def preference_step(s, step: int, reference: dict[str, Any], cache: dict, spec: 
                                                            label_smoothing=spec.label_smoothing)
             acc.backward(losses.sum() * world / len(batch))  # DDP averages over processes: the batch mean
         parts.append(torch.stack([losses.detach(), chosen_r, rejected_r], dim=1))  # (m, 3)
-    grad_norm = acc.clip_grad_norm_(s.trainable, tc.clip) if tc.clip > 0 else None
-    s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
+    grad_norm = apply_update(s)
     stats = acc.gather(torch.cat(parts)).T  # (3, n): loss, chosen and rejected reward of every pair of the batch
     extra = pair_stats(stats[0], stats[1], stats[2])
     loss = extra.pop("loss")
-    p = s.progress
-    p["step"] = step + 1
-    p["tokens"] += sum(s.lengths[i] for i in batch)
-    if p["pad_tokens"] is not None:
-        p["pad_tokens"] += plan.padding(batch, s.lengths)
-    p["train_s"] += time.perf_counter() - t0
+    count_step(s, step, t0, sum(s.lengths[i] for i in batch), plan.padding(batch, s.lengths))
     return loss, grad_norm, extra
