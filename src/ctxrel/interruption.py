@@ -4,8 +4,8 @@
 once `install()` has run (the CLI installs it for every verb). Inside a `critical()` block -- a checkpoint being
 written, a chunk of records appended, a metrics transaction -- the stop waits until the block ends, so the
 checkpoint of the current step is complete or absent and no half line is left by a SIGTERM; everywhere else it
-stops at once (finished checkpoints, records and metric rows are already durable: DESIGN's run directory
-contract). The CLI then prints how to resume and exits 143. SIGKILL cannot be caught: the atomic writes
+stops at once (finished checkpoints, records and metric rows are already durable: docs/design.md, 'The run-directory
+contract'). The CLI then prints how to resume and exits 143. SIGKILL cannot be caught: the atomic writes
 (`results.atomic_write_bytes`, checkpoints renamed into place, one SQLite transaction per metrics write, a partial
 last line cut before the next append) cover it.
 

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ctxrel.benchmarks.biographies import load_biographies, substitutes_for
-from ctxrel.benchmarks.builtin import _sentence_case, _slug, _with_article, load_country_facts
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
-from ctxrel.substitution import parse_name
 
 FORMS_VERSION = 1
 
@@ -93,9 +90,16 @@ PEOPLE: dict[str, str] = {
 }
 
 
+def levels_of(relation: str, form: str) -> dict[str, str]:
+    """The factor levels of `form` in `relation` (a `people` statement always restates the question's words)."""
+    return dict(LEVELS[form], wording="stated") if relation == "people" else LEVELS[form]
+
+
 def _item(benchmark: str, form: str, relation: str, key: str, context: str, question: str, cf: str,
           parametric: str, **extra) -> ConflictItem:
-    levels = dict(LEVELS[form], wording="stated") if relation == "people" else LEVELS[form]
+    from ctxrel.benchmarks.builtin import _slug
+
+    levels = levels_of(relation, form)
     item = ConflictItem(
         id=f"{benchmark}/{_slug(key)}", benchmark=benchmark, category=form, context=context,
         question=question, context_answer=cf, parametric_answer=parametric,
@@ -110,6 +114,8 @@ def _item(benchmark: str, form: str, relation: str, key: str, context: str, ques
 def build_capitals(form: str) -> list[ConflictItem]:
     """One item per country of ctxrel's table: the context moves the government to the country's last-listed
     other city (as in `cf_capitals`), told in `form`."""
+    from ctxrel.benchmarks.builtin import _sentence_case, _with_article, load_country_facts
+
     items = []
     for fact in load_country_facts():
         country = _with_article(fact.country)
@@ -124,6 +130,9 @@ def build_people(form: str) -> list[ConflictItem]:
     """One item per person of ctxrel's biographies table whose questions include one starting with "Who " (the
     first such): the context credits the person's first substitute (the biographies benchmark's rotation) with
     the deed, told in `form`."""
+    from ctxrel.benchmarks.biographies import load_biographies, substitutes_for
+    from ctxrel.substitution import parse_name
+
     items = []
     for index, bio in enumerate(load_biographies()):
         question = next((q for q in bio.questions if q.startswith("Who ")), None)
@@ -155,6 +164,5 @@ FORM_BUILDERS = _builders()
 def describe(name: str) -> str:
     """One line for `ctxrel benchmarks`: the relation and the form's factor levels."""
     relation, form = name.split("_", 2)[1:]
-    levels = dict(LEVELS[form], wording="stated") if relation == "people" else LEVELS[form]
     return f"built-in form family: {relation} conflicts, form {form!r} (" + ", ".join(
-        f"{k}={v}" for k, v in levels.items()) + ")"
+        f"{k}={v}" for k, v in levels_of(relation, form).items()) + ")"
