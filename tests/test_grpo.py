@@ -83,3 +83,44 @@ def test_a_grpo_stage_samples_scores_and_logs(tiny_model_dir, tmp_path):
         "stage_kind"] == "grpo"
     assert main(["study", str(path), "stages=[{kind: grpo, generations: 1, data: {source: pairs}}]",
                  f"out={tmp_path / 'bad'}"]) == 2
+
+
+def test_report_shows_the_reward_beside_held_out_accuracy(tiny_model_dir, tmp_path, capsys):
+    """A study with a grpo stage: the report prints the logged reward from its first to its last step beside the
+    held-out cf-acc and irrelevant-context accuracy, draws them on one figure, and keeps the reward out of every
+    verdict; summary.json's reward equals train_log.jsonl's."""
+    import json
+
+    import yaml
+
+    from ctxrel.cli import main
+    from ctxrel.results import read_records
+
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))
+    cfg = dict(model=dict(name=str(tiny_model_dir), batch_size=8, device="cpu"),
+               data=dict(source=str(data), max_length=64),
+               train=dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.1), lr=1e-2, epochs=1, batch_size=4,
+                          tensorboard=False),
+               eval=dict(benchmarks=["cf_capitals"], limit=4, max_new_tokens=2, every=2, early=[],
+                         knowledge_filter=False, contexts=["conflict", "irrelevant"]),
+               out=str(tmp_path / "run"),
+               stages=[dict(kind="sft"),
+                       dict(kind="grpo", generations=2, completion_tokens=3, temperature=1.5,
+                            data=dict(source="pairs", max_length=160, pairs=dict(n=4, irrelevant=0.5)),
+                            train=dict(batch_size=2))])
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["study", str(path)]) == 0
+    logged = {r["step"]: r["reward"] for r in read_records(tmp_path / "run" / "train_log.jsonl")
+              if r["stage"] == "grpo"}
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    first, last = min(logged), max(logged)
+    assert (f"grpo reward (training batches, not a verdict): {logged[first]:.3f} at step {first} -> "
+            f"{logged[last]:.3f} at step {last}") in out
+    assert "cf_capitals: cf-acc (held out)" in out and "irrelevant-context accuracy (held out)" in out
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert {r["step"]: r["reward"] for r in summary["groups"][0]["reward"]} == pytest.approx(logged)
+    assert (tmp_path / "rep" / "grpo-reward.png").stat().st_size > 0

@@ -20,7 +20,8 @@ from ctxrel.matching import OUTCOMES
 from ctxrel.errors import CtxrelError
 from ctxrel.probes import head_matrices, lens_curves
 from ctxrel.run_marker import writer
-from ctxrel.results import CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, read_metrics, read_records, step_of
+from ctxrel.results import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_LOG, TRAIN_SUMMARY, read_metrics, read_records,
+                            step_of)
 
 
 @dataclass
@@ -51,6 +52,19 @@ class Run:
         """The stages of a multi-stage study (name, kind, offset, total), [] otherwise."""
         return [{k: s[k] for k in ("name", "kind", "offset", "total")}
                 for s in (self.train_summary or {}).get("stages") or []]
+
+    def reward_rows(self) -> list[dict[str, Any]]:
+        """The logged steps of the run's grpo stages, [] when it has none: {step, stage, reward,
+        zero_variance_share, kl}, one per step (the last row of a step that a resume logged again). Read from
+        train_log.jsonl only for a study with a grpo stage, so a damaged log never stops any other report."""
+        grpo = {s["name"] for s in self.stages if s["kind"] == "grpo"}
+        if not grpo:
+            return []
+        by_step = {int(r["step"]): r for r in read_records(self.path / TRAIN_LOG)
+                   if r.get("stage") in grpo and isinstance(r.get("reward"), (int, float))}
+        return [dict(step=k, stage=r["stage"], reward=float(r["reward"]),
+                     zero_variance_share=r.get("zero_variance_share"), kl=r.get("kl"))
+                for k, r in sorted(by_step.items())]
 
     def benchmarks(self) -> list[str]:
         """Conflict benchmarks with records at some checkpoint with a step, sorted."""

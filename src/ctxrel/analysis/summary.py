@@ -153,7 +153,23 @@ def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
                 epoch_boundaries=runs[0].epoch_boundaries,
                 id_accuracy=id_accuracy(runs[0]) if len(runs) == 1 else _mean_id_accuracy(runs),
                 benchmarks={b: benchmark_summary(runs, b, **kw) for b in benches}, mitigation=mitigation,
-                weights=weights_summary(weight_steps(runs[0])))
+                weights=weights_summary(weight_steps(runs[0])), reward=reward_summary(runs))
+
+
+def reward_summary(runs: list[Run]) -> list[dict[str, Any]]:
+    """The grpo reward per logged step, averaged over the runs (seeds) that logged that step, with the share of
+    groups whose rewards were all equal and the KL to the stage's initial weights; [] without a grpo stage. A
+    training signal only: the verdicts never use it (the report draws it beside the held-out accuracies, the
+    guard against a reward that rises while what it stands for does not)."""
+    per_run = [{r["step"]: r for r in run.reward_rows()} for run in runs]
+    steps = sorted(set().union(*per_run)) if per_run else []
+    out = []
+    for step in steps:
+        rows = [p[step] for p in per_run if step in p]
+        mean = {k: (float(np.mean(v)) if (v := [r[k] for r in rows if isinstance(r.get(k), (int, float))]) else None)
+                for k in ("reward", "zero_variance_share", "kl")}
+        out.append(dict(step=step, stage=rows[0]["stage"], n_runs=len(rows), **mean))
+    return out
 
 
 def _mean_id_accuracy(runs: list[Run]) -> list[dict[str, Any]]:

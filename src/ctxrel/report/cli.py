@@ -145,9 +145,31 @@ def cmd_report(args: argparse.Namespace) -> int:
             share = ", ".join(f"{p['step']}: {p['value']:.3f}" for p in g["weights"]["qk_share"]
                               if p["value"] is not None and not math.isnan(p["value"]))
             print(f"{g['label']}  weights: q/k share of the squared change by step: {share or '-'}")
+        if g.get("reward"):
+            print(reward_line(g))
     print(f"\nreport: {res['index']}\nsummary: {res['summary']}\nfigures: {len(sum(res['figures'].values(), []))} "
           f"PNGs in {res['out']}")
     return 0
+
+
+def _value_at(pts: list[dict], step: int) -> str:
+    """The value of the last point at or before `step` ('-' when none)."""
+    before = [p for p in pts if p["step"] <= step and p.get("value") is not None]
+    return f"{before[-1]['value']:.3f} (step {before[-1]['step']})" if before else "-"
+
+
+def reward_line(g: dict) -> str:
+    """The grpo reward from the first to the last logged step, next to the held-out accuracies over the same
+    steps: the report's guard against a reward that is gamed rather than learned."""
+    from ctxrel.report.plots import held_out_lines
+
+    first, last = g["reward"][0], g["reward"][-1]
+    extra = "".join(f", {k} {last[k]:.3f}" for k in ("zero_variance_share", "kl") if last.get(k) is not None)
+    held = "; ".join(f"{label} {_value_at(pts, first['step'] - 1)} -> {_value_at(pts, last['step'])}"
+                     for label, pts in held_out_lines(g).items())
+    return (f"{g['label']}  grpo reward (training batches, not a verdict): {first['reward']:.3f} at step "
+            f"{first['step']} -> {last['reward']:.3f} at step {last['step']}{extra}\n    held out over the same "
+            f"steps: {held or 'no conflict benchmark scored'}")
 
 
 def format_probes(probes: dict) -> list[str]:

@@ -176,6 +176,42 @@ def plot_contexts(groups: list[dict[str, Any]], bench: str, path: Path) -> Path 
     return save(fig, path)
 
 
+def held_out_lines(g: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The held-out accuracies a reward is read against, {label: points}: greedy cf-acc of each conflict
+    benchmark (all items) and, when the study scored them, greedy accuracy under irrelevant contexts."""
+    out = {}
+    for bench, b in g["benchmarks"].items():
+        ser = b["series"].get("all", {})
+        if "cf_acc" in ser:
+            out[f"{bench}: cf-acc (held out)"] = ser["cf_acc"]
+    for bench, m in g.get("mitigation", {}).items():
+        irr = m.get("contexts", {}).get("irrelevant", {})
+        if "greedy" in irr:
+            out[f"{bench}: irrelevant-context accuracy (held out)"] = irr["greedy"]
+    return out
+
+
+def plot_reward(groups: list[dict[str, Any]], path: Path) -> Path | None:
+    """The grpo reward per training step beside the held-out accuracies at the scored checkpoints, one panel
+    per group; None when no group has a grpo stage. A reward that climbs while cf-acc and irrelevant-context
+    accuracy do not is the reward being gamed, not learned."""
+    shown = [g for g in groups if g.get("reward")]
+    if not shown:
+        return None
+    fig, axes = figure(len(shown), w=5.6)
+    for ax, g in zip(axes, shown):
+        reward = [dict(step=r["step"], value=r["reward"]) for r in g["reward"]]
+        line(ax, reward, "black", "grpo reward (training batches)", band=False)
+        for k, (label, pts) in enumerate(held_out_lines(g).items()):
+            line(ax, pts, GROUP_COLORS[k % len(GROUP_COLORS)], label, dashed=True, band=False)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(g["label"], fontsize=9.5)
+        style(ax, "training step", "reward / accuracy (0-1)", g.get("epoch_boundaries"))
+    fig.suptitle("grpo reward beside the held-out accuracies (the verdicts come from the held-out ones)",
+                 fontsize=10)
+    return save(fig, path)
+
+
 def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
     """Every figure of every benchmark the groups share: {benchmark: [PNG paths]}, named <bench>-<kind>.png."""
     benches = sorted(set.intersection(*(set(g["benchmarks"]) for g in groups)))
@@ -195,6 +231,9 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
         figs[b] += paths
     if weights:
         figs[WEIGHTS_SECTION] = weights
+    reward = plot_reward(groups, out / "grpo-reward.png")
+    if reward is not None:
+        figs[REWARD_SECTION] = [reward]
     for b in sorted(set.intersection(*(set(g.get("mitigation", {})) for g in groups))):  # decoding / context kinds
         safe = b.replace("/", "_")
         made = [plot_recoverability(groups, b, out / f"{safe}-recoverability.png"),
@@ -205,4 +244,5 @@ def plot_all(groups: list[dict[str, Any]], out: Path) -> dict[str, list[Path]]:
 
 
 OUTCOMES_SECTION = "{} (outcomes)"  # the stacked outcome shares of a benchmark, shown in its own section
+REWARD_SECTION = "grpo reward beside held-out accuracy"  # a training signal, drawn against what it stands for
 WEIGHTS_SECTION = "weight change per module"  # figures of the model, not of a benchmark (eval.probes weights)
