@@ -159,16 +159,20 @@ def _value_at(pts: list[dict], step: int) -> str:
 
 
 def reward_line(g: dict) -> str:
-    """The grpo reward from the first to the last logged step, next to the held-out accuracies over the same
-    steps: the report's guard against a reward that is gamed rather than learned."""
+    """The grpo reward over its logged steps (the mean, and the first half's against the second's: one noisy batch
+    at either end says little), next to the held-out accuracies over the same steps: the report's guard against a
+    reward that is gamed rather than learned."""
     from ctxrel.report.plots import held_out_lines
 
-    first, last = g["reward"][0], g["reward"][-1]
+    rows = g["reward"]
+    first, last, half = rows[0], rows[-1], max(1, len(rows) // 2)
+    mean = lambda part: sum(r["reward"] for r in part) / len(part)  # noqa: E731
     extra = "".join(f", {k} {last[k]:.3f}" for k in ("zero_variance_share", "kl") if last.get(k) is not None)
     held = "; ".join(f"{label} {_value_at(pts, first['step'] - 1)} -> {_value_at(pts, last['step'])}"
                      for label, pts in held_out_lines(g).items())
-    return (f"{g['label']}  grpo reward (training batches, not a verdict): {first['reward']:.3f} at step "
-            f"{first['step']} -> {last['reward']:.3f} at step {last['step']}{extra}\n    held out over the same "
+    halves = f" (first half {mean(rows[:half]):.3f}, second half {mean(rows[half:]):.3f})" if len(rows) > 1 else ""
+    return (f"{g['label']}  grpo reward (training batches, not a verdict): mean {mean(rows):.3f} over steps "
+            f"{first['step']}-{last['step']}{halves}; at the last step{extra or ' -'}\n    held out over the same "
             f"steps: {held or 'no conflict benchmark scored'}")
 
 
