@@ -92,8 +92,8 @@ def synthetic_alpaca(n: int, seed: int = 0) -> list[dict]:
 def grouped_vs_unsorted(args) -> None:
     import torch
 
-    from ctxrel import config as C
-    from ctxrel.models import load_model, select_trainable
+    from ctxrel.config import settings as C
+    from ctxrel.models.loading import load_model, select_trainable
     from ctxrel.train.data import collate, read_file, resolve_data_template, to_example, tokenize
     from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
 

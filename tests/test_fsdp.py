@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ctxrel import config as C  # noqa: E402
-from ctxrel.errors import CtxrelError  # noqa: E402
-from ctxrel.results import read_records  # noqa: E402
+from ctxrel.config import settings as C  # noqa: E402
+from ctxrel.core.errors import CtxrelError  # noqa: E402
+from ctxrel.rundir.files import read_records  # noqa: E402
 from ctxrel.train.loop import check_launch  # noqa: E402
 
 from test_study import losses, outputs, write_config  # noqa: E402

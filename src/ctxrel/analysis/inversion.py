@@ -7,7 +7,7 @@ values of the followed metric (items.py: cf-acc, or M_C in likelihood mode). Fro
 * start / peak / trough / final: value and step. Peak = highest value (earliest on ties); trough = lowest value
   at or after the peak (how far the fall went); final = last checkpoint.
 * rise = peak - start and drop = peak - final, each with a **paired bootstrap CI over items**: the same items
-  at both checkpoints, resampled together (percentile bootstrap of the mean per-item difference, metrics.py).
+  at both checkpoints, resampled together (percentile bootstrap of the mean per-item difference, core/metrics.py).
   With several seeds the item values are first averaged over seeds, and a second CI **across seeds** is given
   (t interval of the per-seed differences, scipy.stats.t), which captures training randomness.
 * verdict: `inversion` when the rise and the drop both have CIs excluding 0 (all CIs given); otherwise
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctxrel.metrics import bootstrap_ci
+from ctxrel.core.metrics import bootstrap_ci
 
 VERDICTS = {
     "inversion": "inversion: significant rise to the peak, then significant drop to the end",

@@ -13,7 +13,7 @@ by hand for ctxrel from general knowledge; it copies no dataset. Rules for editi
 * 2 or 3 other major cities, none the capital, largest first; the last becomes the counterfactual capital
   (the largest is often mistaken for the capital, which would confound context use with a misconception);
 * `capital_aliases`: other accepted spellings of the real capital, `;`-separated, usually empty;
-* no name (country or city) may occur, at word boundaries after `ctxrel.matching.normalize`, inside another name
+* no name (country or city) may occur, at word boundaries after `ctxrel.core.matching.normalize`, inside another name
   of the table, and no name may repeat (Valencia is Spain's, so Venezuela lists Maracay);
 * a country written with "the" in English must match `_needs_article` (United ..., ... Republic, Netherlands,
   Philippines).
@@ -29,8 +29,8 @@ from typing import Callable
 from ctxrel.benchmarks.biographies import build_biographies
 from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
-from ctxrel.errors import InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import InputError
+from ctxrel.core.matching import normalize
 
 BUILTIN_VERSION = 1
 FACTS_FILE = "countries.csv"

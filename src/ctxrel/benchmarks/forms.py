@@ -131,7 +131,7 @@ def build_people(form: str) -> list[ConflictItem]:
     first such): the context credits the person's first substitute (the biographies benchmark's rotation) with
     the deed, told in `form`."""
     from ctxrel.benchmarks.biographies import load_biographies, substitutes_for
-    from ctxrel.substitution import parse_name
+    from ctxrel.core.entity_swap import parse_name
 
     items = []
     for index, bio in enumerate(load_biographies()):

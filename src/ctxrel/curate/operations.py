@@ -23,8 +23,8 @@ from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.dataset import dataset_text, has_context, load_records, record_text
 from ctxrel.curate.filters import KeywordMatcher, classify_score, keyword_list, loss_threshold, summarise_matches
 from ctxrel.curate.manifest import data_input, file_input, output_entry, write_manifest
-from ctxrel.errors import CtxrelError
-from ctxrel.results import atomic_write_text
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import atomic_write_text
 
 DATA = "data.jsonl"
 
@@ -36,12 +36,12 @@ OUTPUTS = (DATA, "manifest.json", "scores.jsonl", "scores.settings.json", "repor
 def _out_dir(out: str | Path, inputs: tuple = ()) -> Path:
     """Claim the output directory (new, empty, or a ctxrel curation output: `run_marker`) after checking that
     no input file is one of the files written there; the claim lasts until the command ends."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     target = run_marker.refuse_dangerous(out, "--out")
     for spec in inputs:
         if isinstance(spec, str) and (spec == "mixture" or spec.startswith("mixture:")):  # shares, before any write
-            from ctxrel.config import MixtureConfig
+            from ctxrel.config.settings import MixtureConfig
             from ctxrel.curate.dataset import mixture_shares
             from ctxrel.train.mixture import kind_counts
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel.report.trajectory import _epoch_lines
-from ctxrel.results import atomic_write_bytes
+from ctxrel.rundir.files import atomic_write_bytes
 
 
 def figure(ncols: int, nrows: int = 1, w: float = 5.2, h: float = 3.7):

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence, TypeVar, Union
 
-from ctxrel import strict_json
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
 
 STANDARD_TASKS = ("gsm8k", "mmlu", "arc_challenge", "squad")
 DEFAULT_SHOTS = {"gsm8k": 5, "mmlu": 5, "arc_challenge": 0, "squad": 0}

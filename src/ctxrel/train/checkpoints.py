@@ -24,9 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ctxrel import interruption
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
+from ctxrel.rundir import interruption
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
 
 
 def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
@@ -79,7 +79,7 @@ def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     process): the file is the same as one process would write, so a run resumes on any number of processes."""
     import torch
 
-    from ctxrel.models import whole
+    from ctxrel.models.loading import whole
 
     sd = optimizer.state_dict()
     tensors = {f"{idx}.{key}": whole(torch.as_tensor(value).detach()).to("cpu").contiguous()
@@ -90,7 +90,7 @@ def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def restore_optimizer(optimizer, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
     """Inverse of `optimizer_tensors`. Under FSDP each process keeps the part of a moment that matches its shard
     of the parameter (no communication: every process read the whole file)."""
-    from ctxrel.models import is_sharded
+    from ctxrel.models.loading import is_sharded
 
     params = [p for g in optimizer.param_groups for p in g["params"]]  # state_dict's indices
     nested: dict[int, dict[str, Any]] = {}

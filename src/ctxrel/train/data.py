@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel import strict_json
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, DEFAULT_BODY, NO_CONTEXT_BODY
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, DEFAULT_BODY, NO_CONTEXT_BODY
 
 IGNORE = -100  # label of a token that carries no loss
 

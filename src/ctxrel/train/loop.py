@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ctxrel import interruption
-from ctxrel.errors import CtxrelError
-from ctxrel.models import load_weights, save_weights, trainable_state
-from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
+from ctxrel.rundir import interruption
+from ctxrel.core.errors import CtxrelError
+from ctxrel.models.loading import load_weights, save_weights, trainable_state
+from ctxrel.rundir.files import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
                             disk_full, read_records, step_name)
-from ctxrel.trackers import Trackers, check_trackers
+from ctxrel.train.trackers import Trackers, check_trackers
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
 
@@ -291,7 +291,7 @@ class Session:
     progress: dict[str, Any]  # step, tokens, pad_tokens, train_s, eval_s: what a checkpoint saves
     n_trainable: int
     n_parameters: int
-    trackers: Any = None  # ctxrel.trackers.Trackers of train.report_to (main process) or None
+    trackers: Any = None  # ctxrel.train.trackers.Trackers of train.report_to (main process) or None
     last_logged: tuple = (0, 0.0)  # (tokens, train_s) at the previous logged step: the step's tokens/s
     say: Callable[..., None] = print  # log on the main process, silent on the others
     # a stage of a multi-stage study (ctxrel.train.stages): its steps are counted from 0 in `progress` and the
@@ -338,7 +338,7 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
 
 def on_cpu(cfg) -> bool:
     """Does this run train on the CPU (fp32, no autocast)? `model.device`, else the default device."""
-    from ctxrel.models import default_device
+    from ctxrel.models.loading import default_device
 
     return (cfg.model.device or default_device()) == "cpu"
 
@@ -371,7 +371,7 @@ def make_accelerator(cpu: bool):
 def build_model(cfg, device, *, cpu: bool) -> tuple[Any, Any]:
     """The model with `train.mode`'s trainable parameters (fp32 on CPU and for full weights, else bf16) and its
     tokenizer (given a pad token), in training mode."""
-    from ctxrel.models import load_model, select_trainable
+    from ctxrel.models.loading import load_model, select_trainable
 
     tc = cfg.train
     dtype = torch.float32 if cpu or tc.mode == "full" or (tc.mode == "qk" and not tc.qk_lora) else torch.bfloat16
@@ -439,7 +439,7 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
             "training")
     resume(s, latest)
     if s.main:
-        from ctxrel.config import to_dict
+        from ctxrel.config.settings import to_dict
 
         s.trackers = Trackers(check_trackers(tc), s.out, step=s.progress["step"], project=tc.tracker_project,
                               config=to_dict(cfg))
@@ -540,7 +540,7 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar, extra: dict[str
 
 def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
     """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on every process (a
-    study's evaluation splits the items over them: ctxrel.shards). Under FSDP no process holds the whole model, so
+    study's evaluation splits the items over them: ctxrel.evaluate.shards). Under FSDP no process holds the whole model, so
     the caller scores the saved checkpoints after training."""
     meta = save_checkpoint(s, step)
     if on_checkpoint is not None and not s.sharded:

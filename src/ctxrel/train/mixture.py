@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import normalize
 
 KINDS = ("c", "cs", "ci", "s")
 OPTIONAL_KINDS = ("ci",)  # may be left out of the proportions (share 0)
@@ -392,7 +392,7 @@ def eval_overlap(records: list[dict]) -> list[str]:
     A record overlaps if its relation or question is about capitals, or if its context, question, answer or
     subject names a cf_capitals city (a real capital, an alias, or any other city the benchmark uses) or a
     biographies person (real, substituted, or an alias), matched at word boundaries after
-    `ctxrel.matching.normalize`.
+    `ctxrel.core.matching.normalize`.
     """
     pattern, people, problems = _city_pattern(), _person_pattern(), []
     for record in records:

@@ -36,8 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import normalize
 
 PAIR_KINDS = ("conflict", "irrelevant")
 
@@ -86,7 +86,7 @@ def _response(record: dict, key: str, source: str) -> str:
 
 def to_pair(record: Any, source: str) -> Pair:
     """One pair record -> Pair; an invalid record raises InputError naming file, line and key."""
-    from ctxrel.prompts import DEFAULT_BODY, NO_CONTEXT_BODY
+    from ctxrel.core.prompts import DEFAULT_BODY, NO_CONTEXT_BODY
 
     if not isinstance(record, dict):
         raise InputError(f"expected a JSON object, got {type(record).__name__}", **_where(source))
@@ -164,7 +164,7 @@ def generate_pairs(n: int, irrelevant: float = 0.0, seed: int = 0) -> list[dict]
     cycles through the facts in its own seeded order."""
     from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, training_fact_pool
 
-    from ctxrel.matching import match
+    from ctxrel.core.matching import match
 
     # a subject that names its own answer ("the Czech Republic" / Czech) would put the memorised answer into
     # every context about it: such facts give no clean pair

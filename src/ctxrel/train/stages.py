@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel import config as C
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.results import CHECKPOINT_META, atomic_write_text
+from ctxrel.config import settings as C
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.rundir.files import CHECKPOINT_META, atomic_write_text
 from ctxrel.train import checkpoints as ckpt
 
 LEDGER = "stages.json"
@@ -208,7 +208,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from ctxrel.models import load_weights
+    from ctxrel.models.loading import load_weights
     from ctxrel.train.reference import snapshot
     from ctxrel.train.loop import (ResponseLoss, Session, build_model, build_optimizer, checkpoint, cleanup,
                                    log_step, make_accelerator, make_plan, on_cpu, optimizer_step, resume)
@@ -268,7 +268,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
         if at == st.index:
             resume(s, latest)
         if s.main:  # closed by cleanup() at the stage's end
-            from ctxrel.trackers import Trackers, check_trackers
+            from ctxrel.train.trackers import Trackers, check_trackers
 
             s.trackers = Trackers(check_trackers(st.cfg.train), out, step=offset + s.progress["step"],
                                   project=st.cfg.train.tracker_project, config=C.to_dict(cfg))

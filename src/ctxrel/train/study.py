@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ctxrel import config as C
-from ctxrel.errors import CtxrelError
-from ctxrel.results import step_name
+from ctxrel.config import settings as C
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import step_name
 from ctxrel.train import checkpoints as ckpt
 
 KNOWN_FROM = step_name(0)
@@ -78,9 +78,9 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
     from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.evaluate import load_standard, standard_tasks
+    from ctxrel.evaluate.run import load_standard, standard_tasks
     from ctxrel.standard.tasks import standard_name
-    from ctxrel.variants import check_variants
+    from ctxrel.evaluate.variants import check_variants
 
     check_variants(cfg.eval)  # eval.decoding / cad_alpha / contexts
     for b in cfg.eval.benchmarks:
@@ -94,12 +94,12 @@ def _check_benchmarks(cfg: C.StudyConfig) -> None:
 
 def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
     """Train with evaluation at every checkpoint; write the trajectory plot. Resumable. Returns the summary."""
-    from ctxrel import run_marker
-    from ctxrel.results import RunDir
+    from ctxrel.rundir import marker as run_marker
+    from ctxrel.rundir.files import RunDir
 
     from ctxrel.train.loop import check_train_config
 
-    from ctxrel import shards
+    from ctxrel.evaluate import shards
 
     out = Path(cfg.out)
     shards.current()  # a broken launcher environment fails now, not at the first evaluation
@@ -117,7 +117,7 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
         local_source(cfg.data.source)
     _check_benchmarks(cfg)
-    from ctxrel.models import preflight
+    from ctxrel.models.loading import preflight
 
     preflight(cfg.model.name)  # the model's files, before the run directory is touched
     with run_marker.scope():
@@ -129,9 +129,9 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
 
 def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str, Any]:
-    from ctxrel import shards
+    from ctxrel.evaluate import shards
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
+    from ctxrel.evaluate.run import run_eval
     from ctxrel.train.loop import train
 
     eval_cfg = _eval_config(cfg)
@@ -153,7 +153,7 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
         t1 = time.perf_counter()  # saved checkpoints now, as `ctxrel eval --run` under a launcher would
         _score_run(out, None, [], None, log)
         if is_main_process():  # the trackers see these metric rows now
-            from ctxrel.trackers import Trackers, check_trackers
+            from ctxrel.train.trackers import Trackers, check_trackers
 
             trackers = Trackers(check_trackers(cfg.train), out,  # TensorBoard appends (no purge)
                                 project=cfg.train.tracker_project, config=C.to_dict(cfg))
@@ -185,23 +185,23 @@ def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list
     """`ctxrel eval --run DIR`: score every saved checkpoint of a study (step 0 first: it defines the known
     subset), on the study's benchmarks or `benchmarks`. `overrides` are KEY=VALUE strings, `settings` already
     typed values by dotted key (CLI flags). Resumable like any evaluation."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     out = Path(run_dir)
     if not (out / "config.yaml").exists():
         raise CtxrelError(f"--run {run_dir}: no config.yaml there (not a study run directory)")
     with run_marker.scope():
-        if is_main_process():  # under a launcher the others score shards under this claim (ctxrel.shards)
+        if is_main_process():  # under a launcher the others score shards under this claim (ctxrel.evaluate.shards)
             run_marker.claim(out, "study", verb="eval --run", what="--run")
         return _score_run(out, benchmarks, overrides, settings, log)
 
 
 def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
-    from ctxrel import shards
-    from ctxrel.adapter_swap import ResidentModel
+    from ctxrel.evaluate import shards
+    from ctxrel.models.adapter_swap import ResidentModel
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
-    from ctxrel.variants import check_variants
+    from ctxrel.evaluate.run import run_eval
+    from ctxrel.evaluate.variants import check_variants
 
     run_dir = str(out)
     cfg = load_study_config(str(out), overrides, {**(settings or {}), "out": str(out)})  # its config.yaml

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import append_records, chunked, read_records, shard_file, shard_files
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import append_records, chunked, read_records, shard_file, shard_files
 
 
 @dataclass(frozen=True)

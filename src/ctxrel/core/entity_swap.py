@@ -47,7 +47,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 PARTICLES = frozenset("da de di del della der des du van von la le ten ter den dos das do bin ibn al el".split())
 SUFFIXES = ("eans", "ians", "isms", "ists", "esque", "ean", "ian", "ism", "ist", "an")

@@ -1,4 +1,4 @@
-"""`eval.probes`: run the probes of ctxrel.probes at one checkpoint and write their rows.
+"""`eval.probes`: run the probes of ctxrel.core.probe_math at one checkpoint and write their rows.
 
     evals/<checkpoint>/weights.jsonl             one row per (layer, module): ||ΔW||_F, ||W_0||_F, relative
     evals/<checkpoint>/<benchmark>.heads.jsonl   one row per (item, layer, head): attention mass on the context,
@@ -25,13 +25,13 @@ import numpy as np
 
 from ctxrel.backends.base import ProbedLM
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.errors import CtxrelError
-from ctxrel.metrics import bootstrap_rows
-from ctxrel.probes import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.metrics import bootstrap_rows
+from ctxrel.core.probe_math import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
                            weight_summary)
-from ctxrel.prompts import continuation_delimiter
-from ctxrel.records import attention_spans, progress_bar
-from ctxrel.results import RunDir, append_records, atomic_write_text, chunked, read_records
+from ctxrel.core.prompts import continuation_delimiter
+from ctxrel.evaluate.records import attention_spans, progress_bar
+from ctxrel.rundir.files import RunDir, append_records, atomic_write_text, chunked, read_records
 
 WEIGHTS_BENCHMARK = "weights"  # the benchmark column of weight-change metric rows (a property of the model)
 CHUNK = 64  # items per append: a crash loses at most this much probe work
@@ -57,7 +57,7 @@ def weight_probe(lm: ProbedLM, run: RunDir, *, checkpoint: str, step: int | None
     if not rows:
         reader = None
         if not lm.has_lora():
-            from ctxrel.models import base_weights
+            from ctxrel.models.loading import base_weights
 
             reader = base_weights(base)
         rows = [dict(checkpoint=checkpoint, step=step, **{k: _round(v) if isinstance(v, float) else v

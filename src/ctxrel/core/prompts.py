@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 TEMPLATES = ("auto", "alpaca", "tulu", "chat", "plain")  # the one list (config keys and flags take it from here)
 TRAIN_TEMPLATES = TEMPLATES[:-1]  # training renders a response after the prompt: every template but plain

@@ -1,7 +1,7 @@
 """A conflict benchmark scored under other context kinds and decoding methods: the do-no-harm evaluation.
 
-`eval.contexts` (conflict, gold, irrelevant; `ctxrel.contexts`) times `eval.decoding` (greedy, cad with each
-`eval.cad_alpha`, adacad; `ctxrel.decoding`) gives the variants of a benchmark. `(conflict, greedy)` is the
+`eval.contexts` (conflict, gold, irrelevant; `ctxrel.benchmarks.contexts`) times `eval.decoding` (greedy, cad with each
+`eval.cad_alpha`, adacad; `ctxrel.core.decoding`) gives the variants of a benchmark. `(conflict, greedy)` is the
 benchmark itself, scored by `evaluate.evaluate_benchmark` exactly as before; every other variant is scored here
 on the same selected items (same ids, same knowledge-filter answers), and is written under its own name
 (`contexts.variant_name`: `cf_capitals[gold,cad]`) — its records in `evals/<ckpt>/<name>.jsonl`, its metric
@@ -25,14 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ctxrel.backends.base import chunk_size
-from ctxrel.contexts import KINDS, available, build_kind, parse_variant, variant_name
-from ctxrel.decoding import METHODS, labels, parse_label
-from ctxrel.errors import CtxrelError
-from ctxrel.metrics import bootstrap_rows, conflict_metrics, m_c
-from ctxrel.prompts import continuation_delimiter
-from ctxrel.records import BenchmarkResult, eval_settings, generation_records, likelihood_records, progress_bar
-from ctxrel.results import read_records, step_of
-from ctxrel.shards import ALONE, Shard, score_files
+from ctxrel.benchmarks.contexts import KINDS, available, build_kind, parse_variant, variant_name
+from ctxrel.core.decoding import METHODS, labels, parse_label
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.metrics import bootstrap_rows, conflict_metrics, m_c
+from ctxrel.core.prompts import continuation_delimiter
+from ctxrel.evaluate.records import BenchmarkResult, eval_settings, generation_records, likelihood_records, progress_bar
+from ctxrel.rundir.files import read_records, step_of
+from ctxrel.evaluate.shards import ALONE, Shard, score_files
 
 
 def decodings(cfg) -> list[str]:
@@ -114,7 +114,7 @@ def evaluate_variants(lm, bench, base, cfg, builder, run, *, checkpoint: str,
                       extra_settings: dict[str, Any] | None = None, shard: Shard = ALONE) -> list:
     """Score every wanted (kind, decoding) variant of one benchmark at one checkpoint, on the items `base`
     (the benchmark's own BenchmarkResult) selected; resumable like the benchmark itself. Sharded
-    (`ctxrel.shards`), the items are split over the processes and only the main process writes metric rows and
+    (`ctxrel.evaluate.shards`), the items are split over the processes and only the main process writes metric rows and
     returns results."""
     pairs = wanted(cfg)
     if not pairs:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
-from ctxrel.cache import cache_root  # noqa: F401  (converted models live under it; callers use models' name)
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CHECKPOINT_META
+from ctxrel.core.cache import cache_root  # noqa: F401  (converted models live under it; callers use models' name)
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CHECKPOINT_META
 
 TRAINABLE_FILE = "trainable.safetensors"  # full / qk modes: the trained tensors only
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # LoRA modes: a PEFT adapter (with adapter_config.json)

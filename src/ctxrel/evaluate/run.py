@@ -17,24 +17,26 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctxrel import run_marker, shards
+from ctxrel.rundir import marker as run_marker
+
+from ctxrel.evaluate import shards
 from ctxrel.backends.base import LM, ProbedLM, chunk_size
 from ctxrel.benchmarks.cpi import warn_overlap
 from ctxrel.benchmarks.registry import LoadedBenchmark, load_benchmark, require_scorable
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.config import EvalConfig, to_dict
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import match, unscorable
-from ctxrel.metrics import bootstrap_rows, conflict_metrics
-from ctxrel.probing import probe_rows, timing_line, weight_probe
-from ctxrel.prompts import PromptBuilder, check_format, resolve_template
-from ctxrel.records import (BenchmarkResult, attention_spans, eval_settings, generation_records, items_digest,
+from ctxrel.config.settings import EvalConfig, to_dict
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import match, unscorable
+from ctxrel.core.metrics import bootstrap_rows, conflict_metrics
+from ctxrel.evaluate.probe_passes import probe_rows, timing_line, weight_probe
+from ctxrel.core.prompts import PromptBuilder, check_format, resolve_template
+from ctxrel.evaluate.records import (BenchmarkResult, attention_spans, eval_settings, generation_records, items_digest,
                             likelihood_records, progress_bar)
-from ctxrel.results import RunDir, read_records, step_of
-from ctxrel.shards import ALONE, Shard
+from ctxrel.rundir.files import RunDir, read_records, step_of
+from ctxrel.evaluate.shards import ALONE, Shard
 from ctxrel.standard.runner import evaluate_task, id_accuracy_row
 from ctxrel.standard.tasks import STANDARD_TASKS, load_task, load_task_hub, standard_name, stratified_limit
-from ctxrel.variants import check_variants, evaluate_variants
+from ctxrel.evaluate.variants import check_variants, evaluate_variants
 
 
 def select_items(items: Sequence[ConflictItem], limit: int | None, seed: int = 0) -> list[ConflictItem]:
@@ -83,7 +85,7 @@ def knowledge_filter(items: list[ConflictItem], ref: LM, builder: PromptBuilder,
                      path, shard: Shard = ALONE) -> dict[str, bool]:
     """Ask each question without context (greedy); an item is known if the answer contains the parametric
     answer (nested answers resolved as in `match`). Items sharing a question are asked once. Resumable:
-    answers are appended to `path`. Sharded, the questions are split over the processes (`ctxrel.shards`) and
+    answers are appended to `path`. Sharded, the questions are split over the processes (`ctxrel.evaluate.shards`) and
     every process returns the whole verdict."""
     done = {r["id"]: r for r in read_records(path)}
     todo = [it for it in items if it.id not in done]
@@ -125,7 +127,7 @@ def evaluate_benchmark(lm: LM, bench: LoadedBenchmark, cfg: EvalConfig, builder:
     """Score one benchmark at one checkpoint. `known_checkpoint` names the checkpoint whose knowledge-filter
     answers define the known subset (a study uses step 0, the base model, for every checkpoint so the subset
     stays fixed along the trajectory); those answers must already exist unless it is this checkpoint.
-    `shard`: this process's part of a sharded evaluation (`ctxrel.shards`); only the main process writes metric
+    `shard`: this process's part of a sharded evaluation (`ctxrel.evaluate.shards`); only the main process writes metric
     rows (and runs eval.probes), the others return a result without metrics."""
     skipped = list(bench.skipped)
     if shard.main:  # sharded, the others score only once it has checked (`shards.score_units` waits for it)
@@ -271,7 +273,7 @@ def likelihood_pass(bench: LoadedBenchmark, cfg: EvalConfig) -> tuple[LoadedBenc
 
 def _load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) -> LM:
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     model, tok, name = load_model(spec, adapter=adapter, device=shards.device_of(shard, model_cfg.device),
                                   trust_remote_code=model_cfg.trust_remote_code)
@@ -299,7 +301,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
     `lm` lets a caller pass a live model (the training loop does); otherwise `config.model` is loaded.
     A study passes `write_config=False` (its own config stays in the run directory), `row_meta` (epoch and
     tokens seen, added to every metric row) and `known_checkpoint="step-000000"`.
-    `shard`: this process's part of a sharded evaluation (`ctxrel.shards`; every process calls run_eval alike).
+    `shard`: this process's part of a sharded evaluation (`ctxrel.evaluate.shards`; every process calls run_eval alike).
     The conflict items (their variants and --attention too), knowledge-filter questions and standard-task items are
     split over the processes; the main process alone claims the directory, writes settings and metric rows, and
     runs eval.probes. Its
@@ -325,7 +327,7 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         benches = [require_scorable(b, skip_invalid=cfg.skip_invalid) for b in benches]
     standard = [load_standard(b, cfg) for b in standard_args]
     if lm is None:  # the model's files, checked before the run directory is touched
-        from ctxrel.models import preflight
+        from ctxrel.models.loading import preflight
 
         preflight(config.model.name)
         if cfg.knowledge_filter and config.model.reference:
