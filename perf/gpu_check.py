@@ -150,7 +150,7 @@ def main() -> int:
     from ctxrel.models.loading import load_weights, save_weights
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     cuda = torch.cuda.is_available() and not args.tiny
     if not cuda and not args.tiny:

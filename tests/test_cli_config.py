@@ -151,7 +151,7 @@ def test_presets_list_and_show(tmp_path, capsys):
     assert shown.startswith("# quickstart:") and "train:" in shown and "micro_batch_size" in shown  # every key
     mine = tmp_path / "my.yaml"
     mine.write_text(shown)
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     assert load_study_config(str(mine)) == load_study_config("quickstart")
     assert main(["presets", "show", "nope"]) == 2

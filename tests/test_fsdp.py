@@ -131,7 +131,7 @@ def test_a_resumed_sharded_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_p
     optimizer moments are sharded again): bit-identical losses, weights and moments. The same step-4 checkpoint
     resumed by one plain process gives the same losses (to rounding): the files do not depend on the sharding."""
     driver = tmp_path / "drive.py"  # the loop itself: the CLI refuses a changed train.max_steps on resume
-    driver.write_text("import sys\nfrom ctxrel.train.study import load_study_config\n"
+    driver.write_text("import sys\nfrom ctxrel.config import load_study_config\n"
                       "from ctxrel.train.loop import train\n"
                       "train(load_study_config(sys.argv[1], sys.argv[2:]), log=lambda *a, **k: None)\n")
     cfg = write_config(tmp_path, tiny_model_dir, train=dict(mode="full", lr=1e-3, epochs=1, schedule="constant"),

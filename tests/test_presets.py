@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from ctxrel.config.shipped import names  # noqa: E402
 from ctxrel.config.shipped import PRESETS_DIR  # noqa: E402
-from ctxrel.train.study import load_study_config  # noqa: E402
+from ctxrel.config import load_study_config  # noqa: E402
 
 STUDY_PRESETS = names("study")  # synth and theory presets are those verbs' (test_synth, test_theory resolve them)
 
@@ -71,9 +71,10 @@ def test_preset_builds_its_training_and_evaluation_plan(name, tok):
     from ctxrel.standard.tasks import standard_name
     from ctxrel.models.loading import select_trainable
     from ctxrel.core.prompts import check_format, continuation_delimiter
-    from ctxrel.train.data import collate, load_examples, resolve_data_template, to_example, tokenize
+    from ctxrel.train.data import collate, load_examples, to_example, tokenize
+    from ctxrel.core.prompts import resolve_data_template
     from ctxrel.train.loop import ResponseLoss, _optimizer, check_train_config, make_plan
-    from ctxrel.train.study import _eval_config
+    from ctxrel.evaluate.saved_run import study_eval_config as _eval_config
 
     cfg = load_study_config(name)
     assert cfg.out.startswith("runs/"), f"{name}: out should be a run directory under runs/"

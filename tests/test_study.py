@@ -190,7 +190,7 @@ def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, cap
 
 def test_shipped_presets_load():
     from ctxrel.config.shipped import names as preset_names
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     names = preset_names("study")  # synth and theory presets are those verbs', not studies'
     alpaca = load_study_config("paper/llama2-7b-alpaca-lora")

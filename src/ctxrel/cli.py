@@ -53,7 +53,8 @@ def _eval_run(args) -> int:
     from ctxrel.config.flags import given
     from ctxrel.report import format_trajectory
     from ctxrel.rundir.files import RunDir
-    from ctxrel.train.study import is_main_process, score_run
+    from ctxrel.evaluate.saved_run import score_run
+    from ctxrel.evaluate.shards import is_main_process
 
     if not args.run.strip():
         raise CtxrelError("--run needs a study run directory (got an empty path)")
@@ -113,7 +114,8 @@ def cmd_study(args) -> int:
     from ctxrel.config.flags import from_args, split
     from ctxrel.report import format_trajectory
     from ctxrel.rundir.files import RunDir
-    from ctxrel.train.study import is_main_process, run_study
+    from ctxrel.evaluate.shards import is_main_process
+    from ctxrel.train.study import run_study
 
     source = args.config or next(iter(split(args.args)[0]), None)
     if source is None:

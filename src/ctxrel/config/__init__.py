@@ -9,9 +9,9 @@ working; it imports no torch.
 from ctxrel.config.settings import (MINIMUM, TRACKERS, VERB_CHECKS, VERBS, DataConfig, EvalConfig, LoraSettings,
                                     MixtureConfig, ModelConfig, PairsConfig, RunConfig, SeriesConfig, StageConfig,
                                     StudyConfig, StudyEvalConfig, TrainConfig, apply_override, config_class,
-                                    from_dict, load, load_config, option, parse_value, set_key, to_dict)
+                                    from_dict, load, load_config, load_study_config, option, parse_value, set_key, to_dict)
 
 __all__ = ["MINIMUM", "TRACKERS", "VERB_CHECKS", "VERBS", "DataConfig", "EvalConfig", "LoraSettings", "MixtureConfig",
            "ModelConfig", "PairsConfig", "RunConfig", "SeriesConfig", "StageConfig", "StudyConfig", "StudyEvalConfig",
-           "TrainConfig", "apply_override", "config_class", "from_dict", "load", "load_config", "option",
+           "TrainConfig", "apply_override", "config_class", "from_dict", "load", "load_config", "load_study_config", "option",
            "parse_value", "set_key", "to_dict"]

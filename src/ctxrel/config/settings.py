@@ -370,6 +370,12 @@ def load_config(cls, source: str | Path | None = None, overrides: list[str] = ()
     return from_dict(cls, data)
 
 
+def load_study_config(source: str, overrides: list[str] = (), settings: dict[str, Any] | None = None) -> StudyConfig:
+    """A study's config from a YAML file, a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`) or a run
+    directory, then KEY=VALUE overrides and typed settings (`load_config`)."""
+    return load_config(StudyConfig, source, overrides, settings, verb="study")
+
+
 def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
     """Config from an optional YAML file plus overrides, validated (`load_config` with a file)."""
     if path is not None and not Path(path).is_file():

@@ -102,6 +102,14 @@ def continuation_delimiter(prompt: str) -> str:
     return "" if not prompt or prompt[-1].isspace() else " "
 
 
+def resolve_data_template(template: str, tok) -> str:
+    """The template a model is trained with: `auto` means the tokenizer's chat template when it has one, else
+    alpaca (training never picks plain; evaluation's `resolve_template` does)."""
+    if template == "auto":
+        return "chat" if getattr(tok, "chat_template", None) else "alpaca"
+    return template
+
+
 def resolve_template(template: str, has_chat_template: bool) -> str:
     """`auto` means the tokenizer's chat template when it has one, else plain."""
     if template == "auto":

@@ -153,7 +153,7 @@ def score_records(records: list[Record], out: Path, *, model_spec: str, model=No
                   progress: bool = True, chunk: int | None = None) -> list[dict[str, Any]]:
     """Scores of all `records` (in record order), computing only those not yet in out/scores.jsonl.
     `model`/`tok` may be given already loaded (tests, the benchmark); else `model_spec` is loaded."""
-    from ctxrel.train.data import resolve_data_template
+    from ctxrel.core.prompts import resolve_data_template
 
     if (batch_size is not None and batch_size < 1) or max_length < 2:
         raise CtxrelError(f"--batch-size {batch_size} must be >= 1 and --max-length {max_length} >= 2")

@@ -51,6 +51,13 @@ class Shard:
 ALONE = Shard()
 
 
+def is_main_process() -> bool:
+    """True outside a distributed launch, and on rank 0 inside one (RANK, set by torchrun / accelerate launch): the
+    process that claims the run directory, writes metric rows and reports. The one such test outside training
+    (the training loop asks its accelerator, which reads the same variable)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def current() -> Shard:
     """The shard of this process from the launcher's RANK and WORLD_SIZE (ALONE when they are unset)."""
     raw = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE")}

@@ -69,6 +69,19 @@ def step_of(checkpoint: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints of a run directory (those with checkpoint.json), ordered by step: (step, folder).
+    A study's, read by `ctxrel eval --run` and by resume."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            step = step_of(d.name)
+            if step is not None and (d / CHECKPOINT_META).exists():
+                found.append((step, d))
+    return sorted(found)
+
+
 def chunked(seq: list, size: int):
     """Consecutive slices of at most `size`: the unit of work appended at once (a crash loses at most one)."""
     for i in range(0, len(seq), size):

@@ -26,7 +26,7 @@ from typing import Any
 
 from ctxrel.rundir import interruption
 from ctxrel.core.errors import CtxrelError
-from ctxrel.rundir.files import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
+from ctxrel.rundir.files import CHECKPOINTS_DIR, list_checkpoints
 
 
 def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
@@ -38,18 +38,6 @@ def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
         raise CtxrelError(f"eval.early: steps must be >= 0, got {bad}")
     steps = {0, total} | set(range(every, total + 1, every)) | {s for s in early if s <= total}
     return sorted(steps)
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (those with checkpoint.json), ordered by step."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            step = step_of(d.name)
-            if step is not None and (d / CHECKPOINT_META).exists():
-                found.append((step, d))
-    return sorted(found)
 
 
 def latest_resumable(run_dir: Path) -> Path | None:

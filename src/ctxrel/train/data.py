@@ -318,12 +318,6 @@ def label_segments(segs: list[tuple[str, bool]], tok, bos: str | None) -> tuple[
     return ids, labels
 
 
-def resolve_data_template(template: str, tok) -> str:
-    if template == "auto":
-        return "chat" if getattr(tok, "chat_template", None) else "alpaca"
-    return template
-
-
 def collate(ids: list[list[int]], labels: list[list[int]], pad_id: int):
     """Right-padded (B, T) tensors: input_ids, attention_mask, labels (padding labelled -100). Right padding
     keeps real tokens from ever attending to padding, so an example's loss does not depend on its batch."""

@@ -397,7 +397,9 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     """Check the config, read the data, build model, optimizer and plan, and resume from the latest checkpoint."""
     from accelerate.utils import set_seed
 
-    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
+    from ctxrel.train.data import load_examples, tokenize
+
+    from ctxrel.core.prompts import resolve_data_template
 
     tc = cfg.train
     check_train_config(cfg)

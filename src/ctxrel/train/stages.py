@@ -177,7 +177,8 @@ def init_checkpoint(path: str, cfg: C.StudyConfig) -> Path:
 
 def _stage_data(st: Stage, tok) -> tuple[Any, list[int]]:
     """(tokenised data, tokens per example) of a stage."""
-    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
+    from ctxrel.train.data import load_examples, tokenize
+    from ctxrel.core.prompts import resolve_data_template
 
     template = resolve_data_template(st.cfg.data.template, tok)
     if st.kind in ("dpo", "grpo"):
