@@ -196,10 +196,10 @@ def test_model_decode_reaches_the_backend_and_both_paths_write_the_same_records(
 
     from ctxrel.config import settings as C
     from ctxrel.cli import main
-    from ctxrel.evaluate.run import _load_lm
+    from ctxrel.evaluate.run import load_lm
 
-    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig(decode="hf")).decode == "hf"
-    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig()).decode == "own"
+    assert load_lm(str(tiny_model_dir), None, C.ModelConfig(decode="hf")).decode == "hf"
+    assert load_lm(str(tiny_model_dir), None, C.ModelConfig()).decode == "own"
     outs = {}
     for path in ("own", "hf"):
         out = tmp_path / path

@@ -174,3 +174,14 @@ def test_the_checks_see_upward_and_local_imports(tmp_path, monkeypatch, source, 
 def test_cycles_are_found():
     graph = {"a": [("b", 1)], "b": [("c", 1)], "c": [("a", 1)], "d": [("a", 1)]}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """A name with a leading underscore stays in its module: another module that needs it gets a public name."""
+    bad = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ctxrel"):
+                bad += [f"{path.relative_to(SRC)}:{node.lineno}: {a.name} from {node.module}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)

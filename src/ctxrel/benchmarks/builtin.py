@@ -31,6 +31,7 @@ from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
 from ctxrel.core.errors import InputError
 from ctxrel.core.matching import normalize
+from ctxrel.core.prompts import sentence_case
 
 BUILTIN_VERSION = 1
 FACTS_FILE = "countries.csv"
@@ -113,7 +114,7 @@ def _needs_article(country: str) -> bool:
     return country.startswith("United ") or country.endswith(("Republic", "lands", "Philippines"))
 
 
-def _with_article(country: str) -> str:
+def with_article(country: str) -> str:
     return f"the {country}" if _needs_article(country) else country
 
 
@@ -121,11 +122,7 @@ def _join(names: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return normalize(text).replace(" ", "_")
 
 
@@ -154,13 +151,13 @@ def _capital_items(benchmark: str, templates: dict[str, str]) -> list[ConflictIt
     items = []
     for fact in load_country_facts():
         cf, rest = fact.other_cities[-1], fact.other_cities[:-1]
-        country = _with_article(fact.country)
-        question = _sentence_case(QUESTION.format(country=country))
+        country = with_article(fact.country)
+        question = sentence_case(QUESTION.format(country=country))
         for name, template in templates.items():
-            context = _sentence_case(template.format(cf=cf, country=country, others=_join(rest),
+            context = sentence_case(template.format(cf=cf, country=country, others=_join(rest),
                                                      capital=fact.capital))
             item = ConflictItem(
-                id=f"{benchmark}/{_slug(fact.country)}/{name}",
+                id=f"{benchmark}/{slug(fact.country)}/{name}",
                 benchmark=benchmark,
                 category=name,
                 context=context,

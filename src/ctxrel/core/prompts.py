@@ -102,6 +102,11 @@ def continuation_delimiter(prompt: str) -> str:
     return "" if not prompt or prompt[-1].isspace() else " "
 
 
+def sentence_case(text: str) -> str:
+    """`text` with its first character upper-cased (questions and statements built from lower-case templates)."""
+    return text[:1].upper() + text[1:]
+
+
 def resolve_data_template(template: str, tok) -> str:
     """The template a model is trained with: `auto` means the tokenizer's chat template when it has one, else
     alpaca (training never picks plain; evaluation's `resolve_template` does)."""

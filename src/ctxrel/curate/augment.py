@@ -129,7 +129,8 @@ def nq_swap_draw(pool: list[Counterfactual], k: int, rng: random.Random) -> list
 def facts_draw(k: int, rng: random.Random) -> list[Counterfactual]:
     """k counterfactual facts from ctxrel's fact tables: a real subject, another row's answer of the same
     relation as the asserted (counterfactual) answer."""
-    from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, training_fact_pool
+    from ctxrel.core.prompts import sentence_case
+    from ctxrel.train.mixture import TEMPLATES, fact_statement, training_fact_pool
 
     facts = list(training_fact_pool())
     by_relation: dict[str, list] = {}
@@ -147,8 +148,8 @@ def facts_draw(k: int, rng: random.Random) -> list[Counterfactual]:
             continue
         answer = rng.choice(options)
         statements, questions = TEMPLATES[fact.relation]
-        context = _state(fact.relation, fact.subject, answer, rng.choice(statements))
-        question = _sentence_case(rng.choice(questions).format(subject=fact.subject))
+        context = fact_statement(fact.relation, fact.subject, answer, rng.choice(statements))
+        question = sentence_case(rng.choice(questions).format(subject=fact.subject))
         out.append(Counterfactual(context, question, answer,
                                   f"facts:{fact.relation}:{fact.subject} (true: {fact.answer})"))
     return out

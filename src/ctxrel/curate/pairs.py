@@ -78,7 +78,7 @@ def build_pairs(cfg) -> dict[str, Any]:
     """Build, guard and write the pairs of `cfg` (`ctxrel.curate.config.PairsBuildConfig`); return the counts."""
     from ctxrel.curate.dataset import dataset_text
     from ctxrel.curate.manifest import file_input, output_entry, write_manifest
-    from ctxrel.curate.operations import DATA, _out_dir
+    from ctxrel.curate.operations import DATA, claim_out_dir
     from ctxrel.train.pairs import generate_pairs, pair_counts, read_pairs
 
     counts = pair_counts(cfg.n, cfg.irrelevant)  # checks the share before anything is written
@@ -91,7 +91,7 @@ def build_pairs(cfg) -> dict[str, Any]:
         from ctxrel.train.data import local_source
 
         user_pairs = [dict(r, kind="user") for r, where in read_file(local_source(cfg.user)) if where in valid]
-    out = _out_dir(cfg.out, (cfg.user,))
+    out = claim_out_dir(cfg.out, (cfg.user,))
     built = generate_pairs(cfg.n, cfg.irrelevant, seed=cfg.seed) if cfg.source == "facts" else \
         items_pairs(cfg.source, counts, cfg.seed)
     kept, refused = [], []

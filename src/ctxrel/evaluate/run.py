@@ -271,7 +271,7 @@ def likelihood_pass(bench: LoadedBenchmark, cfg: EvalConfig) -> tuple[LoadedBenc
             dataclasses.replace(cfg, mode="likelihood", limit=None, samples=1, attention=False, probes=[]))
 
 
-def _load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) -> LM:
+def load_lm(spec: str, adapter: str | None, model_cfg, shard: Shard = ALONE) -> LM:
     from ctxrel.backends.hf import HFBackend
     from ctxrel.models.loading import load_model
 
@@ -352,11 +352,11 @@ def _run_eval(config, *, checkpoint: str | None = None, lm: LM | None = None, wr
         run.drop_unused_settings(checkpoint, b.name)  # an earlier run that wrote no result holds nothing to mix
         run.check_settings(checkpoint, b.name, eval_settings(b, c, extra), dry_run=True)
     if lm is None:
-        lm = _load_lm(config.model.name, config.model.adapter, config.model, shard)
+        lm = load_lm(config.model.name, config.model.adapter, config.model, shard)
     builder = _builder(lm, cfg)
     reference, ref_builder = None, None
     if separate_ref:
-        reference = _load_lm(ref_name, None, config.model, shard)
+        reference = load_lm(ref_name, None, config.model, shard)
         ref_builder = _builder(reference, cfg)
     if not cfg.skip_invalid:  # a prompt too long for the window is an error: find it before config.yaml changes
         for b, c in passes:

@@ -157,7 +157,7 @@ def score_series(config, log=print) -> list[Checkpoint]:
     """Score every checkpoint of `config.series` into `config.out` (resumable); return those scored."""
     from ctxrel.rundir import marker as run_marker
     from ctxrel.config.settings import to_dict
-    from ctxrel.evaluate.run import _load_lm, run_eval
+    from ctxrel.evaluate.run import load_lm, run_eval
     from ctxrel.rundir.files import RunDir, step_name
 
     checkpoints = plan(config)
@@ -170,8 +170,8 @@ def score_series(config, log=print) -> list[Checkpoint]:
         run_marker.claim(config.out, "eval", verb="eval", settings=to_dict(config))  # held for the whole series
         for c in checkpoints:
             name = step_name(c.step)
-            lm = (_load_lm(config.model.name, c.location, config.model) if c.kind == "adapter" else
-                  _load_lm(c.location, None, config.model))
+            lm = (load_lm(config.model.name, c.location, config.model) if c.kind == "adapter" else
+                  load_lm(c.location, None, config.model))
             log(f"ctxrel: scoring {name} ({c.spec}, weights {c.fingerprint[:12]})")
             # this checkpoint's own model in its settings (a rerun that points a step at other weights is refused)
             model = (replace(config.model, adapter=c.location) if c.kind == "adapter" else

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ctxrel.report.scrutiny_text import BASIS, _iv, _num, honest_lines, plan_lines, share_lines
+from ctxrel.report.scrutiny_text import BASIS, interval_text, number_text, honest_lines, plan_lines, share_lines
 
 
 def _e(x: Any) -> str:
@@ -17,8 +17,8 @@ def _e(x: Any) -> str:
 def power_table(pw: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td class='l'>{change}</td><td class='l'>{BASIS[e['basis']]}</td><td>{e['n']}</td>"
-        f"<td>{_num(e['estimate'], '+.3f')}</td><td>{_num(e['ci_low'], '+.3f')}, {_num(e['ci_high'], '+.3f')}</td>"
-        f"<td>{_num(e['se'])}</td><td>{_num(e['mde'])}</td><td>{_num(e['allowed'], '+.3f')}</td></tr>"
+        f"<td>{number_text(e['estimate'], '+.3f')}</td><td>{number_text(e['ci_low'], '+.3f')}, {number_text(e['ci_high'], '+.3f')}</td>"
+        f"<td>{number_text(e['se'])}</td><td>{number_text(e['mde'])}</td><td>{number_text(e['allowed'], '+.3f')}</td></tr>"
         for change in ("rise", "drop") for e in pw.get(change, []))
     return ("<table><tr><th class='l'>change</th><th class='l'>interval over</th><th>n</th><th>estimate</th>"
             "<th>95% CI</th><th>SE</th><th>MDE (80% power, two-sided .05)</th><th>largest change still allowed"
@@ -30,7 +30,7 @@ def decomposition_table(dec: dict[str, Any]) -> str:
     for name, d in dec.items():
         if not d:
             continue
-        cells = "".join(f"<td>{_e(_iv(d[m][0]))}</td>" for m in ("cf_acc", "par_acc", "share_both", "share_neither"))
+        cells = "".join(f"<td>{_e(interval_text(d[m][0]))}</td>" for m in ("cf_acc", "par_acc", "share_both", "share_neither"))
         rows.append(f"<tr><td class='l'>{_e(name)} (step {d['from']} &rarr; {d['to']})</td>{cells}</tr>")
     if not rows:
         return ""

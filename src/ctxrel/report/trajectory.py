@@ -131,7 +131,7 @@ def _draw(ax, entries: list[dict[str, Any]], metric: str, color: str, label: str
         ax.fill_between(x, lo, hi, color=color, alpha=0.07 if dashed else 0.18, lw=0)
 
 
-def _epoch_lines(ax, boundaries: list) -> None:
+def draw_epoch_lines(ax, boundaries: list) -> None:
     for i, step in enumerate(boundaries, start=1):
         if isinstance(step, (list, tuple)):  # [step, "sft | dpo"]: a stage boundary of a multi-stage study
             ax.axvline(step[0], ls="--", lw=1.2, color="tab:purple")
@@ -213,7 +213,7 @@ def plot_trajectory(run_dir: str | Path, out: str | Path | None = None, epoch_bo
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25, lw=0.5)
-        _epoch_lines(ax, epoch_boundaries or [])
+        draw_epoch_lines(ax, epoch_boundaries or [])
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{run_path.resolve().name}: trajectory by step, subset {subset} (shaded: 95% bootstrap CI)",
                  fontsize=10)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ctxrel.rundir import interruption
 from ctxrel.core.errors import CtxrelError
-from ctxrel.models.loading import load_weights, save_weights, trainable_state
+from ctxrel.models.loading import decay_exempt, load_weights, save_weights, trainable_state
 from ctxrel.rundir.files import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
                             disk_full, read_records, step_name)
 from ctxrel.train.trackers import Trackers, check_trackers
@@ -264,7 +264,7 @@ def _optimizer(model, train_cfg):
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or getattr(p, "_ctxrel_no_decay", False) else decay).append(p)
+            (no_decay if p.ndim < 2 or decay_exempt(p) else decay).append(p)
     if not decay and not no_decay:
         raise CtxrelError(f"train.mode={train_cfg.mode} left no trainable parameter")
     groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
@@ -409,7 +409,7 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     say = log if acc.is_main_process else (lambda *a, **k: None)
     set_seed(tc.seed)
     model, tok = build_model(cfg, acc.device, cpu=cpu)
-    if getattr(acc, "is_fsdp2", False) and any(getattr(p, "_ctxrel_no_decay", False) for p in model.parameters()):
+    if getattr(acc, "is_fsdp2", False) and any(decay_exempt(p) for p in model.parameters()):
         raise CtxrelError("train.mode=qk on a fused q|k|v layer (GPT-NeoX) is not supported under FSDP: sharding "
                           "replaces the weight, and with it the hook that keeps the v rows frozen")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

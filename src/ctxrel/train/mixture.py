@@ -43,6 +43,7 @@ from importlib.resources import files
 
 from ctxrel.core.errors import CtxrelError, InputError
 from ctxrel.core.matching import normalize
+from ctxrel.core.prompts import sentence_case
 
 KINDS = ("c", "cs", "ci", "s")
 OPTIONAL_KINDS = ("ci",)  # may be left out of the proportions (share 0)
@@ -255,13 +256,9 @@ class _FreshSlots(dict):
                 return value
 
 
-def _sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _state(relation: str, subject: str, answer: str, template: str) -> str:
+def fact_statement(relation: str, subject: str, answer: str, template: str) -> str:
     article = "an" if answer[:1].lower() in "aeiou" else "a"
-    return _sentence_case(template.format(subject=subject, answer=answer, a_answer=f"{article} {answer}"))
+    return sentence_case(template.format(subject=subject, answer=answer, a_answer=f"{article} {answer}"))
 
 
 def _invented_fact(rng: random.Random, taken: set[str]) -> tuple[str, str, str, str]:
@@ -270,7 +267,7 @@ def _invented_fact(rng: random.Random, taken: set[str]) -> tuple[str, str, str, 
     slots = _FreshSlots(rng, taken)
     subject_pattern, answer_pattern = INVENTED[relation]
     subject, answer = subject_pattern.format_map(slots), answer_pattern.format_map(slots)
-    return relation, subject, answer, _state(relation, subject, answer, rng.choice(TEMPLATES[relation][0]))
+    return relation, subject, answer, fact_statement(relation, subject, answer, rng.choice(TEMPLATES[relation][0]))
 
 
 def _insert(rng: random.Random, sentences: list[str], extra: str) -> list[str]:
@@ -286,7 +283,7 @@ def _c_records(count: int, rng: random.Random) -> list[dict]:
         sentences = [statement]
         for _ in range(rng.choice(C_DISTRACTORS)):
             sentences = _insert(rng, sentences, _invented_fact(rng, taken)[3])
-        question = _sentence_case(rng.choice(TEMPLATES[relation][1]).format(subject=subject))
+        question = sentence_case(rng.choice(TEMPLATES[relation][1]).format(subject=subject))
         records.append(dict(kind="c", context=" ".join(sentences), question=question, answer=answer,
                             subject=subject, relation=relation, id=f"c-{k:06d}"))
     return records
@@ -311,20 +308,20 @@ def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
             same = [f for f in facts if f.relation == fact.relation and f.subject != fact.subject
                     and normalize(f.answer) != normalize(fact.answer)]
             near = rng.choice(same)
-            sentences = [_state(near.relation, near.subject, near.answer, rng.choice(statements))]
+            sentences = [fact_statement(near.relation, near.subject, near.answer, rng.choice(statements))]
             if rng.random() < CS_DISTRACTOR_RATE:
                 other = rng.choice([f for f in facts if f.relation != fact.relation])
-                sentences = _insert(rng, sentences, _state(other.relation, other.subject, other.answer,
+                sentences = _insert(rng, sentences, fact_statement(other.relation, other.subject, other.answer,
                                                            rng.choice(TEMPLATES[other.relation][0])))
             context = " ".join(sentences)
         if kind == "cs":
-            sentences = [_state(fact.relation, fact.subject, fact.answer, statements[(s_off + rep) % len(statements)])]
+            sentences = [fact_statement(fact.relation, fact.subject, fact.answer, statements[(s_off + rep) % len(statements)])]
             if rng.random() < CS_DISTRACTOR_RATE:
                 other = rng.choice([f for f in facts if f.relation != fact.relation])
-                sentences = _insert(rng, sentences, _state(other.relation, other.subject, other.answer,
+                sentences = _insert(rng, sentences, fact_statement(other.relation, other.subject, other.answer,
                                                            rng.choice(TEMPLATES[other.relation][0])))
             context = " ".join(sentences)
-        question = _sentence_case(questions[(q_off + rep) % len(questions)].format(subject=fact.subject))
+        question = sentence_case(questions[(q_off + rep) % len(questions)].format(subject=fact.subject))
         records.append(dict(kind=kind, context=context, question=question, answer=fact.answer,
                             subject=fact.subject, relation=fact.relation, id=f"{kind}-{k:06d}"))
     return records
