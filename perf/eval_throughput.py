@@ -41,7 +41,7 @@ def main() -> None:
 
     from ctxrel.backends.hf import HFBackend
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate.run import select_items
+    from ctxrel.evaluate.selection import select_items
     from ctxrel.models.loading import load_model
     from ctxrel.core.prompts import PromptBuilder, continuation_delimiter
 

@@ -76,7 +76,7 @@ def conflict_prompts(n: int) -> list[tuple[str, str, str]]:
     """(prompt, context answer, parametric answer) for `n` of ctxrel's built-in conflict items, Alpaca template
     (the preset's), spread over both benchmarks."""
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate.run import select_items
+    from ctxrel.evaluate.selection import select_items
     from ctxrel.core.prompts import PromptBuilder
 
     items = [it for b in ("cf_capitals", "biographies") for it in select_items(load_benchmark(b).items, n, seed=0)]

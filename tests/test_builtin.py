@@ -112,7 +112,7 @@ def test_registry():
 
 
 def test_limit_is_prefix_consistent():
-    from ctxrel.evaluate.run import select_items
+    from ctxrel.evaluate.selection import select_items
 
     items = build_cf_capitals()
     small, large = select_items(items, 5, seed=0), select_items(items, 20, seed=0)

@@ -34,7 +34,7 @@ def test_export_is_well_formed(tmp_path, capsys):
     ast.parse((out / "utils.py").read_text())
     rows = [json.loads(line) for line in (out / "ctxrel_cf_capitals.jsonl").read_text().splitlines()]
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate.run import select_items
+    from ctxrel.evaluate.selection import select_items
     from ctxrel.core.prompts import PromptBuilder
 
     items = select_items(load_benchmark("cf_capitals").items, 6, 0)

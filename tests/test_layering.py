@@ -185,3 +185,13 @@ def test_no_module_imports_a_private_name_of_another():
                 bad += [f"{path.relative_to(SRC)}:{node.lineno}: {a.name} from {node.module}" for a in node.names
                         if a.name.startswith("_") and not a.name.startswith("__")]
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def test_every_function_of_the_evaluation_package_is_under_sixty_lines():
+    """One scoring engine (evaluate/scoring.py) in short steps: no function of evaluate/ grows back into a
+    skeleton of its own."""
+    long = [f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((PACKAGE / "evaluate").rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 >= 60]
+    assert not long, long

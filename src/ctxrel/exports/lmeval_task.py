@@ -159,7 +159,7 @@ def export_lm_eval(cfg, benchmark: str, out: str | Path) -> dict[str, Any]:
     was written: task name, files, item count, template."""
     from ctxrel.rundir import marker as run_marker
     from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.evaluate.run import select_items
+    from ctxrel.evaluate.selection import select_items
     from ctxrel.rundir.files import atomic_write_text
     from ctxrel.standard.tasks import standard_name
 
