@@ -106,10 +106,16 @@ def parse_name(name: str) -> NameParts:
 
 
 @dataclass(frozen=True)
-class Replacement:
+class Span:
+    """A span of the original text and what stood there."""
+
     start: int  # span in the original text
     end: int
     original: str
+
+
+@dataclass(frozen=True)
+class Replacement(Span):
     replacement: str
     rule: str  # full | given+surname | initial | surname | given | derived
     new_start: int = 0  # span in the new text
@@ -128,10 +134,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class OverReplacement:
-    start: int  # span in the original text
-    end: int
-    original: str
+class OverReplacement(Span):
     reason: str
 
 

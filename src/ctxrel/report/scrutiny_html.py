@@ -40,27 +40,31 @@ def decomposition_table(dec: dict[str, Any]) -> str:
             "(every generation has one of the four outcomes); paired 95% intervals over items.</p>")
 
 
+def group_subsets(groups: list[dict[str, Any]], bench: str) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """(group, subset, its statistics) of benchmark `bench` in every group of a report, in order."""
+    return [(g, subset, st) for g in groups for subset, st in g["benchmarks"][bench]["subsets"].items()]
+
+
 def scrutiny_section(groups: list[dict[str, Any]], bench: str) -> str:
     """One <details> per group and subset holding every new block; '' when no subset has them."""
     parts = []
-    for g in groups:
-        for subset, st in g["benchmarks"][bench]["subsets"].items():
-            body = []
-            if st.get("power"):
-                body.append(power_table(st["power"]))
-            for key, lines in (("honest", honest_lines), ("plan", plan_lines), ("context_share", share_lines)):
-                if st.get(key):
-                    body += [f"<p>{_e(line)}</p>" for line in lines(st[key])]
-            if st.get("honest", {}).get("split"):
-                ids = st["honest"]["split"]["select_ids"]
-                body.append(f"<details><summary>items that chose the peak ({len(ids)})</summary><p class='note'>"
-                            f"{_e(', '.join(ids))}</p></details>")
-            if st.get("decomposition"):
-                body.append(decomposition_table(st["decomposition"]))
-            if body:
-                who = f"{g['label']}: " if len(groups) > 1 else ""
-                parts.append(f"<details open><summary>{_e(who + subset)}: power, selection-honest verdict, "
-                             f"decomposition</summary>{''.join(body)}</details>")
+    for g, subset, st in group_subsets(groups, bench):
+        body = []
+        if st.get("power"):
+            body.append(power_table(st["power"]))
+        for key, lines in (("honest", honest_lines), ("plan", plan_lines), ("context_share", share_lines)):
+            if st.get(key):
+                body += [f"<p>{_e(line)}</p>" for line in lines(st[key])]
+        if st.get("honest", {}).get("split"):
+            ids = st["honest"]["split"]["select_ids"]
+            body.append(f"<details><summary>items that chose the peak ({len(ids)})</summary><p class='note'>"
+                        f"{_e(', '.join(ids))}</p></details>")
+        if st.get("decomposition"):
+            body.append(decomposition_table(st["decomposition"]))
+        if body:
+            who = f"{g['label']}: " if len(groups) > 1 else ""
+            parts.append(f"<details open><summary>{_e(who + subset)}: power, selection-honest verdict, "
+                         f"decomposition</summary>{''.join(body)}</details>")
     if not parts:
         return ""
     return ("<h3>What the verdict can see</h3><p class='note'>Items intervals answer <i>would another sample of "

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import random
 import re
@@ -52,48 +53,12 @@ REAL_RELATIONS = ("currency", "language", "chemical_symbol", "author", "painter"
 CS_DISTRACTOR_RATE = 0.35  # share of cs contexts with one extra real-fact sentence
 C_DISTRACTORS = (0, 0, 1, 1, 2)  # drawn uniformly: how many invented distractor sentences a c context gets
 
-# relation -> (statements, questions). Placeholders: {subject}, {answer}, {a_answer} ("an insect").
-# Statements state the fact in one sentence; the c kind reuses the real relations' templates, so a C example
+# relation -> (statements, questions), read from facts/templates.json (data, beside the fact tables).
+# Placeholders: {subject}, {answer}, {a_answer} ("an insect"). Statements state the fact in one sentence; the c kind reuses the real relations' templates, so a C example
 # differs from a C+S example only in whether the model can know the fact.
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "currency": (("The currency of {subject} is the {answer}.", "{subject} uses the {answer} as its currency.",
-                  "In {subject}, people pay for their shopping with the {answer}."),
-                 ("What is the currency of {subject}?", "Which currency is used in {subject}?")),
-    "language": (("The main language of {subject} is {answer}.", "Most people in {subject} speak {answer}.",
-                  "{answer} is the language spoken by most people in {subject}."),
-                 ("What is the main language of {subject}?", "Which language do most people in {subject} speak?")),
-    "chemical_symbol": (("The chemical symbol for {subject} is {answer}.",
-                         "{subject} has the chemical symbol {answer}.",
-                         "Chemists write {subject} with the symbol {answer}."),
-                        ("What is the chemical symbol for {subject}?",
-                         "Which symbol stands for the element {subject}?")),
-    "author": (("{subject} was written by {answer}.", "The author of {subject} is {answer}.",
-                "{answer} wrote {subject}."),
-               ("Who wrote {subject}?", "Who is the author of {subject}?")),
-    "painter": (("{subject} was painted by {answer}.", "{answer} painted {subject}.",
-                 "The artist who painted {subject} was {answer}."),
-                ("Who painted {subject}?", "Which artist painted {subject}?")),
-    "inventor": (("{subject} was invented by {answer}.", "{answer} invented {subject}.",
-                  "The inventor of {subject} was {answer}."),
-                 ("Who invented {subject}?", "Who is credited with inventing {subject}?")),
-    "animal_class": (("{subject} is {a_answer}.", "Biologists classify {subject} as {a_answer}.",
-                      "In biology, {subject} is classed as {a_answer}."),
-                     ("What class of animal is {subject}?", "What kind of animal is {subject}: mammal, bird, fish, "
-                      "reptile, amphibian, insect or arachnid?")),
-    "founder": (("{subject} was founded by {answer}.", "{answer} founded {subject}.",
-                 "The founder of {subject} was {answer}."),
-                ("Who founded {subject}?", "Who was the founder of {subject}?")),
-    "founding_year": (("{subject} was founded in {answer}.",
-                       "Settlers built the first houses of {subject} in {answer}."),
-                      ("In which year was {subject} founded?", "When was {subject} founded?")),
-    "river": (("{answer} flows through {subject}.", "{subject} lies on the banks of {answer}."),
-              ("Which river flows through {subject}?", "On which river does {subject} lie?")),
-    "height": (("{subject} is {answer} high.", "{subject} rises {answer} above sea level."),
-               ("How high is {subject}?", "What is the height of {subject}?")),
-    "habitat": (("{subject} lives only on the island of {answer}.",
-                 "The island of {answer} is the only home of {subject}."),
-                ("On which island does {subject} live?", "Where does {subject} live?")),
-}
+    rel: (tuple(t["statements"]), tuple(t["questions"]))
+    for rel, t in json.loads((files("ctxrel.train") / "facts" / "templates.json").read_text("utf-8")).items()}
 
 # c relation -> (subject pattern, answer pattern); each {slot} is filled with a fresh invented value.
 INVENTED: dict[str, tuple[str, str]] = {
