@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrel.core.probe_math import (crossing_layer, decided_layer, lora_delta, module_of, span_masks,  # noqa: E402
-                           weight_rows, weight_summary)
+                                    weight_rows, weight_summary)
 
 PROMPTS = ["Background: The capital city of France is Lyon. Question: What is the capital city of France?",
            "Background: Osaka. Question: What is the capital city of Japan? Answer:",

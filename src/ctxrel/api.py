@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ctxrel.analysis.rundata import Run, load_run
 from ctxrel.analysis.summary import summarise
-from ctxrel.config.settings import RunConfig, StudyConfig, from_dict, load_config, to_dict
 from ctxrel.benchmarks.contexts import parse_variant
+from ctxrel.config.settings import RunConfig, StudyConfig, from_dict, load_config, to_dict
 from ctxrel.core.errors import CtxrelError
 from ctxrel.report.build import group_runs
 

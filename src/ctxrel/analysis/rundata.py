@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxrel.core import strict_json
 from ctxrel.analysis.inversion import Point
 from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
 from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config.settings import read_yaml_mapping
-from ctxrel.core.matching import OUTCOMES
+from ctxrel.core import strict_json
 from ctxrel.core.errors import CtxrelError
+from ctxrel.core.matching import OUTCOMES
 from ctxrel.core.probe_math import head_matrices, lens_curves
-from ctxrel.rundir.marker import writer
 from ctxrel.rundir.files import CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_SUMMARY, read_metrics, read_records, step_of
+from ctxrel.rundir.marker import writer
 
 
 @dataclass

@@ -17,8 +17,8 @@ from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
 from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, return_stats, trajectory_stats
 from ctxrel.analysis.items import categories
 from ctxrel.analysis.probes import weights_summary
-from ctxrel.analysis.scrutiny import scrutinise
 from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points, weight_steps
+from ctxrel.analysis.scrutiny import scrutinise
 from ctxrel.core.metrics import bootstrap_ci
 
 SUBSETS = ("all", "known")

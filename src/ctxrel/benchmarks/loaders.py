@@ -38,8 +38,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from ctxrel.core import strict_json
 from ctxrel.benchmarks.schema import REQUIRED, ConflictItem, validate_item
+from ctxrel.core import strict_json
 from ctxrel.core.errors import InputError
 from ctxrel.core.matching import find_spans, normalize
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from ctxrel.core.errors import CtxrelError
 from ctxrel.config.shipped import read_source, read_yaml_mapping  # noqa: F401  (read_yaml_mapping: callers use config's name)
+from ctxrel.core.errors import CtxrelError
 from ctxrel.core.prompts import TEMPLATES, TRAIN_TEMPLATES
 
 TRACKERS = ("tensorboard", "trackio", "wandb")  # train.report_to (ctxrel.train.trackers)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ctxrel.curate.config import DEFAULT_MODEL  # noqa: F401  (the name callers knew here)
 from ctxrel.config.flags import add_common, add_flags
+from ctxrel.curate.config import DEFAULT_MODEL  # noqa: F401  (the name callers knew here)
 
 
 def _operation(curate_sub, name: str, cls, handler, **kwargs) -> argparse.ArgumentParser:

@@ -11,9 +11,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ctxrel.core.errors import CtxrelError
 from ctxrel.curate.dataset import Record, context_of
 from ctxrel.curate.filters import CLASSES, UNSCORED, classify_score
-from ctxrel.core.errors import CtxrelError
 
 MIXTURE_KIND = {"c": "C", "cs": "C+S", "ci": "C+S", "s": "S"}
 

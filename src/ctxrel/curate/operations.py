@@ -19,11 +19,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ctxrel.core.errors import CtxrelError
 from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.dataset import dataset_text, has_context, load_records, record_text
 from ctxrel.curate.filters import KeywordMatcher, classify_score, keyword_list, loss_threshold, summarise_matches
 from ctxrel.curate.manifest import data_input, file_input, output_entry, write_manifest
-from ctxrel.core.errors import CtxrelError
 from ctxrel.rundir.files import atomic_write_text
 
 DATA = "data.jsonl"

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel.curate.dataset import Record, has_context, without_context
 from ctxrel.core.errors import CtxrelError
+from ctxrel.curate.dataset import Record, has_context, without_context
 from ctxrel.rundir.files import append_records, atomic_write_text, read_records
 
 SCORES_FILE = "scores.jsonl"

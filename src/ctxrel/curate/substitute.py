@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ctxrel.core.errors import CtxrelError
 from ctxrel.core.entity_swap import SubstitutionResult, substitute
+from ctxrel.core.errors import CtxrelError
 
 PARSER = dict(help="rename a person everywhere in a text, with a leak and over-replacement report",
               description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "

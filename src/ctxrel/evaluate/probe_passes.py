@@ -28,7 +28,7 @@ from ctxrel.benchmarks.schema import ConflictItem
 from ctxrel.core.errors import CtxrelError
 from ctxrel.core.metrics import bootstrap_rows
 from ctxrel.core.probe_math import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
-                           weight_summary)
+                                    weight_summary)
 from ctxrel.core.prompts import continuation_delimiter
 from ctxrel.evaluate import shards
 from ctxrel.evaluate.records import attention_spans, progress_bar

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel import __version__
-from ctxrel.core.errors import CtxrelError
 from ctxrel.config.shipped import read_yaml_mapping
+from ctxrel.core.errors import CtxrelError
 from ctxrel.rundir.files import CONFIG_FILE, EVALS_DIR, RunDir, read_records
 
 SCHEMA_VERSION = "0.3.0"

@@ -34,10 +34,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from ctxrel.rundir import interruption
-
 from ctxrel.core import strict_json
 from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.rundir import interruption
 
 CONFIG_FILE = "config.yaml"  # resolved config of the latest command
 METRICS_DB = "metrics.sqlite"

@@ -36,7 +36,7 @@ from typing import Any
 
 from ctxrel.core.errors import CtxrelError
 from ctxrel.rundir.files import (CHECKPOINT_META, CHECKPOINTS_DIR, CONFIG_FILE, EVALS_DIR, METRICS_CSV, METRICS_DB,
-                            TRAIN_LOG, TRAIN_SUMMARY, atomic_write_text)
+                                 TRAIN_LOG, TRAIN_SUMMARY, atomic_write_text)
 
 MARKER = "ctxrel-run.json"
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from ctxrel.backends.base import chunk_size
 from ctxrel.core.metrics import bootstrap_means, bootstrap_rows, mean_of_tasks
-from ctxrel.rundir.files import RunDir, read_records
 from ctxrel.evaluate.shards import ALONE, Shard, score_units
+from ctxrel.rundir.files import RunDir, read_records
 from ctxrel.standard.scoring import mc_scores, score_generation
 from ctxrel.standard.tasks import MCItem
 

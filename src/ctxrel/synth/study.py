@@ -16,7 +16,7 @@ import torch
 
 from ctxrel.core.errors import CtxrelError
 from ctxrel.rundir.files import (CHECKPOINT_META, CHECKPOINTS_DIR, RunDir, append_records, atomic_write_text, read_records,
-                            step_name)
+                                 step_name)
 from ctxrel.synth import measure
 from ctxrel.synth.lab import (SynthConfig, batch_indices, load_state, lr_at, save_state,
                               train_steps, validate)

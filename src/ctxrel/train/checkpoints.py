@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ctxrel.rundir import interruption
 from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir import interruption
 from ctxrel.rundir.files import CHECKPOINTS_DIR, list_checkpoints
 
 

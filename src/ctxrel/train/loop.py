@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ctxrel.rundir import interruption
 from ctxrel.core.errors import CtxrelError
 from ctxrel.models.loading import decay_exempt, load_weights, save_weights, trainable_state
+from ctxrel.rundir import interruption
 from ctxrel.rundir.files import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
-                            disk_full, read_records, step_name)
-from ctxrel.train.trackers import Trackers, check_trackers
+                                 disk_full, read_records, step_name)
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
+from ctxrel.train.trackers import Trackers, check_trackers
 
 
 class ResponseLoss(torch.nn.Module):
