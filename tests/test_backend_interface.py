@@ -70,7 +70,7 @@ def test_hf_backend_declares_its_capabilities(tiny_lm):
 
 
 def test_contrast_decoding_is_refused_by_a_backend_that_does_not_declare_it(tiny_lm):
-    from ctxrel.evaluate.scoring import evaluate_variants
+    from ctxrel.evaluate.engine import evaluate_variants
 
     declared_caps = tiny_lm.capabilities
     tiny_lm.capabilities = dataclasses.replace(declared_caps, contrast=False)

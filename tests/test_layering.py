@@ -188,7 +188,7 @@ def test_no_module_imports_a_private_name_of_another():
 
 
 def test_every_function_of_the_evaluation_package_is_under_sixty_lines():
-    """One scoring engine (evaluate/scoring.py) in short steps: no function of evaluate/ grows back into a
+    """One scoring engine (evaluate/engine.py) in short steps: no function of evaluate/ grows back into a
     skeleton of its own."""
     long = [f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
             for path in sorted((PACKAGE / "evaluate").rglob("*.py"))

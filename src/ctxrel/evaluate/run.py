@@ -1,7 +1,7 @@
 """`ctxrel eval` as a function: benchmarks x model -> per-item records + metric rows in a run directory.
 
 `run_eval` checks the settings, loads the benchmarks, standard tasks and model(s), claims the run directory, and
-hands each conflict benchmark to the one scoring engine (`evaluate.scoring.score_benchmark`: pick items, check
+hands each conflict benchmark to the one scoring engine (`evaluate.engine.score_benchmark`: pick items, check
 the window, the knowledge filter, score with context under every (context kind, decoding) pair, resume, metric
 rows for all items and the known subset); then the standard tasks and the model's own probes.
 """
@@ -24,7 +24,7 @@ from ctxrel.core.prompts import PromptBuilder, check_format, resolve_template
 from ctxrel.evaluate import shards
 from ctxrel.evaluate.probe_passes import timing_line, weight_probe
 from ctxrel.evaluate.records import BenchmarkResult, eval_settings, items_digest, progress_bar
-from ctxrel.evaluate.scoring import score_benchmark
+from ctxrel.evaluate.engine import score_benchmark
 from ctxrel.evaluate.selection import fit_window, select_items
 from ctxrel.evaluate.shards import ALONE, Shard
 from ctxrel.evaluate.variants import check_variants

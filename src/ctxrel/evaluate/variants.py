@@ -2,7 +2,7 @@
 
 `eval.contexts` (conflict, gold, irrelevant; `ctxrel.benchmarks.contexts`) times `eval.decoding` (greedy, cad with each
 `eval.cad_alpha`, adacad; `ctxrel.core.decoding`) gives the variants of a benchmark. `(conflict, greedy)` is the
-benchmark itself; every pair is scored by the one engine, `evaluate.scoring`, the other variants on the same
+benchmark itself; every pair is scored by the one engine, `evaluate.engine`, the other variants on the same
 selected items (same ids, same knowledge-filter answers), and is written under its own name
 (`contexts.variant_name`: `cf_capitals[gold,cad]`) — its records in `evals/<ckpt>/<name>.jsonl`, its metric
 rows with that name in the `benchmark` column. Old run directories therefore read exactly as before, and
