@@ -1,5 +1,5 @@
 """Per-checkpoint overhead of `ctxrel eval --run`: reloading the base model for every checkpoint against one
-resident base with each checkpoint's weights swapped in place (`ctxrel.adapter_swap`), in one process.
+resident base with each checkpoint's weights swapped in place (`ctxrel.models.adapter_swap`), in one process.
 
     python perf/checkpoint_swap.py [--model smollm2-135m-instruct] [--checkpoints 9] [--rank 16] [--mode lora]
 
@@ -22,9 +22,9 @@ from pathlib import Path
 def make_checkpoints(spec: str, root: Path, n: int, mode: str, rank: int) -> list[Path]:
     import torch
 
-    from ctxrel.config import LoraSettings, TrainConfig
-    from ctxrel.models import load_model, select_trainable
-    from ctxrel.models import save_weights
+    from ctxrel.config.settings import LoraSettings, TrainConfig
+    from ctxrel.models.loading import load_model, select_trainable
+    from ctxrel.models.loading import save_weights
 
     model, _, _ = load_model(spec, device="cpu")
     model = select_trainable(model, TrainConfig(mode=mode, lora=LoraSettings(rank=rank, alpha=2.0 * rank)))
@@ -52,8 +52,8 @@ def main() -> None:
 
     import torch
 
-    from ctxrel.adapter_swap import ResidentModel
-    from ctxrel.models import load_model
+    from ctxrel.models.adapter_swap import ResidentModel
+    from ctxrel.models.loading import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = make_checkpoints(args.model, Path(tmp), args.checkpoints, args.mode, args.rank)

@@ -32,8 +32,8 @@ def main() -> None:
 
     from ctxrel.curate.dataset import has_context, load_records
     from ctxrel.curate.scoring import record_sequences, score_records
-    from ctxrel.models import load_model
-    from ctxrel.train.data import resolve_data_template
+    from ctxrel.models.loading import load_model
+    from ctxrel.core.prompts import resolve_data_template
 
     data = args.data
     if data is None:

@@ -13,7 +13,7 @@ identical. Each path runs `--repeats` times (default 2), alternating, and the fa
 Naive loop: HF `generate`, one prompt at a time, greedy. ctxrel: the HF backend (length-sorted batches, left
 padding). Both see identical prompt strings and stop tokens; the script checks the greedy outputs are identical
 and prints items/s for both, their ratio, and the likelihood mode's items/s (two answers scored per item).
-Then the decoding methods on the same items (`ctxrel.decoding`; both branches, with and without context, batched
+Then the decoding methods on the same items (`ctxrel.core.decoding`; both branches, with and without context, batched
 on one KV cache): greedy, CAD (alpha 1), AdaCAD, and both contrast methods in one pass sharing the prompt
 encoding, with the ratio CAD / greedy.
 """
@@ -41,9 +41,9 @@ def main() -> None:
 
     from ctxrel.backends.hf import HFBackend
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate import select_items
-    from ctxrel.models import load_model
-    from ctxrel.prompts import PromptBuilder, continuation_delimiter
+    from ctxrel.evaluate.selection import select_items
+    from ctxrel.models.loading import load_model
+    from ctxrel.core.prompts import PromptBuilder, continuation_delimiter
 
     model, tok, name = load_model(args.model, device="cpu")
     lm = HFBackend(model, tok, name=name, batch_size=args.batch_size, decode="own")

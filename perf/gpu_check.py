@@ -76,8 +76,8 @@ def conflict_prompts(n: int) -> list[tuple[str, str, str]]:
     """(prompt, context answer, parametric answer) for `n` of ctxrel's built-in conflict items, Alpaca template
     (the preset's), spread over both benchmarks."""
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate import select_items
-    from ctxrel.prompts import PromptBuilder
+    from ctxrel.evaluate.selection import select_items
+    from ctxrel.core.prompts import PromptBuilder
 
     items = [it for b in ("cf_capitals", "biographies") for it in select_items(load_benchmark(b).items, n, seed=0)]
     random.Random(0).shuffle(items)
@@ -146,11 +146,11 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.prompts import continuation_delimiter
-    from ctxrel.models import load_weights, save_weights
+    from ctxrel.core.prompts import continuation_delimiter
+    from ctxrel.models.loading import load_weights, save_weights
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     cuda = torch.cuda.is_available() and not args.tiny
     if not cuda and not args.tiny:
@@ -206,8 +206,8 @@ def main() -> int:
                  2 * n_flop * prompt_tokens / c.s))
 
     # -- one LoRA training step through the loop's pieces ------------------------------------------------------
-    from ctxrel import config as C
-    from ctxrel.models import select_trainable
+    from ctxrel.config import settings as C
+    from ctxrel.models.loading import select_trainable
 
     tc = C.TrainConfig(mode="lora", lora=C.LoraSettings(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
                                                         targets=list(lora.targets)),

@@ -27,14 +27,14 @@ from pathlib import Path
 
 
 def ctxrel_scores(lm, task, items):
-    from ctxrel.results import RunDir
+    from ctxrel.rundir.files import RunDir
     from ctxrel.standard.runner import evaluate_task
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         rows, _ = evaluate_task(lm, task, items, RunDir(d))
         seconds = time.perf_counter() - t0
-        from ctxrel.results import read_records
+        from ctxrel.rundir.files import read_records
         records = {r["id"]: r for r in read_records(RunDir(d).eval_file("model", task))}
     return {r["metric"]: r["value"] for r in rows}, records, seconds
 
@@ -170,7 +170,7 @@ def main() -> None:
     import torch
 
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
     from ctxrel.standard.tasks import DEFAULT_SHOTS, load_task, stratified_limit
 
     data = Path(args.data)

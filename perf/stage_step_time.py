@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from ctxrel.train.stages import train_stages
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_study_config(args.preset, [f"out={tmp}/run"] + ([f"model.device={args.device}"] if args.device

@@ -51,7 +51,8 @@ def main() -> None:
     if args.run:
         run = Path(args.run)
     else:
-        from ctxrel.train.study import load_study_config, run_study
+        from ctxrel.config import load_study_config
+        from ctxrel.train.study import run_study
 
         run = Path(tempfile.mkdtemp(prefix="ctxrel-overhead-"))
         cfg = load_study_config("quickstart", [*args.overrides, f"out={run}"])
@@ -92,9 +93,10 @@ def synthetic_alpaca(n: int, seed: int = 0) -> list[dict]:
 def grouped_vs_unsorted(args) -> None:
     import torch
 
-    from ctxrel import config as C
-    from ctxrel.models import load_model, select_trainable
-    from ctxrel.train.data import collate, read_file, resolve_data_template, to_example, tokenize
+    from ctxrel.config import settings as C
+    from ctxrel.models.loading import load_model, select_trainable
+    from ctxrel.train.data import collate, read_file, to_example, tokenize
+    from ctxrel.core.prompts import resolve_data_template
     from ctxrel.train.loop import ResponseLoss, _optimizer, make_plan
 
     data = Path(os.environ.get("CTXREL_DATA", "")) / "alpaca" / "alpaca_data.json.gz"

@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     model, tok, name = load_model(str(tiny_model_dir), device="cpu")
     return HFBackend(model, tok, name=name, batch_size=4)
@@ -77,9 +77,9 @@ def write_toy_run(path: Path, counts: dict[int, int] | None = None, n_items: int
     at each step of `counts` (the first `counts[step]` items answer with the context's city, the rest with the
     real one), scored by ctxrel's own matching and metrics code; step 0's answers define `known` (every item)."""
     from ctxrel.benchmarks.schema import ConflictItem
-    from ctxrel.metrics import conflict_metrics
-    from ctxrel.records import generation_records
-    from ctxrel.results import RunDir, append_records, step_name
+    from ctxrel.core.metrics import conflict_metrics
+    from ctxrel.evaluate.records import generation_records
+    from ctxrel.rundir.files import RunDir, append_records, step_name
 
     counts = counts or TOY_CF_COUNTS
     items = [ConflictItem(id=f"cf_toy/{i}", benchmark="cf_toy", category="europe" if i % 2 else "asia",

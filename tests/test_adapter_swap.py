@@ -1,10 +1,10 @@
-"""One resident base model, checkpoints swapped in place (`ctxrel.adapter_swap`): after every swap the model's
+"""One resident base model, checkpoints swapped in place (`ctxrel.models.adapter_swap`): after every swap the model's
 logits equal those of a fresh load of that checkpoint, for LoRA, full and qk checkpoints, in any order."""
 
 import pytest
 import torch
 
-from ctxrel.config import TrainConfig
+from ctxrel.config.settings import TrainConfig
 
 PROMPT = "Background: The capital city of France is Lyon.\n\nQuestion: What is the capital city of France?"
 
@@ -12,8 +12,8 @@ PROMPT = "Background: The capital city of France is Lyon.\n\nQuestion: What is t
 def _checkpoints(base_dir, tmp_path, mode: str, n: int = 3, **train) -> list:
     """n checkpoints of one run: the trainable tensors of `mode`, randomised per checkpoint (no training needed:
     only the saved shapes and names matter for swapping)."""
-    from ctxrel.models import load_model, select_trainable
-    from ctxrel.models import save_weights
+    from ctxrel.models.loading import load_model, select_trainable
+    from ctxrel.models.loading import save_weights
 
     folders = []
     for k in range(n):
@@ -38,7 +38,7 @@ def _logits(model, tok) -> torch.Tensor:
 
 
 def _fresh(base_dir, folder):
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     model, tok, _ = load_model(str(base_dir), adapter=str(folder), device="cpu")
     return _logits(model, tok)
@@ -46,7 +46,7 @@ def _fresh(base_dir, folder):
 
 @pytest.mark.parametrize("mode, train", [("lora", {}), ("full", {}), ("qk", {}), ("qk", {"qk_lora": True})])
 def test_swapped_checkpoint_equals_a_fresh_load(tiny_model_dir, tmp_path, mode, train):
-    from ctxrel.adapter_swap import ResidentModel
+    from ctxrel.models.adapter_swap import ResidentModel
 
     folders = _checkpoints(tiny_model_dir, tmp_path, mode, **train)
     resident = ResidentModel(str(tiny_model_dir), device="cpu")
@@ -63,7 +63,7 @@ def test_swapped_checkpoint_equals_a_fresh_load(tiny_model_dir, tmp_path, mode, 
 def test_full_checkpoint_holding_fewer_tensors_restores_the_rest_from_the_base(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from ctxrel.adapter_swap import ResidentModel
+    from ctxrel.models.adapter_swap import ResidentModel
 
     full, = _checkpoints(tiny_model_dir, tmp_path, "full", n=1)
     part = tmp_path / "part"
@@ -77,8 +77,8 @@ def test_full_checkpoint_holding_fewer_tensors_restores_the_rest_from_the_base(t
 
 
 def test_lora_of_another_rank_is_attached_afresh(tiny_model_dir, tmp_path):
-    from ctxrel.adapter_swap import ResidentModel
-    from ctxrel.config import LoraSettings
+    from ctxrel.models.adapter_swap import ResidentModel
+    from ctxrel.config.settings import LoraSettings
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -9,7 +9,7 @@ import pytest
 
 from ctxrel.analysis.flips import flip_table, flips_by_category, mcnemar_exact, resolve_checkpoint
 from ctxrel.analysis.inversion import (Point, anchors, paired_bootstrap_diff, return_stats, seeds_diff, smooth,
-                                      trajectory_stats)
+                                       trajectory_stats)
 from ctxrel.analysis.items import item_outcomes, item_values
 
 STEPS = [0, 8, 16, 24, 32, 40, 48]

@@ -10,7 +10,7 @@ import pytest
 
 import ctxrel
 from ctxrel import api
-from ctxrel.results import RunDir, read_records
+from ctxrel.rundir.files import RunDir, read_records
 
 
 def test_doctests_of_the_api_module(toy_run):
@@ -23,6 +23,15 @@ def test_import_ctxrel_stays_light():
     """`import ctxrel` does not import pandas, numpy or the API until a name is used."""
     code = ("import sys, ctxrel; assert 'ctxrel.api' not in sys.modules and 'pandas' not in sys.modules "
             "and 'numpy' not in sys.modules; ctxrel.load; assert 'ctxrel.api' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_package_faces_keep_the_public_imports_and_stay_light():
+    """`from ctxrel.evaluate import run_eval` and `from ctxrel.config import RunConfig` work after the modules moved
+    into folders, and neither face imports torch."""
+    code = ("import sys; from ctxrel.config import RunConfig, StudyConfig, load_config; import ctxrel.evaluate as E; "
+            "assert 'torch' not in sys.modules; from ctxrel.evaluate import run_eval, select_items, evaluate_variants; "
+            "from ctxrel.evaluate.run import run_eval as r; assert run_eval is r and E.select_items is select_items")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -91,7 +100,7 @@ def test_public_names_are_not_module_names():
     assert set(ctxrel._LAZY) == set(api.__all__)
     import importlib
 
-    importlib.import_module("ctxrel.evaluate")
+    importlib.import_module("ctxrel.evaluate.run")
     assert callable(ctxrel.run_eval) and ctxrel.run_eval is api.run_eval
 
 

@@ -81,7 +81,7 @@ def test_cuda_uses_bf16_and_generates(tiny_model_dir):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     model, tok, name = load_model(str(tiny_model_dir))
     assert next(model.parameters()).dtype == torch.bfloat16 and model.device.type == "cuda"
@@ -164,7 +164,7 @@ def test_contrast_methods_share_one_pass_and_match_one_at_a_time(tiny_lm):
 
 
 def test_cad_decoding_matches_a_manual_loop(tiny_lm):
-    from ctxrel.decoding import cad_logits
+    from ctxrel.core.decoding import cad_logits
 
     (c, n) = PAIRS[0]
     ids_c, ids_n = tiny_lm.encode(c), tiny_lm.encode(n)
@@ -182,7 +182,7 @@ def test_cad_decoding_matches_a_manual_loop(tiny_lm):
 
 
 def test_loglikelihood_contrast(tiny_lm):
-    from ctxrel.decoding import cad_logits
+    from ctxrel.core.decoding import cad_logits
 
     reqs = [(c, n, " Paris") for c, n in PAIRS] + [(PAIRS[0][0], PAIRS[0][1], " New Cairo")]
     got = tiny_lm.loglikelihood_contrast(reqs, [("cad", 0.0), ("cad", 1.0), ("adacad", 0.0)])

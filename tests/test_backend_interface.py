@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ctxrel.backends.base import Capabilities
-from ctxrel.config import EvalConfig
-from ctxrel.errors import CtxrelError
+from ctxrel.config.settings import EvalConfig
+from ctxrel.core.errors import CtxrelError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ctxrel"
 PROTOCOLS = ("LM", "ContrastLM", "ProbedLM")
@@ -70,7 +70,7 @@ def test_hf_backend_declares_its_capabilities(tiny_lm):
 
 
 def test_contrast_decoding_is_refused_by_a_backend_that_does_not_declare_it(tiny_lm):
-    from ctxrel.variants import evaluate_variants
+    from ctxrel.evaluate.engine import evaluate_variants
 
     declared_caps = tiny_lm.capabilities
     tiny_lm.capabilities = dataclasses.replace(declared_caps, contrast=False)

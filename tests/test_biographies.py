@@ -10,8 +10,8 @@ from ctxrel.benchmarks.biographies import (CATEGORIES, SUBSTITUTES_PER_PERSON, b
 from ctxrel.benchmarks.builtin import BUILTINS
 from ctxrel.benchmarks.registry import load_benchmark
 from ctxrel.benchmarks.schema import validate_item
-from ctxrel.substitution import PARTICLES, fold
-from ctxrel.matching import find_spans, match, normalize
+from ctxrel.core.entity_swap import PARTICLES, fold
+from ctxrel.core.matching import find_spans, match, normalize
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_main_prints_report(capsys):
 @pytest.mark.integration
 def test_eval_runs_on_biographies(tiny_model_dir, tmp_path, capsys):
     from ctxrel.cli import main as cli_main
-    from ctxrel.results import read_records
+    from ctxrel.rundir.files import read_records
 
     out = tmp_path / "run"
     code = cli_main(["eval", "--model", str(tiny_model_dir), "--out", str(out), "--max-new-tokens", "4",

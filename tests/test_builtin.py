@@ -10,7 +10,7 @@ import pytest
 from ctxrel.benchmarks.builtin import (BUILTINS, TEMPLATES, CountryFact, build_cf_capitals,
                                        load_country_facts)
 from ctxrel.benchmarks.schema import validate_item
-from ctxrel.matching import find_spans, match, normalize
+from ctxrel.core.matching import find_spans, match, normalize
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_registry():
 
 
 def test_limit_is_prefix_consistent():
-    from ctxrel.evaluate import select_items
+    from ctxrel.evaluate.selection import select_items
 
     items = build_cf_capitals()
     small, large = select_items(items, 5, seed=0), select_items(items, 20, seed=0)

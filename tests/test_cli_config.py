@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctxrel import presets as P
-from ctxrel.flags import resolved_yaml
+from ctxrel.config import shipped as P
+from ctxrel.config.flags import resolved_yaml
 from ctxrel.cli import build_parser, main, parse_args
-from ctxrel.config import VERBS, config_class
-from ctxrel.errors import CtxrelError
-from ctxrel.flags import flag_name, from_args, leaves, scalar
+from ctxrel.config.settings import VERBS, config_class
+from ctxrel.core.errors import CtxrelError
+from ctxrel.config.flags import flag_name, from_args, leaves, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def test_presets_list_and_show(tmp_path, capsys):
     assert shown.startswith("# quickstart:") and "train:" in shown and "micro_batch_size" in shown  # every key
     mine = tmp_path / "my.yaml"
     mine.write_text(shown)
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config import load_study_config
 
     assert load_study_config(str(mine)) == load_study_config("quickstart")
     assert main(["presets", "show", "nope"]) == 2
@@ -163,7 +163,7 @@ def test_every_preset_shows_and_loads_back(name, tmp_path):
     verb = P.verb_of(name)
     if verb in ("theory", "synth"):
         pytest.importorskip("torch")
-    from ctxrel.config import load_config
+    from ctxrel.config.settings import load_config
 
     path = tmp_path / "shown.yaml"
     path.write_text(resolved_yaml(name))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.results import read_records
+from ctxrel.rundir.files import read_records
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ctxrel import config as C
-from ctxrel.errors import CtxrelError
+from ctxrel.config import settings as C
+from ctxrel.core.errors import CtxrelError
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -1,7 +1,7 @@
 """gold / irrelevant context builders on hand-made items, and variant names (contexts.py)."""
 
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.contexts import build_kind, gold_item, irrelevant_item, parse_variant, variant_name
+from ctxrel.benchmarks.contexts import build_kind, gold_item, irrelevant_item, parse_variant, variant_name
 
 
 def item(i, context, question, ca, pa, *, ca_alias=(), meta=None, prompt=None):

@@ -14,7 +14,7 @@ import pytest
 from ctxrel.benchmarks import cpi
 from ctxrel.benchmarks.registry import describe, load_benchmark
 from ctxrel.cli import main
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 WORLD = [dict(context=f"The capital of Country{i} moved to Town{i}.", question=f"What is the capital of Country{i}?",
               answer=f"Town{i}", memory_answer=f"City{i}") for i in range(3)] + \

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.config import DataConfig
+from ctxrel.config.settings import DataConfig
 from ctxrel.curate import augment as A
 from ctxrel.curate.dataset import context_of, has_context, load_records, without_context
 from ctxrel.curate.filters import (KeywordMatcher, classify_score, countries_capitals, loss_threshold, quantile,
                                    read_keyword_file)
 from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.operations import augment, classify, filter_records
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core.errors import CtxrelError, InputError
 from ctxrel.train.data import load_examples
 
 ALPACA = [
@@ -49,7 +49,7 @@ def alpaca_file(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     model, tok, _ = load_model(str(tiny_model_dir), device="cpu")
     return model, tok
@@ -277,7 +277,7 @@ def test_augment_ratio_format_and_seed(tmp_path, fmt):
 
 
 def test_augment_from_fact_tables_is_counterfactual(alpaca_file, tmp_path):
-    from ctxrel.matching import normalize
+    from ctxrel.core.matching import normalize
     from ctxrel.train.mixture import load_fact_tables
 
     truth = {(f.subject, f.relation): {normalize(a) for a in (f.answer, *f.aliases)} for f in load_fact_tables()}
@@ -447,7 +447,7 @@ def test_smollm2_separates_mixture_kinds(tmp_path):
     """On the built-in mixture the generator knows each record's kind: invented-entity (c) records must have a
     far higher loss without context than real-fact (cs) records under the real model."""
     pytest.importorskip("gguf")
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
 
     try:
         loaded = load_model("smollm2-135m-instruct", device="cpu")[:2]

@@ -194,12 +194,12 @@ def test_model_decode_reaches_the_backend_and_both_paths_write_the_same_records(
     same records; a value outside own / hf is refused in one sentence before a model loads."""
     import json
 
-    from ctxrel import config as C
+    from ctxrel.config import settings as C
     from ctxrel.cli import main
-    from ctxrel.evaluate import _load_lm
+    from ctxrel.evaluate.run import load_lm
 
-    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig(decode="hf")).decode == "hf"
-    assert _load_lm(str(tiny_model_dir), None, C.ModelConfig()).decode == "own"
+    assert load_lm(str(tiny_model_dir), None, C.ModelConfig(decode="hf")).decode == "hf"
+    assert load_lm(str(tiny_model_dir), None, C.ModelConfig()).decode == "own"
     outs = {}
     for path in ("own", "hf"):
         out = tmp_path / path

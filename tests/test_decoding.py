@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ctxrel.decoding import adacad_alpha, cad_logits, contrast, jensen_shannon, label, labels, parse_label
+from ctxrel.core.decoding import adacad_alpha, cad_logits, contrast, jensen_shannon, label, labels, parse_label
 
 
 def test_cad_contrast_on_hand_made_logits():

@@ -70,8 +70,8 @@ BLOCK = re.compile(r"(<!-- keys: (?P<verb>[a-z ]+) -->\n)(?P<body>.*?)(<!-- /key
 
 def key_table(verb: str) -> str:
     """The Markdown table of every key of `verb`'s config: key, flags, default, meaning (the field's comment)."""
-    from ctxrel.config import config_class
-    from ctxrel.flags import _show, flag_name, leaves
+    from ctxrel.config.settings import config_class
+    from ctxrel.config.flags import _show, flag_name, leaves
 
     rows = ["| key | flag | default | meaning |", "|---|---|---|---|"]
     for leaf in leaves(config_class(verb)):

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import RunDir, read_records  # noqa: E402
+from ctxrel.rundir.files import RunDir, read_records  # noqa: E402
 
 HAVE_EEE = importlib.util.find_spec("every_eval_ever") is not None
 WHY = (f"every-eval-ever is not importable here (its 0.3.0 wheel requires Python >= 3.12; this is "

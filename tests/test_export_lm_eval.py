@@ -34,8 +34,8 @@ def test_export_is_well_formed(tmp_path, capsys):
     ast.parse((out / "utils.py").read_text())
     rows = [json.loads(line) for line in (out / "ctxrel_cf_capitals.jsonl").read_text().splitlines()]
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.evaluate import select_items
-    from ctxrel.prompts import PromptBuilder
+    from ctxrel.evaluate.selection import select_items
+    from ctxrel.core.prompts import PromptBuilder
 
     items = select_items(load_benchmark("cf_capitals").items, 6, 0)
     assert [r["id"] for r in rows] == [it.id for it in items]  # ctxrel eval's own selection
@@ -95,10 +95,10 @@ def test_lm_eval_agrees_with_ctxrel_item_by_item(tmp_path):
     from lm_eval.tasks import TaskManager
 
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.config import EvalConfig, ModelConfig, RunConfig
-    from ctxrel.evaluate import run_eval
-    from ctxrel.models import load_model
-    from ctxrel.results import read_records
+    from ctxrel.config.settings import EvalConfig, ModelConfig, RunConfig
+    from ctxrel.evaluate.run import run_eval
+    from ctxrel.models.loading import load_model
+    from ctxrel.rundir.files import read_records
 
     limit = 12
     task_dir = tmp_path / "task"

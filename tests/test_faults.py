@@ -4,7 +4,7 @@ a full disk during a checkpoint, a corrupted last line -- and the next run must 
 generations, losses and weights of an uninterrupted run, or refuse in one sentence. Never is half a file read
 as data.
 
-The stop is exact, not a race: `CTXREL_FAULT_AT` names a fault point (ctxrel.interruption) where the child
+The stop is exact, not a race: `CTXREL_FAULT_AT` names a fault point (ctxrel.rundir.interruption) where the child
 process writes its position to a file and freezes itself (SIGSTOP) in the middle of that write; the test inspects
 the directory at that instant, then kills it.
 """
@@ -28,7 +28,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import read_metrics, read_records  # noqa: E402
+from ctxrel.rundir.files import read_metrics, read_records  # noqa: E402
 from ctxrel.train.checkpoints import list_checkpoints  # noqa: E402
 
 ALPACA = [{"instruction": f"Name city number {i}.", "input": "Paris Lyon" if i % 3 else "",

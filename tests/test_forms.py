@@ -8,7 +8,7 @@ import pytest
 
 from ctxrel.benchmarks import forms
 from ctxrel.benchmarks.registry import REGISTRY, load_benchmark
-from ctxrel.matching import states
+from ctxrel.core.matching import states
 
 
 def _items(name):

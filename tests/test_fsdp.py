@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ctxrel import config as C  # noqa: E402
-from ctxrel.errors import CtxrelError  # noqa: E402
-from ctxrel.results import read_records  # noqa: E402
+from ctxrel.config import settings as C  # noqa: E402
+from ctxrel.core.errors import CtxrelError  # noqa: E402
+from ctxrel.rundir.files import read_records  # noqa: E402
 from ctxrel.train.loop import check_launch  # noqa: E402
 
 from test_study import losses, outputs, write_config  # noqa: E402
@@ -131,7 +131,7 @@ def test_a_resumed_sharded_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_p
     optimizer moments are sharded again): bit-identical losses, weights and moments. The same step-4 checkpoint
     resumed by one plain process gives the same losses (to rounding): the files do not depend on the sharding."""
     driver = tmp_path / "drive.py"  # the loop itself: the CLI refuses a changed train.max_steps on resume
-    driver.write_text("import sys\nfrom ctxrel.train.study import load_study_config\n"
+    driver.write_text("import sys\nfrom ctxrel.config import load_study_config\n"
                       "from ctxrel.train.loop import train\n"
                       "train(load_study_config(sys.argv[1], sys.argv[2:]), log=lambda *a, **k: None)\n")
     cfg = write_config(tmp_path, tiny_model_dir, train=dict(mode="full", lr=1e-3, epochs=1, schedule="constant"),

@@ -55,7 +55,7 @@ def test_a_grpo_stage_samples_scores_and_logs(tiny_model_dir, tmp_path):
     import yaml
 
     from ctxrel.cli import main
-    from ctxrel.results import read_records
+    from ctxrel.rundir.files import read_records
 
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))
@@ -94,7 +94,7 @@ def test_report_shows_the_reward_beside_held_out_accuracy(tiny_model_dir, tmp_pa
     import yaml
 
     from ctxrel.cli import main
-    from ctxrel.results import read_records
+    from ctxrel.rundir.files import read_records
 
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))

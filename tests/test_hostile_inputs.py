@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.matching import match, unscorable
-from ctxrel.results import RunDir, read_records
+from ctxrel.core.matching import match, unscorable
+from ctxrel.rundir.files import RunDir, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -378,8 +378,8 @@ def test_kill_9_releases_the_lock(tiny_model_dir, tmp_path):
 @pytest.fixture
 def study_like_run(tiny_lm, tmp_path):
     """A two-checkpoint run made through the evaluation code (what `ctxrel report` reads)."""
-    from ctxrel.config import EvalConfig, RunConfig
-    from ctxrel.evaluate import run_eval
+    from ctxrel.config.settings import EvalConfig, RunConfig
+    from ctxrel.evaluate.run import run_eval
 
     out = tmp_path / "study"
     cfg = RunConfig(eval=EvalConfig(limit=2, max_new_tokens=3, knowledge_filter=False, bootstrap=50), out=str(out))
@@ -431,7 +431,7 @@ def test_eval_into_a_run_with_garbage_sqlite(tiny_model_dir, tmp_path, capsys):
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir.files import atomic_write_text
 
     old = os.umask(0o022)
     try:

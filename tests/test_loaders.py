@@ -11,8 +11,8 @@ import pytest
 
 from ctxrel.benchmarks.loaders import (FORMATS, LoadResult, load_ctxrel_jsonl, load_file, load_memotrap,
                                        load_nq_swap, load_study_json, load_study_jsonl, sniff_format)
-from ctxrel.errors import InputError
-from ctxrel.matching import match
+from ctxrel.core.errors import InputError
+from ctxrel.core.matching import match
 
 # ------------------------------------------------------------------ fixtures (a few rows per format)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ctxrel.matching import match, normalize, overlapping_answers
+from ctxrel.core.matching import match, normalize, overlapping_answers
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ctxrel.metrics import bootstrap_ci, conflict_metrics, item_matrix, m_c
+from ctxrel.core.metrics import bootstrap_ci, conflict_metrics, item_matrix, m_c
 
 
 def rec(i, outcome, sample=0, first=None):

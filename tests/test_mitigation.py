@@ -13,8 +13,8 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.contexts import variant_name  # noqa: E402
-from ctxrel.results import read_records  # noqa: E402
+from ctxrel.benchmarks.contexts import variant_name  # noqa: E402
+from ctxrel.rundir.files import read_records  # noqa: E402
 
 ALL = ["eval.decoding=[greedy,cad,adacad]", "eval.contexts=[conflict,gold,irrelevant]"]
 KINDS = ("conflict", "gold", "irrelevant")

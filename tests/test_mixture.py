@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from ctxrel.errors import CtxrelError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.matching import normalize
 from ctxrel.train.mixture import (KINDS, REAL_RELATIONS, TEMPLATES, eval_city_names, eval_overlap, eval_person_names,
                                   generate_mixture, load_fact_tables, mixture_counts, training_fact_pool,
                                   training_facts)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.errors import InputError
+from ctxrel.core.errors import InputError
 from ctxrel.train.pairs import generate_pairs, read_pairs
 
 GOOD = dict(prompt="Question: What is the currency of Japan?", chosen="yen", rejected="euro")
@@ -69,7 +69,7 @@ def test_chat_and_qa_records_render_with_labels_on_the_response_only(tiny_model_
 
 def test_built_in_pairs_follow_their_kind_and_never_touch_evaluation_entities():
     from ctxrel.curate.pairs import pair_overlap
-    from ctxrel.matching import match
+    from ctxrel.core.matching import match
 
     records = generate_pairs(600, irrelevant=0.5, seed=3)
     assert {r["kind"] for r in records} == {"conflict", "irrelevant"}

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 from ctxrel.benchmarks.registry import load_benchmark  # noqa: E402
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import RunDir, read_records  # noqa: E402
+from ctxrel.rundir.files import RunDir, read_records  # noqa: E402
 from test_study import write_config  # noqa: E402
 
 

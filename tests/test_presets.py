@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxrel.presets import names  # noqa: E402
-from ctxrel.presets import PRESETS_DIR  # noqa: E402
-from ctxrel.train.study import load_study_config  # noqa: E402
+from ctxrel.config.shipped import names  # noqa: E402
+from ctxrel.config.shipped import PRESETS_DIR  # noqa: E402
+from ctxrel.config import load_study_config  # noqa: E402
 
 STUDY_PRESETS = names("study")  # synth and theory presets are those verbs' (test_synth, test_theory resolve them)
 
@@ -67,13 +67,14 @@ def test_the_shipped_presets_are_all_found():
 def test_preset_builds_its_training_and_evaluation_plan(name, tok):
     from ctxrel.backends.hf import HFBackend
     from ctxrel.benchmarks.registry import REGISTRY, load_benchmark
-    from ctxrel.evaluate import _builder, standard_tasks
+    from ctxrel.evaluate.run import _builder, standard_tasks
     from ctxrel.standard.tasks import standard_name
-    from ctxrel.models import select_trainable
-    from ctxrel.prompts import check_format, continuation_delimiter
-    from ctxrel.train.data import collate, load_examples, resolve_data_template, to_example, tokenize
+    from ctxrel.models.loading import select_trainable
+    from ctxrel.core.prompts import check_format, continuation_delimiter
+    from ctxrel.train.data import collate, load_examples, to_example, tokenize
+    from ctxrel.core.prompts import resolve_data_template
     from ctxrel.train.loop import ResponseLoss, _optimizer, check_train_config, make_plan
-    from ctxrel.train.study import _eval_config
+    from ctxrel.evaluate.saved_run import study_eval_config as _eval_config
 
     cfg = load_study_config(name)
     assert cfg.out.startswith("runs/"), f"{name}: out should be a run directory under runs/"
@@ -137,7 +138,7 @@ def test_preset_builds_its_training_and_evaluation_plan(name, tok):
 
 def test_a_broken_preset_fails_here(tmp_path, tok):
     """The checks above can fail: a renamed key, and a micro-batch that does not divide the batch."""
-    from ctxrel.errors import CtxrelError
+    from ctxrel.core.errors import CtxrelError
     from ctxrel.train.loop import make_plan
 
     text = (PRESETS_DIR / "paper" / "llama2-7b-alpaca-lora.yaml").read_text()

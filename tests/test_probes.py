@@ -1,4 +1,4 @@
-"""Probes (ctxrel.probes math, the HF backend's hooks) on a tiny random Llama: LoRA deltas against merged weights,
+"""Probes (ctxrel.core.probe_math math, the HF backend's hooks) on a tiny random Llama: LoRA deltas against merged weights,
 the logit lens against the model's own log-probabilities, per-head attention against `attention_to_spans`."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxrel.probes import (crossing_layer, decided_layer, lora_delta, module_of, span_masks,  # noqa: E402
-                           weight_rows, weight_summary)
+from ctxrel.core.probe_math import (crossing_layer, decided_layer, lora_delta, module_of, span_masks,  # noqa: E402
+                                    weight_rows, weight_summary)
 
 PROMPTS = ["Background: The capital city of France is Lyon. Question: What is the capital city of France?",
            "Background: Osaka. Question: What is the capital city of Japan? Answer:",
@@ -95,7 +95,7 @@ def test_full_checkpoint_deltas_read_the_base_weights(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import base_weights
+    from ctxrel.models.loading import base_weights
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with torch.no_grad():
@@ -140,8 +140,8 @@ def test_per_head_attention_averages_back_to_attention_to_spans(tiny_lm):
 
 
 def test_unknown_probe_is_a_config_error():
-    from ctxrel import config as C
-    from ctxrel.errors import CtxrelError
+    from ctxrel.config import settings as C
+    from ctxrel.core.errors import CtxrelError
 
     with pytest.raises(CtxrelError, match="eval.probes: 'lense' is not one of weights, heads, lens"):
         C.load(None, ["eval.probes=[weights,lense]"])
@@ -154,7 +154,7 @@ def test_study_with_probes_writes_rows_and_report_figures(tiny_model_dir, tmp_pa
     import pandas as pd
 
     from ctxrel.cli import main
-    from ctxrel.results import RunDir
+    from ctxrel.rundir.files import RunDir
     from test_study import write_config
 
     cfg = write_config(tmp_path, tiny_model_dir, train=dict(max_steps=4), eval=dict(every=2, early=[]))

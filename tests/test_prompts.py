@@ -1,7 +1,7 @@
 import pytest
 
-from ctxrel.errors import CtxrelError
-from ctxrel.prompts import PromptBuilder, continuation_delimiter
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.prompts import PromptBuilder, continuation_delimiter
 
 
 def test_plain_default():

@@ -14,8 +14,8 @@ import pytest
 
 from ctxrel.analysis.flips import mcnemar_exact
 from ctxrel.cli import main
-from ctxrel.metrics import conflict_metrics
-from ctxrel.results import RunDir, append_records
+from ctxrel.core.metrics import conflict_metrics
+from ctxrel.rundir.files import RunDir, append_records
 
 STEPS = [0, 4, 8, 16, 24, 32]
 INVERSION = [0.45, 0.65, 0.80, 0.70, 0.55, 0.45]
@@ -178,7 +178,7 @@ def test_errors_name_the_run_dir(tmp_path, capsys):
 
 def test_likelihood_mode_run_follows_m_c(tmp_path):
     """A study scored in likelihood mode: M_C per item, no generations (so no flips), same report."""
-    from ctxrel.metrics import m_c
+    from ctxrel.core.metrics import m_c
     from ctxrel.report.build import build_report
 
     rng = np.random.default_rng(0)

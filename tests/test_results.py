@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.results import RunDir, append_records, read_records
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.rundir.files import RunDir, append_records, read_records
 
 
 def test_partial_last_line_is_ignored_then_cut(tmp_path):
@@ -65,7 +65,7 @@ def test_a_metrics_table_written_before_the_stage_column_is_read_read_only(tmp_p
     the reader adding the column: the file is left exactly as it was."""
     import sqlite3
 
-    from ctxrel.results import ADDED_COLUMNS, METRIC_COLUMNS, METRICS_DB, read_metrics
+    from ctxrel.rundir.files import ADDED_COLUMNS, METRIC_COLUMNS, METRICS_DB, read_metrics
 
     old = [c for c in METRIC_COLUMNS if c not in ADDED_COLUMNS]
     db = tmp_path / METRICS_DB

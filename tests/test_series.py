@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.errors import CtxrelError
-from ctxrel.fingerprint import weights_fingerprint
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.fingerprint import weights_fingerprint
 
 EVAL = ["--benchmark", "cf_capitals", "--limit", "4", "--max-new-tokens", "4", "--eval.bootstrap", "50"]
 

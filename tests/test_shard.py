@@ -1,4 +1,4 @@
-"""Sharded evaluation (ctxrel.shards): 2 CPU processes over gloo write exactly the records and metric rows one
+"""Sharded evaluation (ctxrel.evaluate.shards): 2 CPU processes over gloo write exactly the records and metric rows one
 process writes, for a study's evaluation and for `ctxrel eval --run`; a restarted process does not rescore its
 finished shard. Plus the pure parts (dealing, merging, names) in milliseconds."""
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctxrel import shards
-from ctxrel.errors import CtxrelError
-from ctxrel.results import RunDir, read_records, shard_file, shard_files
+from ctxrel.evaluate import shards
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import RunDir, read_records, shard_file, shard_files
 
 ALPACA = [{"instruction": f"Name city number {i}.", "input": "Paris Lyon" if i % 3 else "",
            "output": f"City {i} is Lyon."} for i in range(16)]

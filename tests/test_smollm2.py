@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from ctxrel.cli import main
-from ctxrel.matching import OUTCOMES
-from ctxrel.results import read_records
+from ctxrel.core.matching import OUTCOMES
+from ctxrel.rundir.files import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def smol():
     pytest.importorskip("gguf")
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.models import load_model, smollm2_gguf
+    from ctxrel.models.loading import load_model, smollm2_gguf
 
     try:
         smollm2_gguf()
@@ -33,7 +33,7 @@ def ask(lm, text: str) -> str:
 def test_converted_model_is_fp32_and_cached(smol):
     import torch
 
-    from ctxrel.models import _gguf_cache_dir, smollm2_gguf
+    from ctxrel.models.loading import _gguf_cache_dir, smollm2_gguf
 
     assert next(smol.model.parameters()).dtype == torch.float32
     assert (_gguf_cache_dir(smollm2_gguf()) / "model.safetensors").exists()

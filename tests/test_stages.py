@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import read_records  # noqa: E402
+from ctxrel.rundir.files import read_records  # noqa: E402
 
 ALPACA = [{"instruction": f"Name city number {i}.", "input": "Paris Lyon" if i % 3 else "",
            "output": f"City {i} is Lyon."} for i in range(16)]
@@ -105,8 +105,8 @@ def test_reference_log_probs_with_lora(tiny_model_dir, tmp_path):
 
     from accelerate import Accelerator
 
-    from ctxrel import config as C
-    from ctxrel.models import load_model, load_weights
+    from ctxrel.config import settings as C
+    from ctxrel.models.loading import load_model, load_weights
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss, build_model
     from ctxrel.train.reference import reference_logps, snapshot
@@ -213,7 +213,7 @@ def test_bad_pair_file_names_file_and_line(tiny_model_dir, tmp_path, capsys):
 def test_a_metrics_table_from_before_the_stage_column_still_reads(tmp_path):
     import sqlite3
 
-    from ctxrel.results import RunDir
+    from ctxrel.rundir.files import RunDir
 
     run = tmp_path / "old"
     run.mkdir()
@@ -234,8 +234,8 @@ def test_a_metrics_table_from_before_the_stage_column_still_reads(tmp_path):
 
 
 def test_stages_key_rejects_what_is_not_a_list_of_stages():
-    from ctxrel import config as C
-    from ctxrel.errors import CtxrelError
+    from ctxrel.config import settings as C
+    from ctxrel.core.errors import CtxrelError
 
     for bad, words in [("stages=5", "expected a list of mappings"), ("stages=[3]", "config section stages[0]:"),
                        ("stages=[{kind: ppo}]", "stages[0].kind: 'ppo' is not one of sft, dpo")]:

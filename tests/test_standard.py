@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core.errors import CtxrelError, InputError
 from ctxrel.standard import (GenItem, MCItem, gsm8k_correct, gsm8k_extract, load_task, mc_scores,
                              score_generation, squad_em_f1, stratified_limit, truncate_at_stop)
 
@@ -313,8 +313,8 @@ def test_hub_rows_give_the_same_items_as_local_files(tmp_path):
 
 
 def test_standard_tasks_come_from_benchmarks_and_eval_standard(tmp_path, monkeypatch):
-    from ctxrel.config import EvalConfig
-    from ctxrel.evaluate import load_standard, standard_tasks
+    from ctxrel.config.settings import EvalConfig
+    from ctxrel.evaluate.run import load_standard, standard_tasks
 
     cfg = EvalConfig(benchmarks=["cf_capitals", "mmlu"], standard=[f"arc_challenge={write_arc(tmp_path / 'a')}"])
     assert standard_tasks(cfg) == ["mmlu", f"arc_challenge={tmp_path / 'a'}"]

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import RunDir, read_records  # noqa: E402
+from ctxrel.rundir.files import RunDir, read_records  # noqa: E402
 
 ALPACA = [{"instruction": f"Name city number {i}.", "input": "Paris Lyon" if i % 3 else "",
            "output": f"City {i} is Lyon."} for i in range(32)]
@@ -189,8 +189,8 @@ def test_alpaca_slice_trains_and_scores(tiny_model_dir, tmp_path, test_data, cap
 
 
 def test_shipped_presets_load():
-    from ctxrel.presets import names as preset_names
-    from ctxrel.train.study import load_study_config
+    from ctxrel.config.shipped import names as preset_names
+    from ctxrel.config import load_study_config
 
     names = preset_names("study")  # synth and theory presets are those verbs', not studies'
     alpaca = load_study_config("paper/llama2-7b-alpaca-lora")

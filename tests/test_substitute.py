@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from ctxrel.substitution import derive, parse_name, substitute
-from ctxrel.errors import CtxrelError
+from ctxrel.core.entity_swap import derive, parse_name, substitute
+from ctxrel.core.errors import CtxrelError
 
 WS, JC = "William Shakespeare", "Julius Caesar"
 

@@ -10,13 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.errors import CtxrelError  # noqa: E402
-from ctxrel.results import RunDir, read_records  # noqa: E402
+from ctxrel.core.errors import CtxrelError  # noqa: E402
+from ctxrel.rundir.files import RunDir, read_records  # noqa: E402
 from ctxrel.synth import mixture as X  # noqa: E402
 from ctxrel.synth import world as W  # noqa: E402
 from ctxrel.synth.lab import SynthConfig, batch_indices  # noqa: E402
 from ctxrel.synth.model import ModelConfig, TinyGPT, answer_logprob, batch, qk_parameters  # noqa: E402
-from ctxrel.synth.presets import preset_names, resolve  # noqa: E402
+from ctxrel.synth.lab_presets import preset_names, resolve  # noqa: E402
 
 TINY = ["world.n_known=12", "world.n_conflict=6", "world.n_unknown=12", "world.n_id_unknown=6",
         "world.n_copy=12", "world.n_values=16", "model.n_layer=1", "model.d_model=32", "model.d_mlp=128",

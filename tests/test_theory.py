@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxrel.errors import CtxrelError  # noqa: E402
+from ctxrel.core.errors import CtxrelError  # noqa: E402
 from ctxrel.theory import PRESETS, run_theory  # noqa: E402
 from ctxrel.theory import onelayer as M  # noqa: E402
-from ctxrel.theory.presets import resolve, to_series  # noqa: E402
+from ctxrel.theory.driver import resolve, to_series  # noqa: E402
 
 SEEDS = (0, 1, 2)
 

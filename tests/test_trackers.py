@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.results import RunDir, read_records  # noqa: E402
+from ctxrel.rundir.files import RunDir, read_records  # noqa: E402
 
 CHECKPOINTS = [0, 1, 2, 4]
 

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxrel import config as C  # noqa: E402
-from ctxrel.errors import CtxrelError, InputError  # noqa: E402
-from ctxrel.results import step_name  # noqa: E402
+from ctxrel.config import settings as C  # noqa: E402
+from ctxrel.core.errors import CtxrelError, InputError  # noqa: E402
+from ctxrel.rundir.files import step_name  # noqa: E402
 from ctxrel.train.data import IGNORE, Example, load_examples, render_segments, tokenize, to_example  # noqa: E402
 from ctxrel.train.loop import lr_factor, make_plan, train  # noqa: E402
 
@@ -296,7 +296,7 @@ def test_padding_counts_the_positions_collate_pads():
 def test_response_loss_of_a_batch_does_not_depend_on_its_padding(tiny_model_dir, tok):
     """Right padding: a sequence's summed loss is the same alone, in a batch padded to a longer neighbour, or
     padded far wider -- so grouping by length changes which examples meet, never what a batch's loss is."""
-    from ctxrel.models import load_model
+    from ctxrel.models.loading import load_model
     from ctxrel.train.data import collate
     from ctxrel.train.loop import ResponseLoss
 

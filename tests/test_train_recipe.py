@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxrel.results import step_name  # noqa: E402
+from ctxrel.rundir.files import step_name  # noqa: E402
 from ctxrel.train import loop  # noqa: E402
 from ctxrel.train.loop import (build_model, build_optimizer, evaluate_checkpoint, lr_factor, optimizer_step,  # noqa: E402
                                save_checkpoint, setup, train)

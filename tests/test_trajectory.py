@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 from ctxrel.report import format_trajectory, plot_trajectory, trajectory_rows
-from ctxrel.results import RunDir
+from ctxrel.rundir.files import RunDir
 
 STEPS = [0, 10, 20, 30, 40]
 CF = [0.53, 0.66, 0.712, 0.68, 0.633]  # rises, peaks at step 20, falls

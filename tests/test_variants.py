@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from ctxrel.variants import acc_value, decodings, format_harm, harm_summary, kinds, wanted
+from ctxrel.evaluate.variants import acc_value, decodings, format_harm, harm_summary, kinds, wanted
 
 
 def row(bench, metric, value, ckpt="step-000004", step=4, subset="all", lo=None, hi=None):

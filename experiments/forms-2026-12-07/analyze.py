@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxrel.results import read_records
+from ctxrel.rundir.files import read_records
 
 EARLY, END, START = (8, 16), 128, 0
 N_BOOT = 2000

@@ -13,7 +13,7 @@ See `ctxrel.api` and the docs page python-api.md.
 __version__ = "0.1.0"
 
 # public name -> the module that defines it (ctxrel.api): read on first access (PEP 562)
-# (never a submodule's name: importing ctxrel.config would replace a `ctxrel.config` function by the module)
+# (never a submodule's name: importing ctxrel.config.settings would replace a `ctxrel.config.settings` function by the module)
 _LAZY = {name: "ctxrel.api" for name in ("load", "run_eval", "run_study", "make_config", "Results", "Report",
                                          "Verdict", "RunConfig", "StudyConfig")}
 __all__ = ["__version__", *_LAZY]

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ctxrel.analysis.rundata import Run, load_run
 from ctxrel.analysis.summary import summarise
-from ctxrel.config import RunConfig, StudyConfig, from_dict, load_config, to_dict
-from ctxrel.contexts import parse_variant
-from ctxrel.errors import CtxrelError
+from ctxrel.benchmarks.contexts import parse_variant
+from ctxrel.config.settings import RunConfig, StudyConfig, from_dict, load_config, to_dict
+from ctxrel.core.errors import CtxrelError
 from ctxrel.report.build import group_runs
 
 __all__ = ["load", "run_eval", "run_study", "make_config", "Results", "Report", "Verdict", "RunConfig",
@@ -208,7 +208,7 @@ def _config(cls, config, overrides: Sequence[str], verb: str):
     if not isinstance(config, dict):
         raise CtxrelError(f"expected a {cls.__name__}, a dict, a YAML file or a preset name, got {type(config).__name__}")
     if overrides:
-        from ctxrel.config import apply_override
+        from ctxrel.config.settings import apply_override
 
         config = dict(config)
         for o in overrides:
@@ -219,15 +219,15 @@ def _config(cls, config, overrides: Sequence[str], verb: str):
 def run_eval(config: RunConfig | dict | str | Path | None = None, overrides: Sequence[str] = ()) -> Results:
     """`ctxrel eval` as a function: score `config.model` on `config.eval.benchmarks` into `config.out`
     (resumable), then read that directory; with `series.checkpoints` or `series.revisions` set, the checkpoint
-    series into one trajectory (`ctxrel.series`). `overrides`: KEY=VALUE strings as on the command line
+    series into one trajectory (`ctxrel.evaluate.series`). `overrides`: KEY=VALUE strings as on the command line
     (`["eval.limit=20", "out=runs/nb"]`)."""
-    from ctxrel import run_marker
-    from ctxrel.evaluate import run_eval as eval_verb
+    from ctxrel.rundir import marker as run_marker
+    from ctxrel.evaluate.run import run_eval as eval_verb
 
     cfg = _config(RunConfig, config, overrides, "eval")
     try:
         if cfg.series.revisions or cfg.series.checkpoints:  # a checkpoint series into one trajectory
-            from ctxrel.series import score_series
+            from ctxrel.evaluate.series import score_series
 
             score_series(cfg)
         else:
@@ -240,7 +240,7 @@ def run_eval(config: RunConfig | dict | str | Path | None = None, overrides: Seq
 def run_study(config: StudyConfig | dict | str | Path, overrides: Sequence[str] = (), *, plot: bool = True) -> Results:
     """`ctxrel study` as a function: finetune, score every checkpoint (resumable), then read the run directory.
     `config`: a StudyConfig, a dict, a YAML file, a preset name (`quickstart`) or a run directory."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
     from ctxrel.train.study import run_study as study_verb
 
     cfg = _config(StudyConfig, config, overrides, "study")

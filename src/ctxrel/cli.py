@@ -10,12 +10,12 @@ import importlib
 import sys
 from pathlib import Path
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 
 def _eval_parser(sub) -> None:
-    from ctxrel.config import RunConfig
-    from ctxrel.flags import add_common, add_flags
+    from ctxrel.config.settings import RunConfig
+    from ctxrel.config.flags import add_common, add_flags
 
     p = sub.add_parser("eval", help="score a model on knowledge-conflict benchmarks",
                        description="Score a model on knowledge-conflict benchmarks; results go to --out "
@@ -28,16 +28,16 @@ def _eval_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ctxrel import shards
-    from ctxrel.evaluate import run_eval
-    from ctxrel.flags import from_args
+    from ctxrel.evaluate import shards
+    from ctxrel.evaluate.run import run_eval
+    from ctxrel.config.flags import from_args
 
     if args.run is not None:  # --run '' is an error below, not a plain eval
         return _eval_run(args)
     cfg = from_args(args)
-    if cfg.series.revisions or cfg.series.checkpoints:  # a checkpoint series into one trajectory (ctxrel.series)
+    if cfg.series.revisions or cfg.series.checkpoints:  # a checkpoint series into one trajectory (ctxrel.evaluate.series)
         return _eval_series(cfg)
-    shard = shards.current()  # under accelerate launch: every process scores a shard (ctxrel.shards)
+    shard = shards.current()  # under accelerate launch: every process scores a shard (ctxrel.evaluate.shards)
     if shard.world > 1:
         shard = shards.join(cpu=shards.device_of(shard, cfg.model.device) == "cpu")
     results = run_eval(cfg, shard=shard)
@@ -50,10 +50,11 @@ def cmd_eval(args) -> int:
 
 
 def _eval_run(args) -> int:
-    from ctxrel.flags import given
+    from ctxrel.config.flags import given
     from ctxrel.report import format_trajectory
-    from ctxrel.results import RunDir
-    from ctxrel.train.study import is_main_process, score_run
+    from ctxrel.rundir.files import RunDir
+    from ctxrel.evaluate.saved_run import score_run
+    from ctxrel.evaluate.shards import is_main_process
 
     if not args.run.strip():
         raise CtxrelError("--run needs a study run directory (got an empty path)")
@@ -77,8 +78,8 @@ def _eval_run(args) -> int:
 
 def _eval_series(cfg) -> int:
     from ctxrel.report import format_trajectory
-    from ctxrel.results import RunDir
-    from ctxrel.series import SERIES_FILE, score_series
+    from ctxrel.rundir.files import RunDir
+    from ctxrel.evaluate.series import SERIES_FILE, score_series
 
     done = score_series(cfg)
     rows = RunDir(cfg.out).metrics()
@@ -94,8 +95,8 @@ def _eval_series(cfg) -> int:
 
 
 def _study_parser(sub, verb: str) -> None:
-    from ctxrel.config import StudyConfig
-    from ctxrel.flags import add_common, add_flags
+    from ctxrel.config.settings import StudyConfig
+    from ctxrel.config.flags import add_common, add_flags
 
     what = ("train a model and score every checkpoint, then plot the trajectory" if verb == "study" else
             "train a model, scoring every checkpoint (the study without the plot; runs under accelerate launch)")
@@ -110,10 +111,11 @@ def _study_parser(sub, verb: str) -> None:
 
 
 def cmd_study(args) -> int:
-    from ctxrel.flags import from_args, split
+    from ctxrel.config.flags import from_args, split
     from ctxrel.report import format_trajectory
-    from ctxrel.results import RunDir
-    from ctxrel.train.study import is_main_process, run_study
+    from ctxrel.rundir.files import RunDir
+    from ctxrel.evaluate.shards import is_main_process
+    from ctxrel.train.study import run_study
 
     source = args.config or next(iter(split(args.args)[0]), None)
     if source is None:
@@ -171,8 +173,8 @@ def _verdict_lines(out: str) -> list[str]:
 
 def _print_harm(out) -> None:
     """The do-no-harm table (eval.contexts / eval.decoding), when variants were scored."""
-    from ctxrel.results import RunDir
-    from ctxrel.variants import format_harm
+    from ctxrel.rundir.files import RunDir
+    from ctxrel.evaluate.variants import format_harm
 
     text = format_harm(RunDir(out).metrics())
     if text:
@@ -242,7 +244,7 @@ def cmd_benchmarks(args) -> int:
 
 
 def _theory_parser(sub, full: bool) -> None:
-    from ctxrel.flags import add_common
+    from ctxrel.config.flags import add_common
 
     t = sub.add_parser("theory", help="simulate the study's one-layer attention theory (seconds, CPU)",
                        description="Simulate a theory preset (configs/theory: prop1, prop2, prop3, theorem1, "
@@ -252,15 +254,15 @@ def _theory_parser(sub, full: bool) -> None:
     add_common(t)
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="model/training knobs, e.g. lr=10 seed=1")
     if full:  # the simulator's config imports torch: only for `ctxrel theory ...` itself
-        from ctxrel.flags import add_flags
-        from ctxrel.theory.presets import TheoryRunConfig
+        from ctxrel.config.flags import add_flags
+        from ctxrel.theory.driver import TheoryRunConfig
 
         add_flags(t, TheoryRunConfig)
 
 
 def cmd_theory(args) -> int:
-    from ctxrel.flags import from_args
-    from ctxrel.theory.presets import run_theory
+    from ctxrel.config.flags import from_args
+    from ctxrel.theory.driver import run_theory
 
     source = args.preset or args.config
     if source is None:
@@ -278,8 +280,8 @@ def cmd_theory(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from ctxrel import presets as P
-    from ctxrel.flags import resolved_yaml
+    from ctxrel.config import shipped as P
+    from ctxrel.config.flags import resolved_yaml
 
     if args.action == "show":
         if not args.name:
@@ -361,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"eval": cmd_eval, "benchmarks": cmd_benchmarks, "theory": cmd_theory, "study": cmd_study,
                 "train": cmd_study, "presets": cmd_presets}
     handler = getattr(args, "handler", None) or handlers[args.verb]
-    from ctxrel import interruption
-    from ctxrel.results import disk_full
-    from ctxrel.run_marker import release_all
+    from ctxrel.rundir import interruption
+    from ctxrel.rundir.files import disk_full
+    from ctxrel.rundir.marker import release_all
 
     interruption.install()  # SIGTERM: a clean stop (a checkpoint being written completes first)
     refused = False

@@ -1,4 +1,4 @@
-"""Fuzzing configs (ctxrel.config, ctxrel.presets): YAML files of every verb's dataclass and KEY=VALUE
+"""Fuzzing configs (ctxrel.config.settings, ctxrel.config.shipped): YAML files of every verb's dataclass and KEY=VALUE
 overrides. A config either builds -- and then holds every value it was given, typed -- or is refused in one
 sentence naming the file or the key; never a traceback."""
 
@@ -16,9 +16,9 @@ from hypothesis import example, given, strategies as st  # noqa: E402
 
 from fuzzkit import TEXT, mutated, one_sentence, outcome  # noqa: E402
 
-from ctxrel.config import RunConfig, StudyConfig, load_config, set_key  # noqa: E402
-from ctxrel.flags import leaves  # noqa: E402
-from ctxrel.presets import PRESETS_DIR  # noqa: E402
+from ctxrel.config.settings import RunConfig, StudyConfig, load_config, set_key  # noqa: E402
+from ctxrel.config.flags import leaves  # noqa: E402
+from ctxrel.config.shipped import PRESETS_DIR  # noqa: E402
 from ctxrel.report.cli import ReportConfig  # noqa: E402
 
 CLASSES = {"study": StudyConfig, "eval": RunConfig, "report": ReportConfig}

@@ -16,7 +16,7 @@ from hypothesis import example, given, strategies as st  # noqa: E402
 
 from fuzzkit import JSON, TEXT, jsonl_bytes, mutated, one_sentence, outcome, snapshot, write  # noqa: E402
 
-from ctxrel.config import DataConfig  # noqa: E402
+from ctxrel.config.settings import DataConfig  # noqa: E402
 from ctxrel.train.data import load_examples, render_segments  # noqa: E402
 
 ALPACA = st.fixed_dictionaries({"instruction": TEXT, "input": TEXT, "output": TEXT})

@@ -25,7 +25,7 @@ from fuzzkit import JSON, TEXT, WORD, jsonl_bytes, mutated, one_sentence, outcom
 
 from ctxrel.benchmarks.loaders import load_file, load_memotrap  # noqa: E402
 from ctxrel.benchmarks.schema import ConflictItem, validate_item  # noqa: E402
-from ctxrel.errors import InputError  # noqa: E402
+from ctxrel.core.errors import InputError  # noqa: E402
 
 NAME = "fz"
 ANSWER = st.lists(WORD, min_size=1, max_size=3).map(" ".join)

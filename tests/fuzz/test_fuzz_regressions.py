@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxrel.config import DataConfig, StudyConfig, load_config
-from ctxrel.errors import CtxrelError
+from ctxrel.config.settings import DataConfig, StudyConfig, load_config
+from ctxrel.core.errors import CtxrelError
 from ctxrel.train.data import load_examples
 
 

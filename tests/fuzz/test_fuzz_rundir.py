@@ -27,8 +27,8 @@ from hypothesis import example, given, settings, strategies as st  # noqa: E402
 from fuzzkit import mutated, one_sentence, outcome, snapshot  # noqa: E402
 
 from ctxrel.cli import main  # noqa: E402
-from ctxrel.metrics import conflict_metrics  # noqa: E402
-from ctxrel.results import RunDir, append_records  # noqa: E402
+from ctxrel.core.metrics import conflict_metrics  # noqa: E402
+from ctxrel.rundir.files import RunDir, append_records  # noqa: E402
 
 STEPS = (0, 4, 8)
 CF = (0.4, 0.8, 0.5)
@@ -38,7 +38,7 @@ BENCH = "cf_fz"
 
 def make_study(path: Path) -> Path:
     """A study run directory as `ctxrel study` leaves it (no weights: the analysis never reads them)."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     run_marker.claim(path, "study", verb="study")
     run_marker.release(path)

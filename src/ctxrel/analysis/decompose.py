@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxrel.analysis.inversion import (VERDICTS, Diff, Point, _between, mean_over_seeds, seeds_diff,
+from ctxrel.analysis.inversion import (VERDICTS, Diff, Point, diffs_between, mean_over_seeds, seeds_diff,
                                        smooth, verdict_of)
 
 OUTCOME_METRICS = ("share_context", "share_parametric", "share_both", "share_neither")  # items.py metric names
@@ -47,7 +47,7 @@ def decomposition(by_metric: dict[str, list[Point]], a_step: int, b_step: int, *
         pts = _by_step(by_metric[m])
         if a_step not in pts or b_step not in pts:
             return {}
-        out[m] = [asdict(d) for d in _between(pts[a_step], pts[b_step], n_boot=n_boot, level=level, seed=seed)]
+        out[m] = [asdict(d) for d in diffs_between(pts[a_step], pts[b_step], n_boot=n_boot, level=level, seed=seed)]
     est = {m: out[m][0]["estimate"] for m in TERMS}
     out["check"] = -est["par_acc"] + est["share_both"] - est["share_neither"] - est["cf_acc"]
     return out

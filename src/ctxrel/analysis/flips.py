@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from ctxrel.matching import RESOLVED_OUTCOMES
+from ctxrel.core.matching import RESOLVED_OUTCOMES
 
 ANCHORS = ("start", "peak", "trough", "final")
 

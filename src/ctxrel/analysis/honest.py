@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxrel.analysis.inversion import (VERDICTS, Diff, Point, _between, _trajectory, mean_over_seeds,
+from ctxrel.analysis.inversion import (VERDICTS, Diff, Point, diffs_between, smoothed_trajectory, mean_over_seeds,
                                        paired_bootstrap_diff, seeds_diff, verdict_of)
 
 
@@ -69,7 +69,7 @@ def honest_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2
 
     `undetermined` with fewer than 3 checkpoints or 4 common items.
     """
-    pts = _trajectory(points, smooth_window)
+    pts = smoothed_trajectory(points, smooth_window)
     if len(pts) < 3 or not all(p.items for p in pts):
         return dict(verdict="undetermined", verdict_text="undetermined: fewer than 3 checkpoints with item records")
     ids = _common_ids(pts)
@@ -80,8 +80,8 @@ def honest_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2
     test_pts = [restrict(p, set(test)) for p in pts]
     k_peak = int(np.argmax([p.value for p in sel_pts]))  # first maximum, as inversion._peak_trough
     start, peak, final = test_pts[0], test_pts[k_peak], test_pts[-1]
-    rise = _between(start, peak, n_boot=n_boot, level=level, seed=seed)
-    drop = _between(final, peak, n_boot=n_boot, level=level, seed=seed)
+    rise = diffs_between(start, peak, n_boot=n_boot, level=level, seed=seed)
+    drop = diffs_between(final, peak, n_boot=n_boot, level=level, seed=seed)
     code = verdict_of(rise, drop, len(pts))
     out = dict(split=dict(method="random half of the items chooses the peak; the other half tests it",
                           seed=split_seed, n_select=len(select), n_test=len(test), select_ids=select),

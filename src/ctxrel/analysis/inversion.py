@@ -7,7 +7,7 @@ values of the followed metric (items.py: cf-acc, or M_C in likelihood mode). Fro
 * start / peak / trough / final: value and step. Peak = highest value (earliest on ties); trough = lowest value
   at or after the peak (how far the fall went); final = last checkpoint.
 * rise = peak - start and drop = peak - final, each with a **paired bootstrap CI over items**: the same items
-  at both checkpoints, resampled together (percentile bootstrap of the mean per-item difference, metrics.py).
+  at both checkpoints, resampled together (percentile bootstrap of the mean per-item difference, core/metrics.py).
   With several seeds the item values are first averaged over seeds, and a second CI **across seeds** is given
   (t interval of the per-seed differences, scipy.stats.t), which captures training randomness.
 * verdict: `inversion` when the rise and the drop both have CIs excluding 0 (all CIs given); otherwise
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctxrel.metrics import bootstrap_ci
+from ctxrel.core.metrics import bootstrap_ci
 
 VERDICTS = {
     "inversion": "inversion: significant rise to the peak, then significant drop to the end",
@@ -133,7 +133,7 @@ def smooth(points: list[Point], window: int) -> list[Point]:
     return out
 
 
-def _between(a: Point, b: Point, *, n_boot: int, level: float, seed: int) -> list[Diff]:
+def diffs_between(a: Point, b: Point, *, n_boot: int, level: float, seed: int) -> list[Diff]:
     """b - a: a paired item bootstrap (on seed-averaged item values) and, with 2+ seeds, a seeds interval."""
     diffs = []
     if a.items and b.items:
@@ -168,7 +168,7 @@ def _peak_trough(pts: list[Point]) -> tuple[int, int]:
     return k_peak, k_peak + int(np.argmin(values[k_peak:]))
 
 
-def _trajectory(points: list[Point], smooth_window: int) -> list[Point]:
+def smoothed_trajectory(points: list[Point], smooth_window: int) -> list[Point]:
     """The points with a value, by step, smoothed when asked: what every statistic of a trajectory reads."""
     return smooth(sorted((p for p in points if not math.isnan(p.value)), key=lambda p: p.step), smooth_window)
 
@@ -176,7 +176,7 @@ def _trajectory(points: list[Point], smooth_window: int) -> list[Point]:
 def anchors(points: list[Point], smooth_window: int = 0) -> dict[str, int]:
     """{start, peak, trough, final: step} of a trajectory (peak on the smoothed values when smoothing), without
     the bootstrap: what `--from peak --to final` resolve against. {} when no point has a value."""
-    pts = _trajectory(points, smooth_window)
+    pts = smoothed_trajectory(points, smooth_window)
     if not pts:
         return {}
     k_peak, k_trough = _peak_trough(pts)
@@ -191,11 +191,11 @@ def return_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int = 2
 
         {trough, final: {step, checkpoint, value, epoch}, change: [Diff...], significant: bool}  ({} without points)
     """
-    pts = _trajectory(points, smooth_window)
+    pts = smoothed_trajectory(points, smooth_window)
     if len(pts) < 3:
         return {}
     trough, final = pts[int(np.argmin([p.value for p in pts]))], pts[-1]
-    change = _between(trough, final, n_boot=n_boot, level=level, seed=seed)
+    change = diffs_between(trough, final, n_boot=n_boot, level=level, seed=seed)
     return dict(trough=_at(trough), final=_at(final), change=[asdict(d) for d in change],
                 significant=all(d.significant and d.estimate > 0 for d in change))
 
@@ -209,14 +209,14 @@ def trajectory_stats(points: list[Point], *, smooth_window: int = 0, n_boot: int
 
     `rise`/`drop` list the item-bootstrap interval first, then the seeds interval when there are 2+ seeds.
     """
-    pts = _trajectory(points, smooth_window)
+    pts = smoothed_trajectory(points, smooth_window)
     if not pts:
         return dict(n_points=0, n_seeds=0, n_items=0, smoothed=smooth_window if smooth_window > 1 else None,
                     verdict="undetermined", verdict_text="undetermined: no checkpoint has a value")
     k_peak, k_trough = _peak_trough(pts)
     start, peak, final = pts[0], pts[k_peak], pts[-1]
-    rise = _between(start, peak, n_boot=n_boot, level=level, seed=seed)
-    drop = _between(final, peak, n_boot=n_boot, level=level, seed=seed)
+    rise = diffs_between(start, peak, n_boot=n_boot, level=level, seed=seed)
+    drop = diffs_between(final, peak, n_boot=n_boot, level=level, seed=seed)
     code = verdict_of(rise, drop, len(pts))
     text = VERDICTS[code]
     if code == "rise":

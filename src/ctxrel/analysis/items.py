@@ -1,6 +1,6 @@
 """Per-item values of a conflict benchmark at one checkpoint: the unit every statistic here resamples.
 
-A record (evaluate.py) is one generation (or one likelihood score) of one item. Statistics over a trajectory
+A record (evaluate/run.py) is one generation (or one likelihood score) of one item. Statistics over a trajectory
 need, per checkpoint, one number per item, keyed by item id so two checkpoints can be paired:
 
 * `cf_acc`  -> share of the item's samples whose output contains the context answer;
@@ -9,7 +9,7 @@ need, per checkpoint, one number per item, keyed by item id so two checkpoints c
 * `share_context`, `share_parametric`, `share_both`, `share_neither` -> share of the item's samples with that
   outcome (generate mode; the terms of analysis/decompose.py).
 
-The mean of these values over items is exactly the metric row's value (metrics.py averages samples within an
+The mean of these values over items is exactly the metric row's value (core/metrics.py averages samples within an
 item, then items), so point estimates here agree with the metrics table. Pure: records in, dicts out.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-from ctxrel.matching import RESOLVED_OUTCOMES, resolve
+from ctxrel.core.matching import RESOLVED_OUTCOMES, resolve
 
 ITEM_METRICS = ("cf_acc", "par_acc", "m_c", "share_context", "share_parametric", "share_both", "share_neither")
 
@@ -29,7 +29,7 @@ def is_conflict_record(r: dict[str, Any]) -> bool:
 
 
 def record_mode(records: Iterable[dict[str, Any]]) -> str:
-    """`generate` or `likelihood`, from the first record (a file never mixes modes: evaluate.py guards it)."""
+    """`generate` or `likelihood`, from the first record (a file never mixes modes: evaluate/run.py guards it)."""
     for r in records:
         return "likelihood" if "m_c" in r and "contains_context" not in r else "generate"
     return "generate"

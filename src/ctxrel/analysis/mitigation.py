@@ -1,6 +1,6 @@
 """Decoding-time mitigations along a trajectory: is the late drop recoverable, and at what cost?
 
-Reads the variants `ctxrel.variants` wrote (`cf_capitals[cad]`, `cf_capitals[gold,adacad]`, ...) from loaded runs:
+Reads the variants `ctxrel.evaluate.variants` wrote (`cf_capitals[cad]`, `cf_capitals[gold,adacad]`, ...) from loaded runs:
 
 * **recoverability** — the followed metric (cf-acc; M_C in likelihood mode) of every decoding method against
   step on the conflict items, with 95% item-bootstrap intervals;
@@ -19,7 +19,7 @@ from typing import Any
 
 from ctxrel.analysis.inversion import anchors, mean_over_seeds, paired_bootstrap_diff
 from ctxrel.analysis.rundata import Run, metric_series, trajectory_points
-from ctxrel.contexts import KINDS, parse_variant, variant_name
+from ctxrel.benchmarks.contexts import KINDS, parse_variant, variant_name
 
 
 def variants_of(runs: list[Run]) -> dict[str, dict[str, list[str]]]:

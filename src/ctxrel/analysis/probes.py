@@ -1,4 +1,4 @@
-"""What the report shows of the probes (ctxrel.probes, written by ctxrel.probing): pure functions over their rows.
+"""What the report shows of the probes (ctxrel.core.probe_math, written by ctxrel.evaluate.probe_passes): pure functions over their rows.
 
 * weights: per checkpoint a layer x module matrix of the relative change ||ΔW||_F / ||W_0||_F, and the q/k
   share of the squared change across steps;
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctxrel.probes import MODULE_ORDER, crossing_layer, decided_layer, weight_summary
+from ctxrel.core.probe_math import MODULE_ORDER, crossing_layer, decided_layer, weight_summary
 
 
 def weights_summary(by_step: dict[int, list[dict[str, Any]]]) -> dict[str, Any] | None:
@@ -76,7 +76,7 @@ def heads_summary(a: dict[str, np.ndarray], b: dict[str, np.ndarray], a_step: in
 def lens_summary(by_step: dict[int, dict[str, np.ndarray]], *, n_boot: int = 1000, seed: int = 0
                  ) -> dict[str, Any] | None:
     """Per step: the mean log-odds curve over items (with a 95% bootstrap band), the layer where it last crosses
-    0, the mean layer at which items are decided (ctxrel.probes.decided_layer), and the share of items whose
+    0, the mean layer at which items are decided (ctxrel.core.probe_math.decided_layer), and the share of items whose
     context first token wins at the last layer."""
     if not by_step:
         return None

@@ -1,4 +1,4 @@
-"""Read what the analysis needs from run directories (results.py contract) and shape it into trajectories.
+"""Read what the analysis needs from run directories (rundir/files.py contract) and shape it into trajectories.
 
 This is the I/O edge of `analysis/`: metric rows, per-item records, the resolved config and the training
 summary are read here, once; everything downstream (inversion.py, flips.py) is pure.
@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxrel import strict_json
 from ctxrel.analysis.inversion import Point
 from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values, record_mode
 from ctxrel.analysis.probes import heads_summary, lens_summary
-from ctxrel.config import read_yaml_mapping
-from ctxrel.matching import OUTCOMES
-from ctxrel.errors import CtxrelError
-from ctxrel.probes import head_matrices, lens_curves
-from ctxrel.run_marker import writer
-from ctxrel.results import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_LOG, TRAIN_SUMMARY, read_metrics, read_records,
-                            step_of)
+from ctxrel.config.settings import read_yaml_mapping
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.matching import OUTCOMES
+from ctxrel.core.probe_math import head_matrices, lens_curves
+from ctxrel.rundir.files import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_LOG, TRAIN_SUMMARY, read_metrics,
+                                 read_records, step_of)
+from ctxrel.rundir.marker import writer
 
 
 @dataclass
@@ -241,7 +241,7 @@ def metric_series(run: Run, benchmark: str, metric: str, subset: str = "all") ->
 
 
 def probe_records(run: Run, checkpoint: str, benchmark: str | None, kind: str) -> list[dict[str, Any]]:
-    """Rows of a probe file (ctxrel.probing): evals/<checkpoint>/<benchmark>.<kind>.jsonl, or weights.jsonl for
+    """Rows of a probe file (ctxrel.evaluate.probe_passes): evals/<checkpoint>/<benchmark>.<kind>.jsonl, or weights.jsonl for
     `benchmark=None, kind="weights"`; [] when absent."""
     name = "weights" if benchmark is None else f"{benchmark.replace('/', '_')}.{kind}"
     return read_records(run.path / EVALS_DIR / checkpoint / f"{name}.jsonl")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ctxrel.analysis.decompose import OUTCOME_METRICS, TERMS, context_share_stats, decomposition, outcome_shares
 from ctxrel.analysis.honest import honest_stats
-from ctxrel.analysis.inversion import Point, _trajectory
+from ctxrel.analysis.inversion import Point, smoothed_trajectory
 from ctxrel.analysis.power import change_power, item_differences, plan, seed_item_differences
 
 SPLIT_SEED = 0  # the item split of the selection-honest verdict (written into its output)
@@ -31,7 +31,7 @@ def scrutinise(st: dict[str, Any], points: list[Point], *, metric: str, trajecto
     """The new keys for one subset's statistics `st` (inversion.trajectory_stats of `points`); `trajectory(m)`
     gives the same runs' trajectory of item metric m (par_acc, share_*), needed in generate mode."""
     out: dict[str, Any] = {}
-    pts = {p.step: p for p in _trajectory(points, smooth)}
+    pts = {p.step: p for p in smoothed_trajectory(points, smooth)}
     if st.get("peak") and all(st[k]["step"] in pts for k in ("start", "peak", "final")):
         start, peak, final = (pts[st[k]["step"]] for k in ("start", "peak", "final"))
         if start.items and peak.items:
@@ -45,7 +45,7 @@ def scrutinise(st: dict[str, Any], points: list[Point], *, metric: str, trajecto
     if metric == "cf_acc" and st.get("peak"):
         by = {m: points if m == "cf_acc" else trajectory(m) for m in set(TERMS) | set(OUTCOME_METRICS)}
         if all(by.values()):
-            by_s = {m: _trajectory(p, smooth) for m, p in by.items()}
+            by_s = {m: smoothed_trajectory(p, smooth) for m, p in by.items()}
             marks = [("start", "peak"), ("peak", "final")]
             out["decomposition"] = {f"{a}->{b}": decomposition(by_s, st[a]["step"], st[b]["step"], n_boot=n_boot,
                                                                seed=seed) for a, b in marks}

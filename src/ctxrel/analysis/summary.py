@@ -17,9 +17,9 @@ from ctxrel.analysis.flips import flips_by_category, resolve_checkpoint
 from ctxrel.analysis.inversion import Point, anchors, mean_over_seeds, return_stats, trajectory_stats
 from ctxrel.analysis.items import categories
 from ctxrel.analysis.probes import weights_summary
-from ctxrel.analysis.scrutiny import scrutinise
 from ctxrel.analysis.rundata import Run, metric_series, outcomes_at, trajectory_points, weight_steps
-from ctxrel.metrics import bootstrap_ci
+from ctxrel.analysis.scrutiny import scrutinise
+from ctxrel.core.metrics import bootstrap_ci
 
 SUBSETS = ("all", "known")
 SERIES_METRICS = {"generate": ("cf_acc", "par_acc"), "likelihood": ("m_c",)}
@@ -140,7 +140,7 @@ def summarise(runs: list[Run], label: str, **kw) -> dict[str, Any]:
     """Summary of one group of runs (one run, or seeds of one study) over all its conflict benchmarks.
     Keyword arguments go to benchmark_summary (smooth, n_boot, seed, flips_from, flips_to, flips_subset, plan)."""
     from ctxrel.analysis.mitigation import mitigation_summary
-    from ctxrel.contexts import parse_variant
+    from ctxrel.benchmarks.contexts import parse_variant
 
     # every decoding of the conflict items is a trajectory of its own (its own verdict); the gold and irrelevant
     # kinds are about harm, not inversion: they appear in the mitigation summary only

@@ -58,7 +58,7 @@ def chunk_size(lm: LM) -> int:
 
 
 class ContrastLM(LM, Protocol):
-    """What the contrast decodings of `eval.decoding` (cad, adacad; ctxrel.decoding holds the math) need from a
+    """What the contrast decodings of `eval.decoding` (cad, adacad; ctxrel.core.decoding holds the math) need from a
     backend, present when `capabilities.contrast` is declared."""
 
     def generate_contrast(self, pairs: Sequence[tuple[str, str]], methods: Sequence[tuple[str, float]], *,
@@ -78,7 +78,7 @@ class ContrastLM(LM, Protocol):
 
 class ProbedLM(LM, Protocol):
     """What measurements inside the model need from a backend beyond scoring: `--attention` and the probes of
-    `eval.probes` (ctxrel.probes holds the math), each method present when its capability is declared.
+    `eval.probes` (ctxrel.core.probe_math holds the math), each method present when its capability is declared.
 
     Each method hands over only reduced tensors: nothing of a batch's hidden states or attention weights outlives
     the layer that made them, beyond the rows returned."""

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ctxrel.backends.base import Capabilities
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 # End-of-turn markers of common chat templates; each stops generation when the tokenizer knows it.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
@@ -307,7 +307,7 @@ class HFBackend:
         n = len(self.encode(text))  # encode() drops a trailing EOS some tokenizers append
         return list(enc["input_ids"])[:n], [tuple(o) for o in enc["offset_mapping"]][:n]
 
-    # -- probes (ctxrel.probes: weights, heads, lens) -------------------------------------------------------
+    # -- probes (ctxrel.core.probe_math: weights, heads, lens) -------------------------------------------------------
     def _inner(self):
         """The transformers model under a PEFT wrapper (or the model itself)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -363,7 +363,7 @@ class HFBackend:
         """Yield (name, ΔW, W_0) for each linear layer, one at a time: for a LoRA adapter ΔW = B·A·scale and W_0 its
         base layer (nothing else is read); for a plain model (full / qk checkpoints) ΔW = W - `base_weight(name
         + '.weight')`, read from the base model's files."""
-        from ctxrel.probes import lora_delta, module_of
+        from ctxrel.core.probe_math import lora_delta, module_of
 
         lora = [(n, m) for n, m in self.model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
         if lora:
@@ -411,7 +411,7 @@ class HFBackend:
         to its last position — so nothing of a layer outlives it. The eager attention kernel (the only one that
         returns weights) is on only when `spans` are given; the lens's last layer is checked against the model's
         own logits."""
-        from ctxrel.probes import head_span_mass, logit_lens, span_masks
+        from ctxrel.core.probe_math import head_span_mass, logit_lens, span_masks
 
         if spans is None and continuations is None:
             return None, None
@@ -485,7 +485,7 @@ class HFBackend:
                 h.remove()
             owner.set_attn_implementation(before)
 
-    # -- decoding with and without the context (CAD, AdaCAD; ctxrel.decoding) -------------------------------
+    # -- decoding with and without the context (CAD, AdaCAD; ctxrel.core.decoding) -------------------------------
     def _prefill_pairs(self, pairs: Sequence[tuple[list[int], list[int]]], copies: int):
         """One left-padded forward pass over the with-context and without-context prompts of a batch (rows
         0..B-1 with, B..2B-1 without), then the KV cache copied `copies` times (one per decoding method):
@@ -506,11 +506,11 @@ class HFBackend:
                           max_new_tokens: int, stop: Sequence[str] = (),
                           on_done: Callable[[int], None] | None = None) -> list[list[str]]:
         """Greedy decoding of the contrast of each (prompt with context, prompt without context) pair, for
-        every (method, alpha) in `methods` (`ctxrel.decoding.contrast`): out[i][m] is item i's text under
+        every (method, alpha) in `methods` (`ctxrel.core.decoding.contrast`): out[i][m] is item i's text under
         method m. Both branches of every method run batched together on one KV cache; the prompts are encoded
         once and their cache copied per method. The chosen token is fed to both branches; a row stops at the
         same tokens as `generate` (EOS, end of turn) or at max_new_tokens, and its text is cut at `stop`."""
-        from ctxrel.decoding import contrast
+        from ctxrel.core.decoding import contrast
 
         encoded = [(self.encode(c), self.encode(n)) for c, n in pairs]
         out: list[list[str]] = [[""] * len(methods) for _ in pairs]
@@ -556,7 +556,7 @@ class HFBackend:
         log_softmax(contrast(...)) at every continuation position (AdaCAD's α per position), so the score is
         the likelihood the decoding method itself assigns. The continuation is tokenised after the context
         prompt and the same tokens follow the prompt without context."""
-        from ctxrel.decoding import contrast
+        from ctxrel.core.decoding import contrast
 
         seqs = []
         for c, n, cont in requests:

@@ -4,7 +4,7 @@ Each row of `facts/biographies.csv` (columns `person,gender,category,aliases,bio
 biography written for ctxrel from general knowledge, with one or two questions whose answer is the person ("Who
 wrote Hamlet?"). `aliases` (`;`-separated) are other accepted answers for the real person; leave it empty when
 the surname alone would be ambiguous (Marie and Pierre Curie). Every biography is rewritten by the entity
-substitution engine (`ctxrel.substitution`) with `SUBSTITUTES_PER_PERSON` substitutes of the same gender
+substitution engine (`ctxrel.core.entity_swap`) with `SUBSTITUTES_PER_PERSON` substitutes of the same gender
 (real people and invented names, so pronouns still fit), and each (substitute, question) pair is one conflict
 item: the context says the substitute did it, the model may remember the real person.
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
-from ctxrel.substitution import SubstitutionResult, parse_name, substitute
-from ctxrel.errors import InputError
-from ctxrel.matching import normalize
+from ctxrel.core.entity_swap import SubstitutionResult, parse_name, substitute
+from ctxrel.core.errors import InputError
+from ctxrel.core.matching import normalize
 
 BIOGRAPHIES_VERSION = 1
 FACTS_FILE = "biographies.csv"

@@ -13,7 +13,7 @@ by hand for ctxrel from general knowledge; it copies no dataset. Rules for editi
 * 2 or 3 other major cities, none the capital, largest first; the last becomes the counterfactual capital
   (the largest is often mistaken for the capital, which would confound context use with a misconception);
 * `capital_aliases`: other accepted spellings of the real capital, `;`-separated, usually empty;
-* no name (country or city) may occur, at word boundaries after `ctxrel.matching.normalize`, inside another name
+* no name (country or city) may occur, at word boundaries after `ctxrel.core.matching.normalize`, inside another name
   of the table, and no name may repeat (Valencia is Spain's, so Venezuela lists Maracay);
 * a country written with "the" in English must match `_needs_article` (United ..., ... Republic, Netherlands,
   Philippines).
@@ -29,8 +29,9 @@ from typing import Callable
 from ctxrel.benchmarks.biographies import build_biographies
 from ctxrel.benchmarks.facts import fact_rows
 from ctxrel.benchmarks.schema import ConflictItem, validate_item
-from ctxrel.errors import InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import InputError
+from ctxrel.core.matching import normalize
+from ctxrel.core.prompts import sentence_case
 
 BUILTIN_VERSION = 1
 FACTS_FILE = "countries.csv"
@@ -113,7 +114,7 @@ def _needs_article(country: str) -> bool:
     return country.startswith("United ") or country.endswith(("Republic", "lands", "Philippines"))
 
 
-def _with_article(country: str) -> str:
+def with_article(country: str) -> str:
     return f"the {country}" if _needs_article(country) else country
 
 
@@ -121,11 +122,7 @@ def _join(names: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return normalize(text).replace(" ", "_")
 
 
@@ -154,13 +151,13 @@ def _capital_items(benchmark: str, templates: dict[str, str]) -> list[ConflictIt
     items = []
     for fact in load_country_facts():
         cf, rest = fact.other_cities[-1], fact.other_cities[:-1]
-        country = _with_article(fact.country)
-        question = _sentence_case(QUESTION.format(country=country))
+        country = with_article(fact.country)
+        question = sentence_case(QUESTION.format(country=country))
         for name, template in templates.items():
-            context = _sentence_case(template.format(cf=cf, country=country, others=_join(rest),
+            context = sentence_case(template.format(cf=cf, country=country, others=_join(rest),
                                                      capital=fact.capital))
             item = ConflictItem(
-                id=f"{benchmark}/{_slug(fact.country)}/{name}",
+                id=f"{benchmark}/{slug(fact.country)}/{name}",
                 benchmark=benchmark,
                 category=name,
                 context=context,

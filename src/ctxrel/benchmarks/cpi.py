@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctxrel.benchmarks import loaders
-from ctxrel.cache import cache_root
-from ctxrel.errors import CtxrelError
-from ctxrel.results import atomic_write_bytes
+from ctxrel.core.cache import cache_root
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import atomic_write_bytes
 
 REPOSITORY = "locuslab/context-parametric-inversion"
 COMMIT = "6f989849656f433d4520eaf0b9af6e3bb6a7ae70"

@@ -7,7 +7,7 @@ import csv
 import io
 from importlib.resources import files
 
-from ctxrel.errors import InputError
+from ctxrel.core.errors import InputError
 
 
 def fact_rows(file_name: str, header: list[str]):

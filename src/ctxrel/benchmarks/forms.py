@@ -97,11 +97,11 @@ def levels_of(relation: str, form: str) -> dict[str, str]:
 
 def _item(benchmark: str, form: str, relation: str, key: str, context: str, question: str, cf: str,
           parametric: str, **extra) -> ConflictItem:
-    from ctxrel.benchmarks.builtin import _slug
+    from ctxrel.benchmarks.builtin import slug
 
     levels = levels_of(relation, form)
     item = ConflictItem(
-        id=f"{benchmark}/{_slug(key)}", benchmark=benchmark, category=form, context=context,
+        id=f"{benchmark}/{slug(key)}", benchmark=benchmark, category=form, context=context,
         question=question, context_answer=cf, parametric_answer=parametric,
         source=f"ctxrel:forms:{relation}", meta={"relation": relation, "form": form, **levels,
                                                  "version": FORMS_VERSION, "key": key},
@@ -114,14 +114,15 @@ def _item(benchmark: str, form: str, relation: str, key: str, context: str, ques
 def build_capitals(form: str) -> list[ConflictItem]:
     """One item per country of ctxrel's table: the context moves the government to the country's last-listed
     other city (as in `cf_capitals`), told in `form`."""
-    from ctxrel.benchmarks.builtin import _sentence_case, _with_article, load_country_facts
+    from ctxrel.benchmarks.builtin import load_country_facts, with_article
+    from ctxrel.core.prompts import sentence_case
 
     items = []
     for fact in load_country_facts():
-        country = _with_article(fact.country)
+        country = with_article(fact.country)
         context = CAPITALS[form].format(country=country, capital=fact.capital, cf=fact.other_cities[-1])
         items.append(_item(f"forms_capitals_{form}", form, "capitals", fact.country, context,
-                           _sentence_case(f"What is the capital city of {country}?"), fact.other_cities[-1],
+                           sentence_case(f"What is the capital city of {country}?"), fact.other_cities[-1],
                            fact.capital, parametric_aliases=fact.capital_aliases))
     return items
 
@@ -131,7 +132,7 @@ def build_people(form: str) -> list[ConflictItem]:
     first such): the context credits the person's first substitute (the biographies benchmark's rotation) with
     the deed, told in `form`."""
     from ctxrel.benchmarks.biographies import load_biographies, substitutes_for
-    from ctxrel.substitution import parse_name
+    from ctxrel.core.entity_swap import parse_name
 
     items = []
     for index, bio in enumerate(load_biographies()):

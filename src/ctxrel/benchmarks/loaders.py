@@ -6,7 +6,7 @@ Formats (every file may also be gzip-compressed, `name.ext.gz`):
   `world_facts.json`, `country_capitals_only.json` (JSON list of `{context, question, answer, memory_answer}`)
   and `famous_biographies.jsonl` (`{context, question, answer, parametric_answer}`). `answer` is the context
   answer. Nested pairs ("New Cairo" / "Cairo") and a question repeated with different answers are kept as they
-  are: `ctxrel.matching` handles nesting, and ids come from the row index. Category: `category` key, else file stem.
+  are: `ctxrel.core.matching` handles nesting, and ids come from the row index. Category: `category` key, else file stem.
 * memotrap -- MemoTrap (Liu & Liu, Inverse Scaling Prize round 2): the repository's CSVs (`prompt`, `classes` as
   a Python list literal, `answer_index` = the non-memorised, instructed continuation) or the prize's JSONL (same
   fields plus `round`, `part`). The prompt is used verbatim; the raw classes are the continuations scored in
@@ -38,10 +38,10 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from ctxrel import strict_json
 from ctxrel.benchmarks.schema import REQUIRED, ConflictItem, validate_item
-from ctxrel.errors import InputError
-from ctxrel.matching import find_spans, normalize
+from ctxrel.core import strict_json
+from ctxrel.core.errors import InputError
+from ctxrel.core.matching import find_spans, normalize
 
 FORMATS = ("study_json", "study_jsonl", "memotrap", "nq_swap", "ctxrel_jsonl")
 Where = tuple[str, Union[int, None]]  # (path label, line) exactly as `InputError` takes them

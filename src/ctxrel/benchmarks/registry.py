@@ -15,7 +15,7 @@ from typing import Callable
 
 from ctxrel.benchmarks import cpi, loaders
 from ctxrel.benchmarks.schema import ConflictItem, check_scorable
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core.errors import CtxrelError, InputError
 
 
 @dataclass(frozen=True)

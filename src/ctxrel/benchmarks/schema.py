@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ctxrel.errors import InputError
+from ctxrel.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class ConflictItem:
     context_answer: what the context asserts (the study's "counterfactual" answer).
     parametric_answer: the real-world answer the model may have memorised.
     prompt: when set, the item's own wording is used verbatim as the prompt body (MemoTrap); otherwise the
-        prompt is built from `context` and `question` by `ctxrel.prompts`.
+        prompt is built from `context` and `question` by `ctxrel.core.prompts`.
     context_continuation / parametric_continuation: exact strings scored in likelihood mode when the source
         gives them (MemoTrap's classes, leading space included); otherwise the answers are scored.
     source: "file:line" of the row, for error messages and per-item records.
@@ -62,7 +62,7 @@ def validate_item(item: ConflictItem, *, path: str, line: int | None, implied_co
     """Raise `InputError` (naming path and line) if the item cannot be scored honestly: an empty field, a
     context that does not state its context answer (unless the benchmark declares `implied_context`: its prompts
     imply the answer, as MemoTrap's do), or no conflict. Containment scoring asks more (`check_scorable`)."""
-    from ctxrel.matching import normalize, overlapping_answers, states
+    from ctxrel.core.matching import normalize, overlapping_answers, states
 
     own_prompt = (item.prompt or "").strip()  # an item with its own prompt (MemoTrap) is asked that, verbatim
     if not item.context.strip() and not own_prompt:
@@ -89,7 +89,7 @@ def check_scorable(item: ConflictItem, *, path: str, line: int | None) -> None:
     """Raise `InputError` if containment (generate mode) cannot score one of the item's answers or aliases
     (`matching.unscorable`: one letter, only function words, ...). Likelihood mode scores the answers as
     continuations and does not need this."""
-    from ctxrel.matching import unscorable
+    from ctxrel.core.matching import unscorable
 
     for key, answers in (("context_answer", (item.context_answer,)), ("context_aliases", item.context_aliases),
                          ("parametric_answer", (item.parametric_answer,)),

@@ -7,7 +7,7 @@ Sources:
   `sub_answer`): the substituted context and its substituted answer. HTML tags of the Natural Questions
   passages (`<P>`, `<Td>`, ...) are removed and the tokenised spacing around punctuation and hyphens is
   closed. Rows whose answer does not appear in the cleaned context (word-boundary match after
-  `ctxrel.matching.normalize`), or equals the original answer, are skipped and counted. Distinct questions are
+  `ctxrel.core.matching.normalize`), or equals the original answer, are skipped and counted. Distinct questions are
   used before any question repeats.
 * **facts**: generated from ctxrel's own fact tables (`ctxrel/train/facts/*.csv`): a real subject stated with
   another row's answer of the same relation ("The currency of Japan is the rupee."), never the true answer or
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxrel import strict_json
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import normalize
-from ctxrel.prompts import DEFAULT_BODY
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import normalize
+from ctxrel.core.prompts import DEFAULT_BODY
 
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*[^>]*>")
 _SPACE_BEFORE = re.compile(r"\s+([,.;:!?%)\]}'])")
@@ -129,7 +129,8 @@ def nq_swap_draw(pool: list[Counterfactual], k: int, rng: random.Random) -> list
 def facts_draw(k: int, rng: random.Random) -> list[Counterfactual]:
     """k counterfactual facts from ctxrel's fact tables: a real subject, another row's answer of the same
     relation as the asserted (counterfactual) answer."""
-    from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, training_fact_pool
+    from ctxrel.core.prompts import sentence_case
+    from ctxrel.train.mixture import TEMPLATES, fact_statement, training_fact_pool
 
     facts = list(training_fact_pool())
     by_relation: dict[str, list] = {}
@@ -147,8 +148,8 @@ def facts_draw(k: int, rng: random.Random) -> list[Counterfactual]:
             continue
         answer = rng.choice(options)
         statements, questions = TEMPLATES[fact.relation]
-        context = _state(fact.relation, fact.subject, answer, rng.choice(statements))
-        question = _sentence_case(rng.choice(questions).format(subject=fact.subject))
+        context = fact_statement(fact.relation, fact.subject, answer, rng.choice(statements))
+        question = sentence_case(rng.choice(questions).format(subject=fact.subject))
         out.append(Counterfactual(context, question, answer,
                                   f"facts:{fact.relation}:{fact.subject} (true: {fact.answer})"))
     return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ctxrel.config.flags import add_common, add_flags
 from ctxrel.curate.config import DEFAULT_MODEL  # noqa: F401  (the name callers knew here)
-from ctxrel.flags import add_common, add_flags
 
 
 def _operation(curate_sub, name: str, cls, handler, **kwargs) -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def add_parsers(sub, verb: str | None = None) -> None:
 
 def cmd_classify(args) -> int:
     from ctxrel.curate.operations import classify
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
 
     r = classify(from_args(args))
     print(r["table"])
@@ -77,7 +77,7 @@ def cmd_classify(args) -> int:
 
 def cmd_filter(args) -> int:
     from ctxrel.curate.operations import filter_records
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
 
     r = filter_records(from_args(args))
     c = r["counts"]
@@ -99,7 +99,7 @@ def cmd_filter(args) -> int:
 
 def cmd_augment(args) -> int:
     from ctxrel.curate.operations import augment
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
 
     r = augment(from_args(args))
     c = r["counts"]
@@ -114,7 +114,7 @@ def cmd_augment(args) -> int:
 
 def cmd_pairs(args) -> int:
     from ctxrel.curate.pairs import build_pairs
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
 
     r = build_pairs(from_args(args))
     c = r["counts"]

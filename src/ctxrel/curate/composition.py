@@ -11,9 +11,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ctxrel.core.errors import CtxrelError
 from ctxrel.curate.dataset import Record, context_of
 from ctxrel.curate.filters import CLASSES, UNSCORED, classify_score
-from ctxrel.errors import CtxrelError
 
 MIXTURE_KIND = {"c": "C", "cs": "C+S", "ci": "C+S", "s": "S"}
 
@@ -107,7 +107,7 @@ def plot_histogram(scores: list[dict[str, Any]], classes: list[str], threshold: 
         from matplotlib.figure import Figure
     except ImportError:
         raise CtxrelError("the histogram needs matplotlib: pip install 'ctxrel[report]'") from None
-    from ctxrel.results import atomic_write_bytes
+    from ctxrel.rundir.files import atomic_write_bytes
 
     ctx = [s["loss_without"] for s, k in zip(scores, classes) if k in ("C", "C+S")]
     s_only = [s["loss_without"] for s, k in zip(scores, classes) if k == "S" and s["loss_without"] is not None]

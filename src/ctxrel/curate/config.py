@@ -1,5 +1,5 @@
 """`ctxrel curate`'s settings: one dataclass per operation, built like every verb's (`config.load_config`:
---config FILE or KEY=VALUE, then the flags derived from these fields by `ctxrel.flags`).
+--config FILE or KEY=VALUE, then the flags derived from these fields by `ctxrel.config.flags`).
 
 Keys are flat (`limit=100 threshold_quantile=0.5`); each field's comment is its `--help` line. No torch here:
 the parsers are built without it.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxrel.flags import option
-from ctxrel.prompts import TRAIN_TEMPLATES
+from ctxrel.config.flags import option
+from ctxrel.core.prompts import TRAIN_TEMPLATES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 FORMATS = ("auto", "alpaca", "chat", "squad", "mixture")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core.errors import CtxrelError, InputError
 
 FORMATS = ("alpaca", "chat", "squad", "mixture")
 CONTEXT_LABELS = ("background", "context", "passage", "article", "document", "paragraph", "text", "input",
@@ -102,7 +102,7 @@ def load_records(spec: str, *, fmt: str = "auto", split: str = "train", limit: i
     if limit is not None and limit < 1:
         raise CtxrelError(f"--limit {limit}: must be >= 1")
     if spec == "mixture" or spec.startswith("mixture:"):
-        from ctxrel.config import MixtureConfig
+        from ctxrel.config.settings import MixtureConfig
         from ctxrel.train.mixture import generate_mixture
 
         m = MixtureConfig()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core.errors import CtxrelError, InputError
 
 CLASSES = ("C", "C+S", "S")
 UNSCORED = "unscored"  # a context record whose response did not fit in --max-length

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel.curate.dataset import Record, Source, canonical_json
-from ctxrel.results import atomic_write_text
+from ctxrel.rundir.files import atomic_write_text
 
 MANIFEST = "manifest.json"
 

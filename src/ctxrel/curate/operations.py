@@ -19,12 +19,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ctxrel.core.errors import CtxrelError
 from ctxrel.curate.config import AugmentConfig, ClassifyConfig, FilterConfig
 from ctxrel.curate.dataset import dataset_text, has_context, load_records, record_text
 from ctxrel.curate.filters import KeywordMatcher, classify_score, keyword_list, loss_threshold, summarise_matches
 from ctxrel.curate.manifest import data_input, file_input, output_entry, write_manifest
-from ctxrel.errors import CtxrelError
-from ctxrel.results import atomic_write_text
+from ctxrel.rundir.files import atomic_write_text
 
 DATA = "data.jsonl"
 
@@ -33,15 +33,15 @@ OUTPUTS = (DATA, "manifest.json", "scores.jsonl", "scores.settings.json", "repor
            "loss_without_context.png")
 
 
-def _out_dir(out: str | Path, inputs: tuple = ()) -> Path:
+def claim_out_dir(out: str | Path, inputs: tuple = ()) -> Path:
     """Claim the output directory (new, empty, or a ctxrel curation output: `run_marker`) after checking that
     no input file is one of the files written there; the claim lasts until the command ends."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     target = run_marker.refuse_dangerous(out, "--out")
     for spec in inputs:
         if isinstance(spec, str) and (spec == "mixture" or spec.startswith("mixture:")):  # shares, before any write
-            from ctxrel.config import MixtureConfig
+            from ctxrel.config.settings import MixtureConfig
             from ctxrel.curate.dataset import mixture_shares
             from ctxrel.train.mixture import kind_counts
 
@@ -76,7 +76,7 @@ def classify(cfg: ClassifyConfig, *, loaded=None) -> dict[str, Any]:
     quantile, threshold, s_quantile = cfg.threshold_quantile, cfg.threshold, cfg.threshold_s_quantile
     if threshold is not None or s_quantile is not None:
         quantile = None
-    out = _out_dir(cfg.out, (data,))
+    out = claim_out_dir(cfg.out, (data,))
     records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     m, tok = loaded if loaded else (None, None)
     scores = score_records(records, out, model_spec=model, model=m, tok=tok, template=template,
@@ -121,7 +121,7 @@ def filter_records(cfg: FilterConfig, *, loaded=None) -> dict[str, Any]:
         raise CtxrelError("nothing to filter: give --keep context-only|context-critical and/or --drop-keywords")
     if drop_threshold is not None:
         drop_quantile = None
-    out = _out_dir(cfg.out, (data, drop_keywords))
+    out = claim_out_dir(cfg.out, (data, drop_keywords))
     records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     inputs = [data_input(source, records)]
     reasons: dict[int, str] = {}
@@ -201,7 +201,7 @@ def augment(cfg: AugmentConfig) -> dict[str, Any]:
 
     kind, path = A.parse_counterfactual(counterfactual)
     A.n_counterfactual(0, ratio)  # checks the ratio before anything is read
-    out = _out_dir(cfg.out, (data, path))
+    out = claim_out_dir(cfg.out, (data, path))
     records, source = load_records(data, fmt=cfg.format, split=cfg.split, limit=limit, seed=seed)
     k = A.n_counterfactual(len(records), ratio)
     rng = random.Random(f"ctxrel-augment-{seed}")

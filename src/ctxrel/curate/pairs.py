@@ -8,7 +8,7 @@ Builders (`ctxrel.train.pairs` holds the record format):
   benchmark (`source=NAME`, `NAME=PATH` or a file, loaded like `--benchmark`);
 * **irrelevant** (KnowPO): the question asked with a context about another subject; chosen = the memorised
   answer, rejected = the distractor the irrelevant context states. From the fact tables, or from the items of
-  the benchmark through `ctxrel.contexts.irrelevant_item` (the same borrowing as the `irrelevant` context kind);
+  the benchmark through `ctxrel.benchmarks.contexts.irrelevant_item` (the same borrowing as the `irrelevant` context kind);
 * **user**: the pairs of `user=PATH` (validated like a dpo stage's data; `skip_invalid` counts bad records).
 
 Leak guard: every pair goes through `ctxrel.train.mixture.eval_overlap`, the check that keeps the training
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 
 def pair_overlap(record: dict[str, Any]) -> list[str]:
@@ -53,7 +53,7 @@ def pair_overlap(record: dict[str, Any]) -> list[str]:
 def items_pairs(bench: str, kinds: dict[str, int], seed: int) -> list[dict]:
     """Pairs from a conflict benchmark's items: up to kinds[kind] of each kind (all when larger), seeded."""
     from ctxrel.benchmarks.registry import load_benchmark
-    from ctxrel.contexts import available, irrelevant_item, subject
+    from ctxrel.benchmarks.contexts import available, irrelevant_item, subject
 
     items = [it for it in load_benchmark(bench).items if available(it, "irrelevant")]
     if not items:
@@ -78,7 +78,7 @@ def build_pairs(cfg) -> dict[str, Any]:
     """Build, guard and write the pairs of `cfg` (`ctxrel.curate.config.PairsBuildConfig`); return the counts."""
     from ctxrel.curate.dataset import dataset_text
     from ctxrel.curate.manifest import file_input, output_entry, write_manifest
-    from ctxrel.curate.operations import DATA, _out_dir
+    from ctxrel.curate.operations import DATA, claim_out_dir
     from ctxrel.train.pairs import generate_pairs, pair_counts, read_pairs
 
     counts = pair_counts(cfg.n, cfg.irrelevant)  # checks the share before anything is written
@@ -91,7 +91,7 @@ def build_pairs(cfg) -> dict[str, Any]:
         from ctxrel.train.data import local_source
 
         user_pairs = [dict(r, kind="user") for r, where in read_file(local_source(cfg.user)) if where in valid]
-    out = _out_dir(cfg.out, (cfg.user,))
+    out = claim_out_dir(cfg.out, (cfg.user,))
     built = generate_pairs(cfg.n, cfg.irrelevant, seed=cfg.seed) if cfg.source == "facts" else \
         items_pairs(cfg.source, counts, cfg.seed)
     kept, refused = [], []
@@ -104,7 +104,7 @@ def build_pairs(cfg) -> dict[str, Any]:
     if not kept:
         raise CtxrelError(f"every pair ({len(refused)}) names an entity of an evaluation benchmark (e.g. "
                           f"{refused[0]['why'] if refused else '-'}); nothing written to {cfg.out}/{DATA}")
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir.files import atomic_write_text
 
     atomic_write_text(out / DATA, dataset_text(kept))
     composition = dict(pairs=len(kept), kinds=dict(Counter(r.get("kind", "") for r in kept)),

@@ -9,7 +9,7 @@ the whole response). A record without context is scored once (loss with = loss w
 Speed: sequences of a chunk of records (with- and without-context renderings together) are sorted by length
 and batched, so a batch pads little; the vocabulary projection runs only at response positions. Batches are
 small on CPU (4) and large on GPU (32); see `default_batch_size`. Resume: scores
-are appended to `scores.jsonl` a chunk at a time (crash-safe, `ctxrel.results`); a rerun skips records already
+are appended to `scores.jsonl` a chunk at a time (crash-safe, `ctxrel.rundir.files`); a rerun skips records already
 scored, after checking that the model and settings are the same and that each record's content hash matches.
 """
 
@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from ctxrel.core.errors import CtxrelError
 from ctxrel.curate.dataset import Record, has_context, without_context
-from ctxrel.errors import CtxrelError
-from ctxrel.results import append_records, atomic_write_text, read_records
+from ctxrel.rundir.files import append_records, atomic_write_text, read_records
 
 SCORES_FILE = "scores.jsonl"
 SETTINGS_FILE = "scores.settings.json"
@@ -153,7 +153,7 @@ def score_records(records: list[Record], out: Path, *, model_spec: str, model=No
                   progress: bool = True, chunk: int | None = None) -> list[dict[str, Any]]:
     """Scores of all `records` (in record order), computing only those not yet in out/scores.jsonl.
     `model`/`tok` may be given already loaded (tests, the benchmark); else `model_spec` is loaded."""
-    from ctxrel.train.data import resolve_data_template
+    from ctxrel.core.prompts import resolve_data_template
 
     if (batch_size is not None and batch_size < 1) or max_length < 2:
         raise CtxrelError(f"--batch-size {batch_size} must be >= 1 and --max-length {max_length} >= 2")
@@ -163,7 +163,7 @@ def score_records(records: list[Record], out: Path, *, model_spec: str, model=No
     todo = [r for r in records if r.index not in done]
     if todo:
         if model is None:
-            from ctxrel.models import load_model
+            from ctxrel.models.loading import load_model
 
             model, tok, _ = load_model(model_spec, device=device)
         template = resolve_data_template(template, tok)

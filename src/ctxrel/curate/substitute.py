@@ -1,4 +1,4 @@
-"""`ctxrel curate substitute`: the command-line face of the entity substitution engine (`ctxrel.substitution`,
+"""`ctxrel curate substitute`: the command-line face of the entity substitution engine (`ctxrel.core.entity_swap`,
 pure, used by the built-in `biographies` benchmark and by `contexts` below this package): read a text, rename one
 person, write the text and print the leak and over-replacement report."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ctxrel.errors import CtxrelError
-from ctxrel.substitution import SubstitutionResult, substitute
+from ctxrel.core.entity_swap import SubstitutionResult, substitute
+from ctxrel.core.errors import CtxrelError
 
 PARSER = dict(help="rename a person everywhere in a text, with a leak and over-replacement report",
               description="Rename every mention of --entity to --with (full name, surname, given name, possessives, "
@@ -66,7 +66,7 @@ def format_report(result: SubstitutionResult) -> str:
 
 def run_substitute(args) -> int:
     """`ctxrel curate substitute`: 0 when no leak remains, 1 otherwise."""
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
 
     args = from_args(args)
     if not args.entity.strip() or not args.replacement.strip():

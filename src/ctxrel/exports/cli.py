@@ -6,12 +6,12 @@ Imports only the standard library at the top (ctxrel --help stays instant); the 
 
 from __future__ import annotations
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 
 def add_parsers(sub, verb: str | None = None) -> None:
-    from ctxrel.config import RunConfig
-    from ctxrel.flags import add_common, add_flags
+    from ctxrel.config.settings import RunConfig
+    from ctxrel.config.flags import add_common, add_flags
 
     p = sub.add_parser("export", help="hand results to other tools: an lm-eval task, Every Eval Ever records, "
                                       "Parquet",
@@ -52,9 +52,9 @@ def add_parsers(sub, verb: str | None = None) -> None:
 
 
 def cmd_export_lm_eval(args) -> int:
-    from ctxrel.config import RunConfig, load_config
+    from ctxrel.config.settings import RunConfig, load_config
     from ctxrel.exports.lmeval_task import export_lm_eval
-    from ctxrel.flags import given
+    from ctxrel.config.flags import given
 
     settings = given(args)
     if "out" not in settings:

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel import __version__
-from ctxrel.errors import CtxrelError
-from ctxrel.presets import read_yaml_mapping
-from ctxrel.results import CONFIG_FILE, EVALS_DIR, RunDir, read_records
+from ctxrel.config.shipped import read_yaml_mapping
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CONFIG_FILE, EVALS_DIR, RunDir, read_records
 
 SCHEMA_VERSION = "0.3.0"
 KIND = "eee"  # run_marker kind of an export directory
@@ -138,14 +138,14 @@ def _instances(records: list[dict[str, Any]], benchmark: str, evaluation_id: str
                                 output=dict(raw=[r["output"]]),
                                 answer_attribution=[dict(turn_idx=0, source="output.raw",
                                                          extracted_value=r[answer] if hit else "",
-                                                         extraction_method="ctxrel.matching containment",
+                                                         extraction_method="ctxrel.core.matching containment",
                                                          is_terminal=True)],
                                 evaluation=dict(score=1.0 if hit else 0.0, is_correct=hit)))
         elif "m_c" in r:
             out.append(dict(base, evaluation_result_id=_result_id(benchmark, "all", "m_c"),
                             input=dict(raw=r["question"], formatted=r.get("prompt"), reference=[r["context_answer"]]),
                             answer_attribution=[dict(turn_idx=0, source="loglikelihood", extracted_value=
-                                                     f"{r['m_c']:.6f}", extraction_method="ctxrel.metrics.m_c",
+                                                     f"{r['m_c']:.6f}", extraction_method="ctxrel.core.metrics.m_c",
                                                      is_terminal=True)],
                             evaluation=dict(score=float(r["m_c"]), is_correct=bool(r["m_c"] > 0.5))))
     return out
@@ -204,7 +204,7 @@ def build_records(run: str | Path, *, organization: str = "local", now: float | 
                                  source_organization_name=organization,
                                  evaluator_relationship="first_party" if trained else "third_party"),
             eval_library=dict(name="ctxrel", version=__version__,
-                              additional_details=dict(matching="ctxrel.matching: normalised word-boundary "
+                              additional_details=dict(matching="ctxrel.core.matching: normalised word-boundary "
                                                                "containment with aliases")),
             model_info=dict(name=model_id.split("/", 1)[1], id=model_id, developer=developer,
                             inference_platform="local", inference_engine=dict(name="transformers"),
@@ -220,8 +220,8 @@ def build_records(run: str | Path, *, organization: str = "local", now: float | 
 
 def export_eee(run: str | Path, out: str | Path, *, organization: str = "local") -> dict[str, Any]:
     """Write `build_records(run)` under `out` (a new, empty or earlier EEE export directory)."""
-    from ctxrel import run_marker
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir import marker as run_marker
+    from ctxrel.rundir.files import atomic_write_text
 
     records = build_records(run, organization=organization)
     n_inst = 0

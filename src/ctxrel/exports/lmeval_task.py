@@ -9,7 +9,7 @@ runs the task they describe on exactly the items `ctxrel eval` scores, with exac
 * `<task>.yaml` -- greedy generation of `eval.max_new_tokens` tokens from that prompt, stopping at EOS as
   ctxrel does; metrics cf_acc, par_acc (means over items) and memorization_ratio = par / (cf + par), the
   share of parametric answers among the answers found (Goyal et al. 2025 read the two accuracies together);
-* `utils.py` -- loads the items beside it (one utils.py serves every task exported there) and scores each generation with `ctxrel.matching.match`.
+* `utils.py` -- loads the items beside it (one utils.py serves every task exported there) and scores each generation with `ctxrel.core.matching.match`.
 
 The exported utils.py *imports* ctxrel's matching rather than carrying a copy of it: normalisation, word
 boundaries, aliases and nested answers ("New Cairo" vs "Cairo") are the part most likely to drift, and one
@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from ctxrel import __version__
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 KIND = "lm-eval-task"  # run_marker kind of an export directory
 
 UTILS = '''"""Helpers of the lm-evaluation-harness tasks written here by `ctxrel export lm-eval` (ctxrel {version}).
 
-Each generation is scored with ctxrel's own answer matching (ctxrel.matching.match), the rules `ctxrel eval`
+Each generation is scored with ctxrel's own answer matching (ctxrel.core.matching.match), the rules `ctxrel eval`
 uses: normalisation, word-boundary containment, aliases, nested answers. Needs ctxrel importable.
 """
 
@@ -43,7 +43,7 @@ import json
 from pathlib import Path
 
 try:
-    from ctxrel.matching import match
+    from ctxrel.core.matching import match
 except ImportError as e:  # lm-eval's environment lacks ctxrel
     raise ImportError("these tasks score answers with ctxrel's matching rules: pip install ctxrel") from e
 
@@ -102,7 +102,7 @@ def _chat_renderer(cfg):
     """The chat template of `model.name`'s tokenizer as a renderer (None without one); no weights are read."""
     from transformers import AutoTokenizer
 
-    from ctxrel.models import convert_gguf, resolve
+    from ctxrel.models.loading import convert_gguf, resolve
 
     source = resolve(cfg.model.name)
     location = str(convert_gguf(Path(source.location))) if source.kind == "gguf" else source.location
@@ -117,7 +117,7 @@ def _chat_renderer(cfg):
 
 def prompt_builder(cfg):
     """The PromptBuilder `ctxrel eval` would use for this config (template `auto`/`chat` read the tokenizer)."""
-    from ctxrel.prompts import PromptBuilder, resolve_template
+    from ctxrel.core.prompts import PromptBuilder, resolve_template
 
     render = _chat_renderer(cfg) if cfg.eval.template in ("auto", "chat") else None
     return PromptBuilder(template=resolve_template(cfg.eval.template, render is not None), body=cfg.eval.prompt,
@@ -157,10 +157,10 @@ metadata:
 def export_lm_eval(cfg, benchmark: str, out: str | Path) -> dict[str, Any]:
     """Write the lm-eval task of `benchmark` under the settings of `cfg` (a RunConfig) into `out`. Returns what
     was written: task name, files, item count, template."""
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
     from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.evaluate import select_items
-    from ctxrel.results import atomic_write_text
+    from ctxrel.evaluate.selection import select_items
+    from ctxrel.rundir.files import atomic_write_text
     from ctxrel.standard.tasks import standard_name
 
     check_exportable(cfg)

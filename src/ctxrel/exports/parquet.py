@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 ITEMS_FILE = "data/items.parquet"
 METRICS_FILE = "data/metrics.parquet"
@@ -98,9 +98,10 @@ def card(name: str, items, metrics, config: dict[str, Any] | None, version: str)
 def export_parquet(run: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the Parquet dataset of run directory `run` into `out` (a new or empty directory, or one this
     command wrote before). Returns {out, items, metrics, files}."""
-    from ctxrel import __version__, run_marker
+    from ctxrel import __version__
+    from ctxrel.rundir import marker as run_marker
     from ctxrel.api import load
-    from ctxrel.results import atomic_write_bytes, atomic_write_text
+    from ctxrel.rundir.files import atomic_write_bytes, atomic_write_text
 
     _require_pyarrow()
     run_marker.check_owned(out, "dataset")  # before anything is read or written

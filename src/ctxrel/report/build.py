@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CONFIG_FILE
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CONFIG_FILE
 
 
 def group_runs(runs: Sequence[str], labels: Sequence[str] | None = None, seeds: bool = False
@@ -76,7 +76,7 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
     from ctxrel.analysis.summary import summarise
     from ctxrel.report.html import render
     from ctxrel.report.plots import plot_all
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir.files import atomic_write_text
 
     if plan is not None and not (isinstance(plan, (int, float)) and 0 < plan < 1):
         raise CtxrelError(f"--plan {plan!r}: the drop to plan for must be a share strictly between 0 and 1, e.g. 0.05")
@@ -99,7 +99,7 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
     except ImportError:
         raise CtxrelError("the report needs matplotlib: pip install 'ctxrel[report]'") from None
 
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
     from ctxrel.analysis.rundata import live_text
 
     live = [t for _, rs in loaded for r in rs if (t := live_text(r))]  # runs still being written
@@ -111,7 +111,7 @@ def build_report(runs: Sequence[str], *, labels: Sequence[str] | None = None, ou
 def _write_report(dest: Path, loaded, summaries, live: list[str] = ()) -> dict[str, Any]:
     from ctxrel.report.html import render
     from ctxrel.report.plots import plot_all
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir.files import atomic_write_text
 
     figures = plot_all(summaries, dest)
     configs = {}

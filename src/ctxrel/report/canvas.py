@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ctxrel.report.trajectory import _epoch_lines
-from ctxrel.results import atomic_write_bytes
+from ctxrel.report.trajectory import draw_epoch_lines
+from ctxrel.rundir.files import atomic_write_bytes
 
 
 def figure(ncols: int, nrows: int = 1, w: float = 5.2, h: float = 3.7):
@@ -39,7 +39,7 @@ def style(ax, xlabel: str, ylabel: str, boundaries: list[int] | None = None) -> 
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if boundaries:
-        _epoch_lines(ax, boundaries)
+        draw_epoch_lines(ax, boundaries)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
 

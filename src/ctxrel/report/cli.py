@@ -9,7 +9,7 @@ import math
 
 from dataclasses import dataclass
 
-from ctxrel.flags import add_common, add_flags, option
+from ctxrel.config.flags import add_common, add_flags, option
 from ctxrel.report.scrutiny_text import scrutiny_lines
 
 CHECKPOINT_HELP = "start, peak, trough, final, a step number (48) or a checkpoint name (step-000048)"
@@ -117,7 +117,7 @@ def format_stats(label: str, bench: str, subset: str, st: dict, id_accuracy: lis
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ctxrel.flags import from_args
+    from ctxrel.config.flags import from_args
     from ctxrel.report.build import build_report
     from ctxrel.report.html import left_out_text
 
@@ -197,7 +197,7 @@ def cmd_flips(args: argparse.Namespace) -> int:
     from ctxrel.analysis.inversion import anchors
     from ctxrel.analysis.rundata import live_text, load_run, trajectory_points
     from ctxrel.analysis.summary import run_flips
-    from ctxrel.errors import CtxrelError
+    from ctxrel.core.errors import CtxrelError
 
     run = load_run(args.run)
     if live_text(run):

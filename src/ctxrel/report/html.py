@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ctxrel.report.scrutiny_html import scrutiny_section
+from ctxrel.report.scrutiny_html import group_subsets, scrutiny_section
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;
@@ -81,10 +81,8 @@ HEAD = ("<tr><th class='l'>{first}</th><th class='l'>subset</th><th>items</th><t
 
 
 def summary_table(groups: list[dict[str, Any]], bench: str) -> str:
-    rows = []
-    for g in groups:
-        for subset, st in g["benchmarks"][bench]["subsets"].items():
-            rows.append(f"<tr><td class='l'>{_e(g['label'])}</td><td class='l'>{_e(subset)}</td>{_row_cells(st)}</tr>")
+    rows = [f"<tr><td class='l'>{_e(g['label'])}</td><td class='l'>{_e(subset)}</td>{_row_cells(st)}</tr>"
+            for g, subset, st in group_subsets(groups, bench)]
     return f"<table>{HEAD.format(first='study')}{''.join(rows)}</table>"
 
 

@@ -10,35 +10,35 @@ from typing import Any
 BASIS = {"items": "items", "seeds": "seeds", "seeds+items": "two-level"}
 
 
-def _num(x: Any, fmt: str = ".3f") -> str:
+def number_text(x: Any, fmt: str = ".3f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return format(x, fmt)
 
 
-def _iv(d: dict[str, Any]) -> str:
+def interval_text(d: dict[str, Any]) -> str:
     """'+0.120 [+0.050, +0.190] items' (estimate, interval, basis)."""
-    ci = (f" [{_num(d.get('ci_low'), '+.3f')}, {_num(d.get('ci_high'), '+.3f')}]"
+    ci = (f" [{number_text(d.get('ci_low'), '+.3f')}, {number_text(d.get('ci_high'), '+.3f')}]"
           if d.get("ci_low") is not None and not math.isnan(d["ci_low"]) else "")
-    return f"{_num(d.get('estimate'), '+.3f')}{ci} {BASIS.get(d.get('basis'), d.get('basis'))}"
+    return f"{number_text(d.get('estimate'), '+.3f')}{ci} {BASIS.get(d.get('basis'), d.get('basis'))}"
 
 
 def power_lines(pw: dict[str, Any]) -> list[str]:
     """SE, MDE and the largest change still allowed, per change and level."""
     out = []
     for change in ("rise", "drop"):
-        parts = [f"{BASIS[e['basis']]} SE {_num(e['se'])} MDE {_num(e['mde'])} allows <= {_num(e['allowed'], '+.3f')}"
+        parts = [f"{BASIS[e['basis']]} SE {number_text(e['se'])} MDE {number_text(e['mde'])} allows <= {number_text(e['allowed'], '+.3f')}"
                  for e in pw.get(change, [])]
         if parts:
             out.append(f"power {change}: " + "; ".join(parts))
     two = [e for c in ("rise", "drop") for e in pw.get(c, []) if e["basis"] == "seeds+items"]
     if len(two) == 2:
-        out.append(f"two-level interval (seeds, then items): rise {_iv(two[0])}; drop {_iv(two[1])}")
+        out.append(f"two-level interval (seeds, then items): rise {interval_text(two[0])}; drop {interval_text(two[1])}")
     drop = pw.get("drop", [])
     if drop:
         out.append("largest drop still allowed (95%): " + ", ".join(
-            f"{_num(e['allowed'], '+.3f')} ({BASIS[e['basis']]})" for e in drop)
-                   + f"; MDE at 80% power: " + ", ".join(f"{_num(e['mde'])} ({BASIS[e['basis']]})" for e in drop))
+            f"{number_text(e['allowed'], '+.3f')} ({BASIS[e['basis']]})" for e in drop)
+                   + f"; MDE at 80% power: " + ", ".join(f"{number_text(e['mde'])} ({BASIS[e['basis']]})" for e in drop))
     return out
 
 
@@ -47,14 +47,14 @@ def honest_lines(hs: dict[str, Any]) -> list[str]:
         return [f"selection-honest verdict: {hs.get('verdict_text', 'undetermined')}"]
     sp = hs["split"]
     lines = [f"selection-honest (peak chosen on {sp['n_select']} items, split seed {sp['seed']}; tested on the other "
-             f"{sp['n_test']}): peak @ {hs['peak_step']}, rise {_iv(hs['rise'][0])}"
-             + "".join(f"; {_iv(d)}" for d in hs["rise"][1:]) + f"; drop {_iv(hs['drop'][0])}"
-             + "".join(f"; {_iv(d)}" for d in hs["drop"][1:]) + f" -> {hs['verdict_text']}"]
+             f"{sp['n_test']}): peak @ {hs['peak_step']}, rise {interval_text(hs['rise'][0])}"
+             + "".join(f"; {interval_text(d)}" for d in hs["rise"][1:]) + f"; drop {interval_text(hs['drop'][0])}"
+             + "".join(f"; {interval_text(d)}" for d in hs["drop"][1:]) + f" -> {hs['verdict_text']}"]
     lo = hs.get("loso")
     if lo:
         peaks = ", ".join(str(p["peak_step"]) for p in lo["per_seed"])
-        lines.append(f"leave one seed out (peak on the other seeds: {peaks}): rise {_iv(lo['rise'])}; drop "
-                     f"{_iv(lo['drop'])} -> {lo['verdict_text']}")
+        lines.append(f"leave one seed out (peak on the other seeds: {peaks}): rise {interval_text(lo['rise'])}; drop "
+                     f"{interval_text(lo['drop'])} -> {lo['verdict_text']}")
     return lines
 
 
@@ -66,7 +66,7 @@ def plan_lines(pl: dict[str, Any]) -> list[str]:
     note = f" ({pl['note']})" if pl.get("note") else ""
     return [f"plan: to detect a drop of {pl['d']:.3f} (80% power, two-sided .05): {pl['items_needed'] or '-'} items "
             f"for the items interval ({pl['n_seeds']} seed(s) averaged); seeds t test: {seeds}{tail}; "
-            f"within-seed item sd {_num(pl['sigma_w'])}, between-seed sd {_num(pl['sigma_b'])}{note}"]
+            f"within-seed item sd {number_text(pl['sigma_w'])}, between-seed sd {number_text(pl['sigma_b'])}{note}"]
 
 
 def decomposition_lines(dec: dict[str, Any]) -> list[str]:
@@ -74,9 +74,9 @@ def decomposition_lines(dec: dict[str, Any]) -> list[str]:
     for name, d in dec.items():
         if not d:
             continue
-        out.append(f"decomposition {name} (step {d['from']} -> {d['to']}): cf-acc {_iv(d['cf_acc'][0])} = "
-                   f"-(par-acc {_iv(d['par_acc'][0])}) + (both {_iv(d['share_both'][0])}) - (neither "
-                   f"{_iv(d['share_neither'][0])})")
+        out.append(f"decomposition {name} (step {d['from']} -> {d['to']}): cf-acc {interval_text(d['cf_acc'][0])} = "
+                   f"-(par-acc {interval_text(d['par_acc'][0])}) + (both {interval_text(d['share_both'][0])}) - (neither "
+                   f"{interval_text(d['share_neither'][0])})")
     return out
 
 
@@ -85,8 +85,8 @@ def share_lines(cs: dict[str, Any]) -> list[str]:
         return [f"context share cf/(cf+par) (secondary): {cs.get('verdict_text', 'undetermined')}"]
     s0, pk, fn = cs["start"], cs["peak"], cs["final"]
     return [f"context share cf/(cf+par) (secondary verdict): {s0['value']:.3f} @ {s0['step']} -> {pk['value']:.3f} @ "
-            f"{pk['step']} -> {fn['value']:.3f} @ {fn['step']}; rise " + "; ".join(_iv(d) for d in cs["rise"])
-            + "; drop " + "; ".join(_iv(d) for d in cs["drop"]) + f" -> {cs['verdict_text']}"]
+            f"{pk['step']} -> {fn['value']:.3f} @ {fn['step']}; rise " + "; ".join(interval_text(d) for d in cs["rise"])
+            + "; drop " + "; ".join(interval_text(d) for d in cs["drop"]) + f" -> {cs['verdict_text']}"]
 
 
 def scrutiny_lines(st: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ accuracy keeps improving. This module only *describes* it: the values with their
 how far the last step sits from it. Whether a drop is significant is a question for a test on the drop itself
 (analysis/), not for overlapping per-step intervals, so no table or plot here claims significance.
 
-Everything is read from the run directory's metrics table (results.py); no model is needed. Rows of checkpoints
+Everything is read from the run directory's metrics table (rundir/files.py); no model is needed. Rows of checkpoints
 without a step (e.g. `model`, a base model scored on its own) are not part of a trajectory and are ignored.
 """
 
@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import atomic_write_bytes
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import atomic_write_bytes
 
 # Metrics a trajectory follows, in column order. cf_acc/par_acc come from generate mode, m_c from likelihood
 # mode, id_accuracy from the standard tasks (its own benchmark, always subset "all").
@@ -131,7 +131,7 @@ def _draw(ax, entries: list[dict[str, Any]], metric: str, color: str, label: str
         ax.fill_between(x, lo, hi, color=color, alpha=0.07 if dashed else 0.18, lw=0)
 
 
-def _epoch_lines(ax, boundaries: list) -> None:
+def draw_epoch_lines(ax, boundaries: list) -> None:
     for i, step in enumerate(boundaries, start=1):
         if isinstance(step, (list, tuple)):  # [step, "sft | dpo"]: a stage boundary of a multi-stage study
             ax.axvline(step[0], ls="--", lw=1.2, color="tab:purple")
@@ -155,7 +155,7 @@ def plot_trajectory(run_dir: str | Path, out: str | Path | None = None, epoch_bo
     scaled to the data, not to [0, 1], so small changes stay visible; the bands show how small they are.
     The file is written atomically (temporary file, then rename), so a reader never sees half a PNG.
     """
-    from ctxrel.results import RunDir
+    from ctxrel.rundir.files import RunDir
 
     run_path = Path(run_dir)
     if not run_path.is_dir():  # RunDir would create it; a report must not invent an empty study
@@ -213,7 +213,7 @@ def plot_trajectory(run_dir: str | Path, out: str | Path | None = None, epoch_bo
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25, lw=0.5)
-        _epoch_lines(ax, epoch_boundaries or [])
+        draw_epoch_lines(ax, epoch_boundaries or [])
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{run_path.resolve().name}: trajectory by step, subset {subset} (shaded: 95% bootstrap CI)",
                  fontsize=10)

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ctxrel.backends.base import chunk_size
-from ctxrel.metrics import bootstrap_means, bootstrap_rows, mean_of_tasks
-from ctxrel.results import RunDir, read_records
-from ctxrel.shards import ALONE, Shard, score_units
+from ctxrel.core.metrics import bootstrap_means, bootstrap_rows, mean_of_tasks
+from ctxrel.evaluate.shards import ALONE, Shard, score_units
+from ctxrel.rundir.files import RunDir, read_records
 from ctxrel.standard.scoring import mc_scores, score_generation
 from ctxrel.standard.tasks import MCItem
 
@@ -50,7 +50,7 @@ def evaluate_task(lm, task: str, items: Sequence, run: RunDir, *, checkpoint: st
                   n_boot: int = 1000, seed: int = 0, progress=None, shard: Shard = ALONE
                   ) -> tuple[list[dict], np.ndarray]:
     """Score `items` of one standard task (resumable); write metric rows; return (rows, bootstrap replicates of
-    the primary metric). Sharded (`ctxrel.shards`), each process scores a share of the items and only the main
+    the primary metric). Sharded (`ctxrel.evaluate.shards`), each process scores a share of the items and only the main
     process writes and returns rows (the others: [] and no replicates)."""
     path = run.eval_file(checkpoint, task)
     done = {r["id"]: r for r in read_records(path)}

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence, TypeVar, Union
 
-from ctxrel import strict_json
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.sampling import by_category, round_robin
 
 STANDARD_TASKS = ("gsm8k", "mmlu", "arc_challenge", "squad")
 DEFAULT_SHOTS = {"gsm8k": 5, "mmlu": 5, "arc_challenge": 0, "squad": 0}
@@ -449,21 +450,17 @@ def stratified_limit(items: Sequence[T], limit: int | None, seed: int = 0) -> li
     Each category is shuffled with its own seeded RNG and the categories are visited round robin (in a seeded
     order), so every category gets limit/#categories items (more where small ones run out), and a smaller limit
     is always a prefix of a larger one with the same seed: the same items at every checkpoint. `limit=None`, or a
-    limit of at least len(items), returns every item (None: in the original order)."""
+    limit of at least len(items), returns every item (None: in the original order). The round robin is
+    `core.sampling`'s, shared with the conflict benchmarks' `select_items`; the seeding is this sampler's own and
+    stays: standard-task run directories guard their items by `items_sha256`, so `select_items`' seeding here
+    would refuse every one of them on resume."""
     if limit is None:
         return list(items)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise CtxrelError(f"limit must be a whole number >= 1 (or None for all items), got {limit!r}")
-    groups: dict[str, list[T]] = defaultdict(list)
-    for it in items:
-        groups[it.category].append(it)
+    groups = by_category(items)
     order = sorted(groups)
     random.Random(f"{seed}:categories").shuffle(order)
     for cat in order:
         random.Random(f"{seed}:{cat}").shuffle(groups[cat])
-    out: list[T] = []
-    for r in range(max((len(g) for g in groups.values()), default=0)):
-        out.extend(groups[cat][r] for cat in order if r < len(groups[cat]))
-        if len(out) >= limit:
-            break
-    return out[:limit]
+    return round_robin([groups[cat] for cat in order], limit)

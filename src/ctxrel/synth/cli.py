@@ -21,7 +21,7 @@ def add_parsers(sub, verb: str | None = None) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. finetune.steps=300 finetune.drop_cs=true")
     if verb == "synth":  # SynthConfig's module imports torch: its flags (--seed, --threads, ...) only when run
-        from ctxrel.flags import add_flags
+        from ctxrel.config.flags import add_flags
         from ctxrel.synth.lab import SynthConfig
 
         add_flags(p, SynthConfig)
@@ -29,7 +29,7 @@ def add_parsers(sub, verb: str | None = None) -> None:
 
 
 def _seeds(args) -> list[int] | None:
-    from ctxrel.errors import CtxrelError
+    from ctxrel.core.errors import CtxrelError
 
     if args.seeds is None:
         return None
@@ -42,14 +42,14 @@ def _seeds(args) -> list[int] | None:
 def cmd_synth(args) -> int:
     from pathlib import Path
 
-    from ctxrel.errors import CtxrelError
-    from ctxrel.synth.presets import preset_names, preset_summary
+    from ctxrel.core.errors import CtxrelError
+    from ctxrel.synth.lab_presets import preset_names, preset_summary
 
     if args.list:
         for name in preset_names():
             print(f"{name:<24} {preset_summary(name)}")
         return 0
-    from ctxrel.flags import from_args, given
+    from ctxrel.config.flags import from_args, given
 
     seeds = _seeds(args)
     if seeds is not None and "seed" in given(args):
@@ -84,7 +84,7 @@ def cmd_synth(args) -> int:
 
 def _print_run(path) -> None:
     from ctxrel.report import format_trajectory
-    from ctxrel.results import RunDir
+    from ctxrel.rundir.files import RunDir
 
     rows = [r for r in RunDir(path).metrics() if r["benchmark"] in ("synth_conflict", "id_accuracy")]
     print(format_trajectory(rows))

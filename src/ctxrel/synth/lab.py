@@ -9,7 +9,7 @@ The recipe, top to bottom (torchtune style: setup -> pretrain -> finetune + eval
               scored (measure.py) and its records and metric rows are written to the run directory
     report    report/trajectory.png through ctxrel.report.plot_trajectory
 
-Run directory (the contract of results.py, as a real study):
+Run directory (the contract of rundir/files.py, as a real study):
     config.yaml, metrics.sqlite / metrics.csv, evals/step-NNNNNN/synth_conflict.jsonl (+ .nocontext at step 0),
     checkpoints/pretrained/model.safetensors, checkpoints/step-NNNNNN/ (latest only: weights + AdamW state),
     report/trajectory.png.
@@ -32,8 +32,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CHECKPOINT_META
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CHECKPOINT_META
 from ctxrel.synth.model import ModelConfig, TinyGPT, batch, lm_loss
 from ctxrel.synth.world import WorldConfig
 from ctxrel.train.checkpoints import optimizer_tensors, restore_optimizer

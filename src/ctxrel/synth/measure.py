@@ -2,13 +2,13 @@
 theory's diagnostics) and the metric rows of the run-directory contract.
 
 Per conflict item (a held-out known fact, the context naming another answer):
-    output            greedy continuation of `answer_len` tokens, matched like any generation (matching.py)
+    output            greedy continuation of `answer_len` tokens, matched like any generation (core/matching.py)
     logp_context/_parametric, m_c   teacher-forced answer log-probabilities, M_C = p_c / (p_c + p_p)
     attention_context / attention_subject   attention of the answer position (the prompt's last token `a:`) on
                       the context tokens / on the question's subject token, mean over layers and heads: the
                       quantity the study's one-layer theory moves (Prop. 1, Thm. 1)
 Metric rows: cf_acc, par_acc, share_*, resolved_* (generate), m_c, ll_context (likelihood), attention_* — each
-with a 95% percentile bootstrap over items (metrics.py) — for subsets `all` and `known`; ID tasks: held-out
+with a 95% percentile bootstrap over items (core/metrics.py) — for subsets `all` and `known`; ID tasks: held-out
 context reading and recall without context, and `id_accuracy` = their mean (the study's x-axis analogue);
 training loss per example kind on a fixed probe.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxrel.matching import match
-from ctxrel.metrics import bootstrap_means, bootstrap_rows, conflict_metrics, m_c, mean_of_tasks
+from ctxrel.core.matching import match
+from ctxrel.core.metrics import bootstrap_means, bootstrap_rows, conflict_metrics, m_c, mean_of_tasks
 from ctxrel.synth.mixture import ConflictItem
 from ctxrel.synth.model import TinyGPT, answer_logprob, batch, greedy, lm_loss
 from ctxrel.synth.world import CTX, Q, Example, World

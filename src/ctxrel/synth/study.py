@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import (CHECKPOINT_META, CHECKPOINTS_DIR, RunDir, append_records, atomic_write_text, read_records,
-                            step_name)
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import (CHECKPOINT_META, CHECKPOINTS_DIR, RunDir, append_records, atomic_write_text, read_records,
+                                 step_name)
 from ctxrel.synth import measure
 from ctxrel.synth.lab import (SynthConfig, batch_indices, load_state, lr_at, save_state,
                               train_steps, validate)
@@ -72,14 +72,14 @@ def run_synth(cfg: SynthConfig, out: str | Path, *, preset: str | None = None,
     if longest > cfg.model.max_len:
         raise CtxrelError(f"synth config: sequences reach {longest} tokens; raise model.max_len (now "
                           f"{cfg.model.max_len}) or lower world.distractors / world.answer_len")
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     run_marker.claim(out, "synth", verb="synth")  # config errors above, before anything is written
     run = RunDir(out)
     first = step_name(0)
     try:
         run.check_settings(first, measure.BENCHMARK, {"config_sha256": config_digest(cfg)})
-    except CtxrelError:  # results.py's advice (delete one checkpoint's folder) does not fit a whole study
+    except CtxrelError:  # rundir/files.py's advice (delete one checkpoint's folder) does not fit a whole study
         raise CtxrelError(f"{run.path} holds a synth study made with another config; use another --out, or "
                           f"delete {run.path} to start over") from None
     run.write_config({"verb": "synth", "preset": preset, **dataclasses.asdict(cfg)})

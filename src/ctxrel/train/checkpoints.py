@@ -24,9 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ctxrel import interruption
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CHECKPOINT_META, CHECKPOINTS_DIR, step_of
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir import interruption
+from ctxrel.rundir.files import CHECKPOINTS_DIR, list_checkpoints
 
 
 def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
@@ -38,18 +38,6 @@ def checkpoint_steps(total: int, every: int, early: list[int]) -> list[int]:
         raise CtxrelError(f"eval.early: steps must be >= 0, got {bad}")
     steps = {0, total} | set(range(every, total + 1, every)) | {s for s in early if s <= total}
     return sorted(steps)
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (those with checkpoint.json), ordered by step."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            step = step_of(d.name)
-            if step is not None and (d / CHECKPOINT_META).exists():
-                found.append((step, d))
-    return sorted(found)
 
 
 def latest_resumable(run_dir: Path) -> Path | None:
@@ -79,7 +67,7 @@ def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     process): the file is the same as one process would write, so a run resumes on any number of processes."""
     import torch
 
-    from ctxrel.models import whole
+    from ctxrel.models.loading import whole
 
     sd = optimizer.state_dict()
     tensors = {f"{idx}.{key}": whole(torch.as_tensor(value).detach()).to("cpu").contiguous()
@@ -90,7 +78,7 @@ def optimizer_tensors(optimizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def restore_optimizer(optimizer, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
     """Inverse of `optimizer_tensors`. Under FSDP each process keeps the part of a moment that matches its shard
     of the parameter (no communication: every process read the whole file)."""
-    from ctxrel.models import is_sharded
+    from ctxrel.models.loading import is_sharded
 
     params = [p for g in optimizer.param_groups for p in g["params"]]  # state_dict's indices
     nested: dict[int, dict[str, Any]] = {}

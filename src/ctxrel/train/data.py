@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel import strict_json
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, DEFAULT_BODY, NO_CONTEXT_BODY
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.prompts import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, DEFAULT_BODY, NO_CONTEXT_BODY
 
 IGNORE = -100  # label of a token that carries no loss
 
@@ -316,12 +316,6 @@ def label_segments(segs: list[tuple[str, bool]], tok, bos: str | None) -> tuple[
     if add and ids and ids[-1] == eos_id and labels[-1] == IGNORE and len(ids) > 1:
         ids, labels = ids[:-1], labels[:-1]  # a tokenizer that appends EOS as a special token: only replies end so
     return ids, labels
-
-
-def resolve_data_template(template: str, tok) -> str:
-    if template == "auto":
-        return "chat" if getattr(tok, "chat_template", None) else "alpaca"
-    return template
 
 
 def collate(ids: list[list[int]], labels: list[list[int]], pad_id: int):

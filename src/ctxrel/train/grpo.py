@@ -6,7 +6,7 @@ memorised answer on an irrelevant-context pair) and the one that should not (`re
 
 1. samples `generations` completions of at most `completion_tokens` tokens for each of `train.batch_size`
    prompts from the current policy (temperature `temperature`, no dropout, no gradients);
-2. scores each completion with `reward`: 1 when `ctxrel.matching.match` finds the wanted answer and not the
+2. scores each completion with `reward`: 1 when `ctxrel.core.matching.match` finds the wanted answer and not the
    other one, else 0 (naming both earns nothing, so listing candidates is not a way to the reward);
 3. normalises rewards within each prompt's group (`group_advantages`; Shao et al. 2024, "DeepSeekMath", §4.1.2:
    A_i = (r_i - mean(r)) / std(r)); a group whose rewards are all equal gives no signal (its share is logged);
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctxrel.matching import match
+from ctxrel.core.matching import match
 
 
 def reward(output: str, wanted: str, other: str) -> float:

@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ctxrel import interruption
-from ctxrel.errors import CtxrelError
-from ctxrel.models import load_weights, save_weights, trainable_state
-from ctxrel.results import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
-                            disk_full, read_records, step_name)
-from ctxrel.trackers import Trackers, check_trackers
+from ctxrel.core.errors import CtxrelError
+from ctxrel.models.loading import decay_exempt, load_weights, save_weights, trainable_state
+from ctxrel.rundir import interruption
+from ctxrel.rundir.files import (CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, append_records, atomic_write_text,
+                                 disk_full, read_records, step_name)
 from ctxrel.train import checkpoints as ckpt
 from ctxrel.train.data import IGNORE, collate
+from ctxrel.train.trackers import Trackers, check_trackers
 
 
 class ResponseLoss(torch.nn.Module):
@@ -264,7 +264,7 @@ def _optimizer(model, train_cfg):
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or getattr(p, "_ctxrel_no_decay", False) else decay).append(p)
+            (no_decay if p.ndim < 2 or decay_exempt(p) else decay).append(p)
     if not decay and not no_decay:
         raise CtxrelError(f"train.mode={train_cfg.mode} left no trainable parameter")
     groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
@@ -291,7 +291,7 @@ class Session:
     progress: dict[str, Any]  # step, tokens, pad_tokens, train_s, eval_s: what a checkpoint saves
     n_trainable: int
     n_parameters: int
-    trackers: Any = None  # ctxrel.trackers.Trackers of train.report_to (main process) or None
+    trackers: Any = None  # ctxrel.train.trackers.Trackers of train.report_to (main process) or None
     last_logged: tuple = (0, 0.0)  # (tokens, train_s) at the previous logged step: the step's tokens/s
     say: Callable[..., None] = print  # log on the main process, silent on the others
     # a stage of a multi-stage study (ctxrel.train.stages): its steps are counted from 0 in `progress` and the
@@ -338,7 +338,7 @@ def train(cfg, *, on_checkpoint: Callable[..., None] | None = None, tokenized=No
 
 def on_cpu(cfg) -> bool:
     """Does this run train on the CPU (fp32, no autocast)? `model.device`, else the default device."""
-    from ctxrel.models import default_device
+    from ctxrel.models.loading import default_device
 
     return (cfg.model.device or default_device()) == "cpu"
 
@@ -371,7 +371,7 @@ def make_accelerator(cpu: bool):
 def build_model(cfg, device, *, cpu: bool) -> tuple[Any, Any]:
     """The model with `train.mode`'s trainable parameters (fp32 on CPU and for full weights, else bf16) and its
     tokenizer (given a pad token), in training mode."""
-    from ctxrel.models import load_model, select_trainable
+    from ctxrel.models.loading import load_model, select_trainable
 
     tc = cfg.train
     dtype = torch.float32 if cpu or tc.mode == "full" or (tc.mode == "qk" and not tc.qk_lora) else torch.bfloat16
@@ -397,7 +397,9 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     """Check the config, read the data, build model, optimizer and plan, and resume from the latest checkpoint."""
     from accelerate.utils import set_seed
 
-    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
+    from ctxrel.train.data import load_examples, tokenize
+
+    from ctxrel.core.prompts import resolve_data_template
 
     tc = cfg.train
     check_train_config(cfg)
@@ -407,7 +409,7 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     say = log if acc.is_main_process else (lambda *a, **k: None)
     set_seed(tc.seed)
     model, tok = build_model(cfg, acc.device, cpu=cpu)
-    if getattr(acc, "is_fsdp2", False) and any(getattr(p, "_ctxrel_no_decay", False) for p in model.parameters()):
+    if getattr(acc, "is_fsdp2", False) and any(decay_exempt(p) for p in model.parameters()):
         raise CtxrelError("train.mode=qk on a fused q|k|v layer (GPT-NeoX) is not supported under FSDP: sharding "
                           "replaces the weight, and with it the hook that keeps the v rows frozen")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -439,7 +441,7 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
             "training")
     resume(s, latest)
     if s.main:
-        from ctxrel.config import to_dict
+        from ctxrel.config.settings import to_dict
 
         s.trackers = Trackers(check_trackers(tc), s.out, step=s.progress["step"], project=tc.tracker_project,
                               config=to_dict(cfg))
@@ -540,7 +542,7 @@ def log_step(s: Session, step: int, loss: float, grad_norm, bar, extra: dict[str
 
 def checkpoint(s: Session, step: int, on_checkpoint: Callable[..., None] | None) -> None:
     """A scheduled checkpoint: save it (unless a complete one is there), then evaluate it on every process (a
-    study's evaluation splits the items over them: ctxrel.shards). Under FSDP no process holds the whole model, so
+    study's evaluation splits the items over them: ctxrel.evaluate.shards). Under FSDP no process holds the whole model, so
     the caller scores the saved checkpoints after training."""
     meta = save_checkpoint(s, step)
     if on_checkpoint is not None and not s.sharded:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import random
 import re
@@ -41,8 +42,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import normalize
+from ctxrel.core.prompts import sentence_case
 
 KINDS = ("c", "cs", "ci", "s")
 OPTIONAL_KINDS = ("ci",)  # may be left out of the proportions (share 0)
@@ -51,48 +53,12 @@ REAL_RELATIONS = ("currency", "language", "chemical_symbol", "author", "painter"
 CS_DISTRACTOR_RATE = 0.35  # share of cs contexts with one extra real-fact sentence
 C_DISTRACTORS = (0, 0, 1, 1, 2)  # drawn uniformly: how many invented distractor sentences a c context gets
 
-# relation -> (statements, questions). Placeholders: {subject}, {answer}, {a_answer} ("an insect").
-# Statements state the fact in one sentence; the c kind reuses the real relations' templates, so a C example
+# relation -> (statements, questions), read from facts/templates.json (data, beside the fact tables).
+# Placeholders: {subject}, {answer}, {a_answer} ("an insect"). Statements state the fact in one sentence; the c kind reuses the real relations' templates, so a C example
 # differs from a C+S example only in whether the model can know the fact.
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "currency": (("The currency of {subject} is the {answer}.", "{subject} uses the {answer} as its currency.",
-                  "In {subject}, people pay for their shopping with the {answer}."),
-                 ("What is the currency of {subject}?", "Which currency is used in {subject}?")),
-    "language": (("The main language of {subject} is {answer}.", "Most people in {subject} speak {answer}.",
-                  "{answer} is the language spoken by most people in {subject}."),
-                 ("What is the main language of {subject}?", "Which language do most people in {subject} speak?")),
-    "chemical_symbol": (("The chemical symbol for {subject} is {answer}.",
-                         "{subject} has the chemical symbol {answer}.",
-                         "Chemists write {subject} with the symbol {answer}."),
-                        ("What is the chemical symbol for {subject}?",
-                         "Which symbol stands for the element {subject}?")),
-    "author": (("{subject} was written by {answer}.", "The author of {subject} is {answer}.",
-                "{answer} wrote {subject}."),
-               ("Who wrote {subject}?", "Who is the author of {subject}?")),
-    "painter": (("{subject} was painted by {answer}.", "{answer} painted {subject}.",
-                 "The artist who painted {subject} was {answer}."),
-                ("Who painted {subject}?", "Which artist painted {subject}?")),
-    "inventor": (("{subject} was invented by {answer}.", "{answer} invented {subject}.",
-                  "The inventor of {subject} was {answer}."),
-                 ("Who invented {subject}?", "Who is credited with inventing {subject}?")),
-    "animal_class": (("{subject} is {a_answer}.", "Biologists classify {subject} as {a_answer}.",
-                      "In biology, {subject} is classed as {a_answer}."),
-                     ("What class of animal is {subject}?", "What kind of animal is {subject}: mammal, bird, fish, "
-                      "reptile, amphibian, insect or arachnid?")),
-    "founder": (("{subject} was founded by {answer}.", "{answer} founded {subject}.",
-                 "The founder of {subject} was {answer}."),
-                ("Who founded {subject}?", "Who was the founder of {subject}?")),
-    "founding_year": (("{subject} was founded in {answer}.",
-                       "Settlers built the first houses of {subject} in {answer}."),
-                      ("In which year was {subject} founded?", "When was {subject} founded?")),
-    "river": (("{answer} flows through {subject}.", "{subject} lies on the banks of {answer}."),
-              ("Which river flows through {subject}?", "On which river does {subject} lie?")),
-    "height": (("{subject} is {answer} high.", "{subject} rises {answer} above sea level."),
-               ("How high is {subject}?", "What is the height of {subject}?")),
-    "habitat": (("{subject} lives only on the island of {answer}.",
-                 "The island of {answer} is the only home of {subject}."),
-                ("On which island does {subject} live?", "Where does {subject} live?")),
-}
+    rel: (tuple(t["statements"]), tuple(t["questions"]))
+    for rel, t in json.loads((files("ctxrel.train") / "facts" / "templates.json").read_text("utf-8")).items()}
 
 # c relation -> (subject pattern, answer pattern); each {slot} is filled with a fresh invented value.
 INVENTED: dict[str, tuple[str, str]] = {
@@ -255,13 +221,9 @@ class _FreshSlots(dict):
                 return value
 
 
-def _sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _state(relation: str, subject: str, answer: str, template: str) -> str:
+def fact_statement(relation: str, subject: str, answer: str, template: str) -> str:
     article = "an" if answer[:1].lower() in "aeiou" else "a"
-    return _sentence_case(template.format(subject=subject, answer=answer, a_answer=f"{article} {answer}"))
+    return sentence_case(template.format(subject=subject, answer=answer, a_answer=f"{article} {answer}"))
 
 
 def _invented_fact(rng: random.Random, taken: set[str]) -> tuple[str, str, str, str]:
@@ -270,7 +232,7 @@ def _invented_fact(rng: random.Random, taken: set[str]) -> tuple[str, str, str, 
     slots = _FreshSlots(rng, taken)
     subject_pattern, answer_pattern = INVENTED[relation]
     subject, answer = subject_pattern.format_map(slots), answer_pattern.format_map(slots)
-    return relation, subject, answer, _state(relation, subject, answer, rng.choice(TEMPLATES[relation][0]))
+    return relation, subject, answer, fact_statement(relation, subject, answer, rng.choice(TEMPLATES[relation][0]))
 
 
 def _insert(rng: random.Random, sentences: list[str], extra: str) -> list[str]:
@@ -286,7 +248,7 @@ def _c_records(count: int, rng: random.Random) -> list[dict]:
         sentences = [statement]
         for _ in range(rng.choice(C_DISTRACTORS)):
             sentences = _insert(rng, sentences, _invented_fact(rng, taken)[3])
-        question = _sentence_case(rng.choice(TEMPLATES[relation][1]).format(subject=subject))
+        question = sentence_case(rng.choice(TEMPLATES[relation][1]).format(subject=subject))
         records.append(dict(kind="c", context=" ".join(sentences), question=question, answer=answer,
                             subject=subject, relation=relation, id=f"c-{k:06d}"))
     return records
@@ -311,20 +273,20 @@ def _real_records(kind: str, count: int, rng: random.Random) -> list[dict]:
             same = [f for f in facts if f.relation == fact.relation and f.subject != fact.subject
                     and normalize(f.answer) != normalize(fact.answer)]
             near = rng.choice(same)
-            sentences = [_state(near.relation, near.subject, near.answer, rng.choice(statements))]
+            sentences = [fact_statement(near.relation, near.subject, near.answer, rng.choice(statements))]
             if rng.random() < CS_DISTRACTOR_RATE:
                 other = rng.choice([f for f in facts if f.relation != fact.relation])
-                sentences = _insert(rng, sentences, _state(other.relation, other.subject, other.answer,
+                sentences = _insert(rng, sentences, fact_statement(other.relation, other.subject, other.answer,
                                                            rng.choice(TEMPLATES[other.relation][0])))
             context = " ".join(sentences)
         if kind == "cs":
-            sentences = [_state(fact.relation, fact.subject, fact.answer, statements[(s_off + rep) % len(statements)])]
+            sentences = [fact_statement(fact.relation, fact.subject, fact.answer, statements[(s_off + rep) % len(statements)])]
             if rng.random() < CS_DISTRACTOR_RATE:
                 other = rng.choice([f for f in facts if f.relation != fact.relation])
-                sentences = _insert(rng, sentences, _state(other.relation, other.subject, other.answer,
+                sentences = _insert(rng, sentences, fact_statement(other.relation, other.subject, other.answer,
                                                            rng.choice(TEMPLATES[other.relation][0])))
             context = " ".join(sentences)
-        question = _sentence_case(questions[(q_off + rep) % len(questions)].format(subject=fact.subject))
+        question = sentence_case(questions[(q_off + rep) % len(questions)].format(subject=fact.subject))
         records.append(dict(kind=kind, context=context, question=question, answer=fact.answer,
                             subject=fact.subject, relation=fact.relation, id=f"{kind}-{k:06d}"))
     return records
@@ -392,7 +354,7 @@ def eval_overlap(records: list[dict]) -> list[str]:
     A record overlaps if its relation or question is about capitals, or if its context, question, answer or
     subject names a cf_capitals city (a real capital, an alias, or any other city the benchmark uses) or a
     biographies person (real, substituted, or an alias), matched at word boundaries after
-    `ctxrel.matching.normalize`.
+    `ctxrel.core.matching.normalize`.
     """
     pattern, people, problems = _city_pattern(), _person_pattern(), []
     for record in records:

@@ -36,8 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.matching import normalize
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.core.matching import normalize
 
 PAIR_KINDS = ("conflict", "irrelevant")
 
@@ -86,7 +86,7 @@ def _response(record: dict, key: str, source: str) -> str:
 
 def to_pair(record: Any, source: str) -> Pair:
     """One pair record -> Pair; an invalid record raises InputError naming file, line and key."""
-    from ctxrel.prompts import DEFAULT_BODY, NO_CONTEXT_BODY
+    from ctxrel.core.prompts import DEFAULT_BODY, NO_CONTEXT_BODY
 
     if not isinstance(record, dict):
         raise InputError(f"expected a JSON object, got {type(record).__name__}", **_where(source))
@@ -162,9 +162,10 @@ def generate_pairs(n: int, irrelevant: float = 0.0, seed: int = 0) -> list[dict]
     """n pair records (QA form, with `kind`, `subject`, `relation`, `id`) from the training fact pool: a share
     `irrelevant` of KnowPO irrelevant-context pairs, the rest Context-DPO conflict pairs. Seeded; each kind
     cycles through the facts in its own seeded order."""
-    from ctxrel.train.mixture import TEMPLATES, _sentence_case, _state, training_fact_pool
+    from ctxrel.core.prompts import sentence_case
+    from ctxrel.train.mixture import TEMPLATES, fact_statement, training_fact_pool
 
-    from ctxrel.matching import match
+    from ctxrel.core.matching import match
 
     # a subject that names its own answer ("the Czech Republic" / Czech) would put the memorised answer into
     # every context about it: such facts give no clean pair
@@ -183,12 +184,12 @@ def generate_pairs(n: int, irrelevant: float = 0.0, seed: int = 0) -> list[dict]
                             key=lambda f: (f.subject, f.answer))
             other = rng.choice(others)
             statements, questions = TEMPLATES[fact.relation]
-            question = _sentence_case(rng.choice(questions).format(subject=fact.subject))
+            question = sentence_case(rng.choice(questions).format(subject=fact.subject))
             if kind == "conflict":  # the context states another row's answer about this subject
-                context = _state(fact.relation, fact.subject, other.answer, rng.choice(statements))
+                context = fact_statement(fact.relation, fact.subject, other.answer, rng.choice(statements))
                 chosen, rejected = other.answer, fact.answer
             else:  # the context is about another subject; memory answers
-                context = _state(other.relation, other.subject, other.answer, rng.choice(statements))
+                context = fact_statement(other.relation, other.subject, other.answer, rng.choice(statements))
                 chosen, rejected = fact.answer, other.answer
             records.append(dict(kind=kind, context=context, question=question, chosen=chosen, rejected=rejected,
                                 subject=fact.subject, relation=fact.relation, id=f"{kind}-{k:06d}"))

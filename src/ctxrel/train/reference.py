@@ -17,7 +17,7 @@ def snapshot(model, path: Path, *, fresh: bool, main: bool) -> dict[str, Any]:
     `path`), or as saved (a resumed stage)."""
     from safetensors.torch import load_file, save_file
 
-    from ctxrel.models import trainable_state
+    from ctxrel.models.loading import trainable_state
 
     if fresh or not path.exists():
         state = {n: t.clone() for n, t in trainable_state(model).items()}

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel import config as C
-from ctxrel.errors import CtxrelError, InputError
-from ctxrel.results import CHECKPOINT_META, atomic_write_text
+from ctxrel.config import settings as C
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.rundir.files import CHECKPOINT_META, atomic_write_text
 from ctxrel.train import checkpoints as ckpt
 
 LEDGER = "stages.json"
@@ -177,7 +177,8 @@ def init_checkpoint(path: str, cfg: C.StudyConfig) -> Path:
 
 def _stage_data(st: Stage, tok) -> tuple[Any, list[int]]:
     """(tokenised data, tokens per example) of a stage."""
-    from ctxrel.train.data import load_examples, resolve_data_template, tokenize
+    from ctxrel.train.data import load_examples, tokenize
+    from ctxrel.core.prompts import resolve_data_template
 
     template = resolve_data_template(st.cfg.data.template, tok)
     if st.kind in ("dpo", "grpo"):
@@ -208,7 +209,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from ctxrel.models import load_weights
+    from ctxrel.models.loading import load_weights
     from ctxrel.train.reference import snapshot
     from ctxrel.train.loop import (ResponseLoss, Session, build_model, build_optimizer, checkpoint, cleanup,
                                    log_step, make_accelerator, make_plan, on_cpu, optimizer_step, resume)
@@ -268,7 +269,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
         if at == st.index:
             resume(s, latest)
         if s.main:  # closed by cleanup() at the stage's end
-            from ctxrel.trackers import Trackers, check_trackers
+            from ctxrel.train.trackers import Trackers, check_trackers
 
             s.trackers = Trackers(check_trackers(st.cfg.train), out, step=offset + s.progress["step"],
                                   project=st.cfg.train.tracker_project, config=C.to_dict(cfg))

@@ -3,53 +3,26 @@
 A study evaluates step 0 (the base model) first; its knowledge-filter answers define the `known` subset for
 every later checkpoint, so the subset does not drift as the model learns. Evaluation goes through `run_eval`,
 the same code as `ctxrel eval`, with the live model (no reload) and the checkpoint's epoch and tokens seen in
-every metric row. `score_run` does the same after the fact from saved checkpoints (`ctxrel eval --run`).
+every metric row. Scoring the saved checkpoints after the fact (`ctxrel eval --run`) is evaluate/saved_run.py,
+whose eval config and known subset this module shares.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from ctxrel import config as C
-from ctxrel.errors import CtxrelError
-from ctxrel.results import step_name
+from ctxrel.config import settings as C
+from ctxrel.core.errors import CtxrelError
+from ctxrel.evaluate.saved_run import KNOWN_FROM, study_eval_config, with_study_template
+from ctxrel.evaluate.shards import is_main_process
+from ctxrel.rundir.files import step_name
 from ctxrel.train import checkpoints as ckpt
 
-KNOWN_FROM = step_name(0)
 # config sections a resumed run must share with the run it continues (eval settings are guarded per benchmark)
 _RESUME_KEYS = ("data", "train")
 _VIEW_KEYS = {"train.report_to", "train.tracker_project", "train.tensorboard"}  # where numbers are shown: free
-
-
-def load_study_config(source: str, overrides: list[str] = (), settings: dict[str, Any] | None = None
-                      ) -> C.StudyConfig:
-    """A study's config from a YAML file, a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`) or a run
-    directory, then KEY=VALUE overrides and typed settings (`config.load_config`)."""
-    return C.load_config(C.StudyConfig, source, overrides, settings, verb="study")
-
-
-def _with_template(cfg: C.StudyConfig, eval_cfg: C.RunConfig, tokenizer) -> C.RunConfig:
-    """`eval_cfg` with the template a study evaluates with: `eval.template: auto` means the template the model is
-    trained with (for a tokenizer without a chat template, `ctxrel eval` alone would pick plain, but training
-    picks alpaca). A copy: `eval_cfg` itself is never changed."""
-    from ctxrel.train.data import resolve_data_template
-
-    if cfg.eval.template != "auto":
-        return eval_cfg
-    template = resolve_data_template(cfg.data.template, tokenizer)
-    return dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, template=template))
-
-
-def _eval_config(cfg: C.StudyConfig, benchmarks: list[str] | None = None) -> C.RunConfig:
-    fields = {f.name for f in dataclasses.fields(C.EvalConfig)}
-    ev = C.EvalConfig(**{k: v for k, v in dataclasses.asdict(cfg.eval).items() if k in fields})
-    if benchmarks:
-        ev.benchmarks = list(benchmarks)
-    return C.RunConfig(model=dataclasses.replace(cfg.model, adapter=None), eval=ev, out=cfg.out)
 
 
 def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
@@ -78,9 +51,9 @@ def _check_resume(out: Path, cfg: C.StudyConfig) -> None:
 def _check_benchmarks(cfg: C.StudyConfig) -> None:
     """Load every benchmark before any training, so a missing file fails in a second, not after an epoch."""
     from ctxrel.benchmarks.registry import load_benchmark, require_scorable
-    from ctxrel.evaluate import load_standard, standard_tasks
+    from ctxrel.evaluate.run import load_standard, standard_tasks
     from ctxrel.standard.tasks import standard_name
-    from ctxrel.variants import check_variants
+    from ctxrel.evaluate.variants import check_variants
 
     check_variants(cfg.eval)  # eval.decoding / cad_alpha / contexts
     for b in cfg.eval.benchmarks:
@@ -94,12 +67,10 @@ def _check_benchmarks(cfg: C.StudyConfig) -> None:
 
 def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, Any]:
     """Train with evaluation at every checkpoint; write the trajectory plot. Resumable. Returns the summary."""
-    from ctxrel import run_marker
-    from ctxrel.results import RunDir
-
+    from ctxrel.evaluate import shards
+    from ctxrel.rundir import marker as run_marker
+    from ctxrel.rundir.files import RunDir
     from ctxrel.train.loop import check_train_config
-
-    from ctxrel import shards
 
     out = Path(cfg.out)
     shards.current()  # a broken launcher environment fails now, not at the first evaluation
@@ -117,7 +88,7 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
         local_source(cfg.data.source)
     _check_benchmarks(cfg)
-    from ctxrel.models import preflight
+    from ctxrel.models.loading import preflight
 
     preflight(cfg.model.name)  # the model's files, before the run directory is touched
     with run_marker.scope():
@@ -129,16 +100,17 @@ def run_study(cfg: C.StudyConfig, *, plot: bool = True, log=print) -> dict[str, 
 
 
 def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str, Any]:
-    from ctxrel import shards
     from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
+    from ctxrel.evaluate import shards
+    from ctxrel.evaluate.run import run_eval
+    from ctxrel.evaluate.saved_run import score_checkpoints
     from ctxrel.train.loop import train
 
-    eval_cfg = _eval_config(cfg)
+    eval_cfg = study_eval_config(cfg)
     def on_checkpoint(*, step, epoch, tokens, model, tokenizer, stage=None):  # every process scores a shard
         lm = HFBackend.for_config(model, tokenizer, cfg.model, name=f"{cfg.model.name}@{step_name(step)}")
         meta = dict(epoch=epoch, tokens=tokens, **({"stage": stage} if stage else {}))
-        run_eval(_with_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
+        run_eval(with_study_template(cfg, eval_cfg, tokenizer), checkpoint=step_name(step), lm=lm, write_config=False,
                                          row_meta=meta, known_checkpoint=KNOWN_FROM,
                                          shard=shards.current())
 
@@ -151,9 +123,9 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
         summary = train(cfg, on_checkpoint=on_checkpoint, log=log)
     if summary["sharded"]:  # FSDP: no process held the whole model, so every process scores its share of the
         t1 = time.perf_counter()  # saved checkpoints now, as `ctxrel eval --run` under a launcher would
-        _score_run(out, None, [], None, log)
+        score_checkpoints(out, None, [], None, log)
         if is_main_process():  # the trackers see these metric rows now
-            from ctxrel.trackers import Trackers, check_trackers
+            from ctxrel.train.trackers import Trackers, check_trackers
 
             trackers = Trackers(check_trackers(cfg.train), out,  # TensorBoard appends (no purge)
                                 project=cfg.train.tracker_project, config=C.to_dict(cfg))
@@ -171,67 +143,3 @@ def _train_and_plot(cfg: C.StudyConfig, out: Path, plot: bool, log) -> dict[str,
             boundaries = [[b["offset"], f"{a['name']} | {b['name']}"] for a, b in zip(st, st[1:])]
         summary["plot"] = str(plot_trajectory(out, epoch_boundaries=boundaries))
     return summary
-
-
-def is_main_process() -> bool:
-    """True outside a distributed launch, and on rank 0 inside one (set by torchrun / accelerate launch)."""
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
-
-
-def score_run(run_dir: str, benchmarks: list[str] | None = None, overrides: list[str] = (),
-              settings: dict[str, Any] | None = None, log=print) -> list[tuple[int, list]]:
-    """`ctxrel eval --run DIR`: score every saved checkpoint of a study (step 0 first: it defines the known
-    subset), on the study's benchmarks or `benchmarks`. `overrides` are KEY=VALUE strings, `settings` already
-    typed values by dotted key (CLI flags). Resumable like any evaluation."""
-    from ctxrel import run_marker
-
-    out = Path(run_dir)
-    if not (out / "config.yaml").exists():
-        raise CtxrelError(f"--run {run_dir}: no config.yaml there (not a study run directory)")
-    with run_marker.scope():
-        if is_main_process():  # under a launcher the others score shards under this claim (ctxrel.shards)
-            run_marker.claim(out, "study", verb="eval --run", what="--run")
-        return _score_run(out, benchmarks, overrides, settings, log)
-
-
-def _score_run(out: Path, benchmarks, overrides, settings, log) -> list[tuple[int, list]]:
-    from ctxrel import shards
-    from ctxrel.adapter_swap import ResidentModel
-    from ctxrel.backends.hf import HFBackend
-    from ctxrel.evaluate import run_eval
-    from ctxrel.variants import check_variants
-
-    run_dir = str(out)
-    cfg = load_study_config(str(out), overrides, {**(settings or {}), "out": str(out)})  # its config.yaml
-    cps = ckpt.list_checkpoints(out)
-    if not cps:
-        raise CtxrelError(f"--run {run_dir}: no saved checkpoints under {out / 'checkpoints'} (train.keep_weights "
-                          "was false, or the run has not reached its first checkpoint)")
-    if cps[0][0] != 0:
-        raise CtxrelError(f"--run {run_dir}: step-000000 is missing; it defines the known subset (was the run "
-                          "trained with train.keep_weights=false?)")
-    eval_cfg = _eval_config(cfg, benchmarks)
-    check_variants(eval_cfg.eval)  # before the first checkpoint loads
-    done = []
-    shard = shards.current()
-    device = shards.device_of(shard, cfg.model.device)  # sharded: this process's own GPU
-    shard = shards.join(cpu=device == "cpu")
-    if not shard.main:
-        log = lambda *a, **k: None  # noqa: E731 -- one process reports
-    resident = ResidentModel(cfg.model.name, device=device,  # the base loads once; checkpoints swap in
-                             trust_remote_code=cfg.model.trust_remote_code)
-    tok = resident.tokenizer
-    eval_cfg = _with_template(cfg, eval_cfg, tok)  # one tokenizer for every checkpoint
-    for step, folder in cps:
-        meta = json.loads((folder / "checkpoint.json").read_text())
-        model = resident.load(folder)
-        lm = HFBackend.for_config(model, tok, cfg.model, name=f"{cfg.model.name}@{folder.name}")
-        log(f"ctxrel: scoring {folder.name}")
-        done.append((step, run_eval(eval_cfg, checkpoint=folder.name, lm=lm, write_config=False,
-                                    row_meta=dict(epoch=meta["epoch"], tokens=meta["tokens"],
-                                                  **({"stage": meta["stage"]} if "stage" in meta else {})),
-                                    known_checkpoint=KNOWN_FROM, shard=shard)))
-    shard.wait()  # the main process has written the last metric rows
-    return done

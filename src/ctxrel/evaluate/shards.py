@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import append_records, chunked, read_records, shard_file, shard_files
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import append_records, chunked, read_records, shard_file, shard_files
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class Shard:
 
 
 ALONE = Shard()
+
+
+def is_main_process() -> bool:
+    """True outside a distributed launch, and on rank 0 inside one (RANK, set by torchrun / accelerate launch): the
+    process that claims the run directory, writes metric rows and reports. The one such test outside training
+    (the training loop asks its accelerator, which reads the same variable)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def current() -> Shard:

@@ -6,7 +6,7 @@
       evals/<checkpoint>/<benchmark>.nocontext.jsonl   knowledge-filter answers (question asked without context)
       evals/<checkpoint>/<benchmark>.settings.json     what produced those records (guards resume)
       evals/<checkpoint>/<records>.shard-R-of-W.jsonl  process R's part of a records file while W processes score
-                                                  it (sharded evaluation, ctxrel.shards; merged, then deleted)
+                                                  it (sharded evaluation, ctxrel.evaluate.shards; merged, then deleted)
       metrics.sqlite                              one row per (checkpoint, benchmark, subset, metric)
       metrics.csv                                 the same table; pandas.read_csv(path) reads it
 
@@ -34,8 +34,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from ctxrel import interruption, strict_json
-from ctxrel.errors import CtxrelError, InputError
+from ctxrel.core import strict_json
+from ctxrel.core.errors import CtxrelError, InputError
+from ctxrel.rundir import interruption
 
 CONFIG_FILE = "config.yaml"  # resolved config of the latest command
 METRICS_DB = "metrics.sqlite"
@@ -67,6 +68,19 @@ def step_of(checkpoint: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints of a run directory (those with checkpoint.json), ordered by step: (step, folder).
+    A study's, read by `ctxrel eval --run` and by resume."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            step = step_of(d.name)
+            if step is not None and (d / CHECKPOINT_META).exists():
+                found.append((step, d))
+    return sorted(found)
+
+
 def chunked(seq: list, size: int):
     """Consecutive slices of at most `size`: the unit of work appended at once (a crash loses at most one)."""
     for i in range(0, len(seq), size):
@@ -74,7 +88,7 @@ def chunked(seq: list, size: int):
 
 
 def shard_file(path: Path, rank: int, world: int) -> Path:
-    """Process `rank`'s part of records file `path` while `world` processes score it (ctxrel.shards).
+    """Process `rank`'s part of records file `path` while `world` processes score it (ctxrel.evaluate.shards).
 
     >>> shard_file(Path("evals/step-000008/cf_capitals.jsonl"), 1, 2).name
     'cf_capitals.shard-1-of-2.jsonl'

@@ -17,7 +17,7 @@ import json
 import struct
 from pathlib import Path
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 _CHUNK = 1 << 22  # bytes read at once
 _MAX_HEADER = 100 << 20  # a header larger than this is not a safetensors file

@@ -1,6 +1,6 @@
 """Presets reproducing the study's theory results with the one-layer simulator, and the `ctxrel theory` driver.
 
-Each preset (configs/theory/*.yaml, through `ctxrel.presets`: `base: theorem1` and a few keys) is a
+Each preset (configs/theory/*.yaml, through `ctxrel.config.shipped`: `base: theorem1` and a few keys) is a
 TheoryRunConfig: the simulator's keys, optional comparison variants (the same setup with a few keys changed),
 and the sign prediction it must show (`check`, one of CHECKS), checked on the simulated series. `run_theory` simulates, writes a run
 directory (config.yaml, metrics.sqlite/.csv, check.json, theory.png) and returns the series and the check.
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctxrel.flags import option
-from ctxrel.errors import CtxrelError
-from ctxrel.results import step_name
+from ctxrel.config.flags import option
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import step_name
 
 Series = dict[str, dict[str, list[float]]]  # subset -> metric -> value per step (index = step)
 
@@ -91,7 +91,7 @@ def check_mitigation(runs: dict[str, Series], tol: float = 0.005) -> dict[str, A
     return t
 
 
-# -- presets: configs/theory/*.yaml (ctxrel.presets), each naming its check ---------------------------------
+# -- presets: configs/theory/*.yaml (ctxrel.config.shipped), each naming its check ---------------------------------
 
 CHECKS: dict[str, Callable[[dict[str, Series]], dict[str, Any]]] = {
     "prop1": check_prop1, "prop2": check_prop2, "prop3": check_prop3, "theorem1": check_theorem1,
@@ -127,7 +127,7 @@ def resolve(preset: str, overrides: dict[str, Any] | list[str] = (),
     """The config of `preset` (a name under configs/theory, or a YAML file) with overrides applied: KEY=VALUE
     strings, or typed values by key (a dict), then `settings` (CLI flags). Unknown keys and bad values are user
     errors."""
-    from ctxrel.config import load_config
+    from ctxrel.config.settings import load_config
 
     if isinstance(overrides, dict):
         overrides, settings = [], {**overrides, **(settings or {})}
@@ -138,7 +138,7 @@ def resolve(preset: str, overrides: dict[str, Any] | list[str] = (),
 
 def validate(cfg) -> None:
     """The simulator's own limits, and every variant's keys, before anything runs."""
-    from ctxrel.config import from_dict
+    from ctxrel.config.settings import from_dict
     from ctxrel.theory.onelayer import LOSS_NORM_CHOICES, TRAIN_CHOICES
 
     for key, choices in (("train", TRAIN_CHOICES), ("loss_norm", LOSS_NORM_CHOICES)):
@@ -208,7 +208,7 @@ def run_theory(preset, out: str | Path | None = None, *, name: str | None = None
 
     Returns {"preset", "claim", "config", "series": {variant: series}, "check": {...}, "plot", "seconds"}.
     """
-    from ctxrel.results import RunDir, atomic_write_text
+    from ctxrel.rundir.files import RunDir, atomic_write_text
     from ctxrel.theory.onelayer import simulate
 
     t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def run_theory(preset, out: str | Path | None = None, *, name: str | None = None
     runs = {variant: to_series(simulate(c)) for variant, c in configs.items()}
     check = CHECKS[cfg.check](runs)
 
-    from ctxrel import run_marker
+    from ctxrel.rundir import marker as run_marker
 
     run_marker.claim(out, "theory", verb="theory")  # released when the command ends
     run = RunDir(out)
@@ -245,7 +245,7 @@ def run_theory(preset, out: str | Path | None = None, *, name: str | None = None
 
 def _load_presets() -> dict[str, Preset]:
     """name -> Preset of every shipped theory preset (the table tests and notebooks index by name)."""
-    from ctxrel.presets import names, short
+    from ctxrel.config.shipped import names, short
 
     out = {}
     for full in names("theory"):

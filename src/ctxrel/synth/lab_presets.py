@@ -1,5 +1,5 @@
 """Presets of the synthetic lab: YAML files under ctxrel/configs/synth/, each a set of SynthConfig keys, read
-through the one preset system (`ctxrel.presets`, `ctxrel.config.load_config`).
+through the one preset system (`ctxrel.config.shipped`, `ctxrel.config.settings.load_config`).
 
 A preset may name `base: OTHER` to start from another preset (a mitigation is its base plus one switch, so the
 two cannot drift apart). User overrides (`finetune.lr=3e-4`) apply last; unknown keys are errors that list the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctxrel import presets
+from ctxrel.config import shipped as presets
 
 
 def preset_names() -> list[str]:
@@ -30,7 +30,7 @@ def preset_summary(name: str) -> str:
 def resolve(preset: str | None, overrides: list[str] = (), settings: dict[str, Any] | None = None):
     """SynthConfig of `preset` (a preset name or a YAML file; None = the built-in defaults) with `KEY=VALUE`
     overrides, then `settings` (typed values by key: the CLI flags), applied."""
-    from ctxrel.config import load_config
+    from ctxrel.config.settings import load_config
     from ctxrel.synth.lab import SynthConfig, validate
 
     cfg = load_config(SynthConfig, preset, overrides, settings, verb="synth")

@@ -7,7 +7,7 @@ order, into `<out>/evals/step-NNNNNN/` exactly like a study's checkpoint, so `ct
 as a trajectory. The first step's knowledge-filter answers define the `known` subset for every step (as step 0
 does in a study).
 
-Before anything is scored, every checkpoint's weights are fingerprinted (`ctxrel.fingerprint`: the tensors of
+Before anything is scored, every checkpoint's weights are fingerprinted (`ctxrel.core.fingerprint`: the tensors of
 its safetensors files): two steps with the same fingerprint stop the run with one sentence naming both, or with
 `series.on_duplicate=skip` the later one is skipped with a warning. The fingerprints, sources and steps are
 written to `<out>/series.json`. Rerunning the same command resumes, as any evaluation.
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError
-from ctxrel.models import ADAPTER_WEIGHTS, TRAINABLE_FILE
+from ctxrel.core.errors import CtxrelError
+from ctxrel.models.loading import ADAPTER_WEIGHTS, TRAINABLE_FILE
 
 SERIES_FILE = "series.json"
 ADAPTER_FILES = (ADAPTER_WEIGHTS, TRAINABLE_FILE)  # an adapter's weights: a PEFT adapter, a full / qk study checkpoint
@@ -70,7 +70,7 @@ def _entries(values: list[str]) -> list[str]:
 
 def plan(config) -> list[Checkpoint]:
     """The checkpoints of `config.series` in step order, checked before any model loads or download starts."""
-    from ctxrel.models import preflight, resolve
+    from ctxrel.models.loading import preflight, resolve
 
     s = config.series
     if s.revisions and s.checkpoints:
@@ -131,7 +131,7 @@ def _download(model: str, revision: str) -> str:
 
 def fingerprint_all(checkpoints: list[Checkpoint], config, log=print) -> list[Checkpoint]:
     """Download what must be downloaded, fingerprint every checkpoint, and apply series.on_duplicate."""
-    from ctxrel.fingerprint import weights_fingerprint
+    from ctxrel.core.fingerprint import weights_fingerprint
 
     kept: list[Checkpoint] = []
     seen: dict[str, Checkpoint] = {}
@@ -155,10 +155,10 @@ def fingerprint_all(checkpoints: list[Checkpoint], config, log=print) -> list[Ch
 
 def score_series(config, log=print) -> list[Checkpoint]:
     """Score every checkpoint of `config.series` into `config.out` (resumable); return those scored."""
-    from ctxrel import run_marker
-    from ctxrel.config import to_dict
-    from ctxrel.evaluate import _load_lm, run_eval
-    from ctxrel.results import RunDir, step_name
+    from ctxrel.rundir import marker as run_marker
+    from ctxrel.config.settings import to_dict
+    from ctxrel.evaluate.run import load_lm, run_eval
+    from ctxrel.rundir.files import RunDir, step_name
 
     checkpoints = plan(config)
     if not checkpoints:
@@ -170,8 +170,8 @@ def score_series(config, log=print) -> list[Checkpoint]:
         run_marker.claim(config.out, "eval", verb="eval", settings=to_dict(config))  # held for the whole series
         for c in checkpoints:
             name = step_name(c.step)
-            lm = (_load_lm(config.model.name, c.location, config.model) if c.kind == "adapter" else
-                  _load_lm(c.location, None, config.model))
+            lm = (load_lm(config.model.name, c.location, config.model) if c.kind == "adapter" else
+                  load_lm(c.location, None, config.model))
             log(f"ctxrel: scoring {name} ({c.spec}, weights {c.fingerprint[:12]})")
             # this checkpoint's own model in its settings (a rerun that points a step at other weights is refused)
             model = (replace(config.model, adapter=c.location) if c.kind == "adapter" else
@@ -185,7 +185,7 @@ def score_series(config, log=print) -> list[Checkpoint]:
 
 
 def _write_series(out: Path, config, checkpoints: list[Checkpoint]) -> None:
-    from ctxrel.results import atomic_write_text
+    from ctxrel.rundir.files import atomic_write_text
 
     data: dict[str, Any] = dict(model=config.model.name, on_duplicate=config.series.on_duplicate,
                                 checkpoints=[asdict(c) for c in checkpoints])

@@ -34,16 +34,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError
-from ctxrel.results import (CHECKPOINT_META, CHECKPOINTS_DIR, CONFIG_FILE, EVALS_DIR, METRICS_CSV, METRICS_DB,
-                            TRAIN_LOG, TRAIN_SUMMARY, atomic_write_text)
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import (CHECKPOINT_META, CHECKPOINTS_DIR, CONFIG_FILE, EVALS_DIR, METRICS_CSV, METRICS_DB,
+                                 TRAIN_LOG, TRAIN_SUMMARY, atomic_write_text)
 
 MARKER = "ctxrel-run.json"
 
 # what each kind of directory holds; a legacy directory (no marker) is adopted only if it holds nothing else
-_TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # results.py's names
+_TABLE = {CONFIG_FILE, METRICS_DB, METRICS_DB + "-journal", METRICS_CSV}  # rundir/files.py's names
 _NAMES = {
-    "eval": _TABLE | {EVALS_DIR, "report", "series.json"},  # series.json: ctxrel.series
+    "eval": _TABLE | {EVALS_DIR, "report", "series.json"},  # series.json: ctxrel.evaluate.series
     "study": _TABLE | {EVALS_DIR, CHECKPOINTS_DIR, TRAIN_LOG, TRAIN_SUMMARY, "tensorboard", "wandb", "report"},
     "curate": {"data.jsonl", "manifest.json", "scores.jsonl", "scores.settings.json", "report.json",
                "dropped.jsonl", "loss_without_context.png"},

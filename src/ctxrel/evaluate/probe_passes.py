@@ -1,4 +1,4 @@
-"""`eval.probes`: run the probes of ctxrel.probes at one checkpoint and write their rows.
+"""`eval.probes` and `--attention`: passes inside the model at one checkpoint, and their rows (math: core/probe_math).
 
     evals/<checkpoint>/weights.jsonl             one row per (layer, module): ||ΔW||_F, ||W_0||_F, relative
     evals/<checkpoint>/<benchmark>.heads.jsonl   one row per (item, layer, head): attention mass on the context,
@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ctxrel.backends.base import ProbedLM
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.errors import CtxrelError
-from ctxrel.metrics import bootstrap_rows
-from ctxrel.probes import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
-                           weight_summary)
-from ctxrel.prompts import continuation_delimiter
-from ctxrel.records import attention_spans, progress_bar
-from ctxrel.results import RunDir, append_records, atomic_write_text, chunked, read_records
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.metrics import bootstrap_rows
+from ctxrel.core.probe_math import (SPANS, crossing_layer, decided_layer, head_matrices, lens_curves, weight_rows,
+                                    weight_summary)
+from ctxrel.core.prompts import continuation_delimiter
+from ctxrel.evaluate import shards
+from ctxrel.evaluate.records import attention_spans, progress_bar
+from ctxrel.evaluate.shards import ALONE, Shard
+from ctxrel.rundir.files import RunDir, append_records, atomic_write_text, chunked, read_records, step_of
 
 WEIGHTS_BENCHMARK = "weights"  # the benchmark column of weight-change metric rows (a property of the model)
 CHUNK = 64  # items per append: a crash loses at most this much probe work
@@ -57,7 +59,7 @@ def weight_probe(lm: ProbedLM, run: RunDir, *, checkpoint: str, step: int | None
     if not rows:
         reader = None
         if not lm.has_lora():
-            from ctxrel.models import base_weights
+            from ctxrel.models.loading import base_weights
 
             reader = base_weights(base)
         rows = [dict(checkpoint=checkpoint, step=step, **{k: _round(v) if isinstance(v, float) else v
@@ -200,3 +202,43 @@ def timing_line(checkpoint: str, total_s: float, seconds: dict[str, float]) -> s
     probes = sum(seconds.values())
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     return f"ctxrel: {checkpoint}: scoring {total_s - probes:.1f} s, probes {probes:.1f} s ({parts})"
+
+
+def attention_rows(lm: ProbedLM, items: list[ConflictItem], prompts: dict[str, str], run: RunDir, cfg, *,
+                   checkpoint: str, benchmark: str, known: dict[str, bool] | None,
+                   shard: Shard = ALONE) -> list[dict[str, Any]]:
+    """`--attention`: mean attention from the answer position to the context's and the question's tokens
+    (averaged over layers and heads; the study's Fig. 3b), per item in evals/<ckpt>/<bench>.attention.jsonl
+    (resumable) and as metric rows `attention_context` / `attention_question` with bootstrap intervals.
+    Sharded, the items are split over the processes and the main process alone returns rows."""
+
+    if not lm.capabilities.attention:
+        raise CtxrelError(f"{lm.name}: this backend cannot report attention weights; drop --attention")
+    path = run.eval_file(checkpoint, benchmark, "attention")
+    done = {r["id"]: r for r in read_records(path)}
+    spans = {it.id: attention_spans(it, prompts[it.id]) for it in items}
+    todo = [it for it in items if it.id not in done and spans[it.id] is not None]
+    bar = progress_bar(len(todo), f"{benchmark} (attention)")
+
+    def measure(chunk: list[ConflictItem]) -> list[dict[str, Any]]:
+        values = lm.attention_to_spans([prompts[it.id] for it in chunk], [spans[it.id] for it in chunk],
+                                       on_done=bar.update)
+        return [dict(id=it.id, category=it.category, attention_context=v[0], attention_question=v[1])
+                for it, v in zip(chunk, values)]
+
+    new = shards.score_units(todo, size=16, score=measure, path=path, ids=lambda it: [it.id],
+                             cost=lambda c: sum(lm.count_tokens([prompts[it.id] for it in c])), shard=shard)
+    done.update({r["id"]: r for r in new})
+    bar.close()
+    if not shard.main:
+        return []
+    measured = [done[it.id] for it in items if it.id in done]
+    subsets = {"all": measured}
+    if known is not None:
+        subsets["known"] = [r for r in measured if known.get(r["id"])]
+    rows = []
+    names = ("attention_context", "attention_question")
+    for subset, recs in subsets.items():
+        rows += bootstrap_rows([[r[m] for m in names] for r in recs], names, n_boot=cfg.bootstrap, seed=cfg.seed,
+                               checkpoint=checkpoint, step=step_of(checkpoint), benchmark=benchmark, subset=subset)
+    return rows

@@ -22,9 +22,9 @@ import types
 import typing
 from typing import Any
 
-from ctxrel.config import VERB_CHECKS, config_class, load_config, option, parse_value  # noqa: F401 (option: re-exported)
-from ctxrel.errors import CtxrelError
-from ctxrel.presets import header, names, preset_file, short, verb_of
+from ctxrel.config.settings import VERB_CHECKS, config_class, load_config, option, parse_value  # noqa: F401 (option: re-exported)
+from ctxrel.config.shipped import header, names, preset_file, short, verb_of
+from ctxrel.core.errors import CtxrelError
 
 DEST = "key:"  # argparse dest prefix of a derived flag: the rest is the dotted config key
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 
 def _lora_shape(folder: Path) -> dict:
@@ -35,7 +35,7 @@ class ResidentModel:
     """The base model `spec`, loaded once; `load(folder)` turns it into base + that checkpoint."""
 
     def __init__(self, spec: str, *, device: str | None = None, trust_remote_code: bool = False):
-        from ctxrel.models import load_model
+        from ctxrel.models.loading import load_model
 
         self.spec = spec
         self.base, self.tokenizer, self.name = load_model(spec, device=device,
@@ -50,7 +50,7 @@ class ResidentModel:
         folder = Path(folder)
         if (folder / "trainable.safetensors").exists():
             return self._load_tensors(folder)
-        from ctxrel.models import attach_adapter
+        from ctxrel.models.loading import attach_adapter
 
         if self.overwritten:
             raise CtxrelError(f"{folder}: a LoRA checkpoint after a full / qk one in the same run is not supported")
@@ -74,7 +74,7 @@ class ResidentModel:
         import torch
         from safetensors import safe_open
 
-        from ctxrel.models import load_weights
+        from ctxrel.models.loading import load_weights
 
         if self.lora is not None:
             raise CtxrelError(f"{folder}: a full / qk checkpoint after a LoRA one in the same run is not supported")
@@ -83,7 +83,7 @@ class ResidentModel:
         stale = sorted(self.overwritten - names)
         if stale:  # back to the base for what this checkpoint does not hold
             if self._read_base is None:
-                from ctxrel.models import base_weights
+                from ctxrel.models.loading import base_weights
 
                 self._read_base = base_weights(self.spec)
             params = dict(self.base.named_parameters())

@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ctxrel.errors import CtxrelError
-from ctxrel.matching import resolve
-from ctxrel.results import EVALS_DIR, RunDir, read_records, step_name, step_of
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.matching import resolve
+from ctxrel.rundir.files import EVALS_DIR, RunDir, read_records, step_name, step_of
 
 PACKAGE = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}  # name -> module it needs
 EXTRA = {"tensorboard": "train", "trackio": "trackio", "wandb": "wandb"}  # name -> ctxrel extra installing it

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
-from ctxrel.cache import cache_root  # noqa: F401  (converted models live under it; callers use models' name)
-from ctxrel.errors import CtxrelError
-from ctxrel.results import CHECKPOINT_META
+from ctxrel.core.cache import cache_root  # noqa: F401  (converted models live under it; callers use models' name)
+from ctxrel.core.errors import CtxrelError
+from ctxrel.rundir.files import CHECKPOINT_META
 
 TRAINABLE_FILE = "trainable.safetensors"  # full / qk modes: the trained tensors only
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # LoRA modes: a PEFT adapter (with adapter_config.json)
@@ -349,6 +349,15 @@ def _qk_modules(model) -> tuple[list[str], list[str]]:
     return separate, fused
 
 
+_NO_DECAY = "_ctxrel_no_decay"  # set on a parameter that weight decay must skip (qk mode's fused q|k|v weight)
+
+
+def decay_exempt(param) -> bool:
+    """Whether `select_trainable` marked `param` as one that weight decay skips (a fused q|k|v weight of qk mode,
+    whose v rows a gradient hook keeps frozen: decay would still move them)."""
+    return bool(getattr(param, _NO_DECAY, False))
+
+
 def select_trainable(model, train_cfg):
     """Make the parameters of `train.mode` trainable and freeze the rest; return the model to train (a PEFT
     model for LoRA). Modes: `lora` (adapters on `train.lora.targets`), `full` (every weight), `qk` (only the
@@ -400,7 +409,7 @@ def select_trainable(model, train_cfg):
             keep = keep.reshape(-1, 1)
             mod.weight.requires_grad_(True)
             mod.weight.register_hook(lambda g, keep=keep: g * keep)
-            mod.weight._ctxrel_no_decay = True
+            setattr(mod.weight, _NO_DECAY, True)
         return model
     raise CtxrelError(f"unknown train.mode {mode!r}; choose lora, full or qk")
 

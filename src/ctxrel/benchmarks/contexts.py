@@ -32,8 +32,8 @@ import re
 from typing import Sequence
 
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.matching import match, normalize, overlapping_answers
-from ctxrel.substitution import substitute
+from ctxrel.core.entity_swap import substitute
+from ctxrel.core.matching import match, normalize, overlapping_answers
 
 KINDS = ("conflict", "gold", "irrelevant")
 

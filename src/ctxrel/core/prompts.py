@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 TEMPLATES = ("auto", "alpaca", "tulu", "chat", "plain")  # the one list (config keys and flags take it from here)
 TRAIN_TEMPLATES = TEMPLATES[:-1]  # training renders a response after the prompt: every template but plain
@@ -100,6 +100,19 @@ class PromptBuilder:
 def continuation_delimiter(prompt: str) -> str:
     """A space before a scored answer unless the prompt already ends in whitespace (lm-eval's convention)."""
     return "" if not prompt or prompt[-1].isspace() else " "
+
+
+def sentence_case(text: str) -> str:
+    """`text` with its first character upper-cased (questions and statements built from lower-case templates)."""
+    return text[:1].upper() + text[1:]
+
+
+def resolve_data_template(template: str, tok) -> str:
+    """The template a model is trained with: `auto` means the tokenizer's chat template when it has one, else
+    alpaca (training never picks plain; evaluation's `resolve_template` does)."""
+    if template == "auto":
+        return "chat" if getattr(tok, "chat_template", None) else "alpaca"
+    return template
 
 
 def resolve_template(template: str, has_chat_template: bool) -> str:

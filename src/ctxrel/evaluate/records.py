@@ -1,7 +1,7 @@
 """What one evaluated item becomes: the per-item records of generate and likelihood mode, the settings that
 guard a records file against mixing (`eval_settings`), and `BenchmarkResult`, what scoring one benchmark at one
-checkpoint returns. Shared by evaluate.py, variants.py (other context kinds and decoding methods of the same
-items), probing.py and the standard tasks, so none of them needs the others.
+checkpoint returns. Shared by run.py, variants.py (other context kinds and decoding methods of the same
+items), probe_passes.py and the standard tasks, so none of them needs the others.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 from ctxrel.backends.base import LM
 from ctxrel.benchmarks.registry import LoadedBenchmark
 from ctxrel.benchmarks.schema import ConflictItem
-from ctxrel.config import EvalConfig
-from ctxrel.matching import match
-from ctxrel.metrics import m_c
-from ctxrel.prompts import continuation_delimiter
+from ctxrel.config.settings import EvalConfig
+from ctxrel.core.matching import match
+from ctxrel.core.metrics import m_c
+from ctxrel.core.prompts import continuation_delimiter
 
 
 @dataclass

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
-PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # verbs whose presets have their own folder (every other folder under configs/ holds study presets: paper/)
 VERB_DIRS = {"synth": "synth", "theory": "theory", "eval": "eval", "curate": "curate", "report": "report"}
 

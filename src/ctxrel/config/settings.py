@@ -1,8 +1,8 @@
 """Configuration: nested dataclasses per concern, filled from YAML and `a.b=c` overrides.
 
-Every verb's settings come through `load_config`: a YAML file, a shipped preset (`ctxrel.presets`, `base:`
+Every verb's settings come through `load_config`: a YAML file, a shipped preset (`ctxrel.config.shipped`, `base:`
 inheritance) or a run directory's config.yaml, then `KEY=VALUE` overrides, then the CLI flags (derived from
-the fields by `ctxrel.flags`). Unknown keys are errors that name the valid keys; values are checked against the
+the fields by `ctxrel.config.flags`). Unknown keys are errors that name the valid keys; values are checked against the
 field's type and its declared choices; the resolved config (every default filled in) is written into every run
 directory. `VERBS` says which dataclass each verb takes.
 """
@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
-from ctxrel.errors import CtxrelError
-from ctxrel.presets import read_source, read_yaml_mapping  # noqa: F401  (read_yaml_mapping: callers use config's name)
-from ctxrel.prompts import TEMPLATES, TRAIN_TEMPLATES
+from ctxrel.config.shipped import read_source, read_yaml_mapping  # noqa: F401  (read_yaml_mapping: callers use config's name)
+from ctxrel.core.errors import CtxrelError
+from ctxrel.core.prompts import TEMPLATES, TRAIN_TEMPLATES
 
-TRACKERS = ("tensorboard", "trackio", "wandb")  # train.report_to (ctxrel.trackers)
+TRACKERS = ("tensorboard", "trackio", "wandb")  # train.report_to (ctxrel.train.trackers)
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | tuple = (),
@@ -33,7 +33,7 @@ def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MIS
     aliases of its derived `--key` flag (`--model`), `choices` = the valid values (each element, for a list),
     `group` = flags of one group are mutually exclusive, `required` = the verb refuses to run without it (a
     string: how the CLI gives it, e.g. RUN for a positional argument).
-    Help comes from the field's comment in the source (`ctxrel.flags`), or `help`."""
+    Help comes from the field's comment in the source (`ctxrel.config.flags`), or `help`."""
     meta = {"flags": (flag,) if isinstance(flag, str) else tuple(flag), "choices": choices, "group": group,
             "required": required, "help": help}
     if factory is not dataclasses.MISSING:
@@ -81,18 +81,18 @@ class EvalConfig:
     standard_limit: int | None = None  # items per standard task (None = eval.limit); same items every checkpoint
     seed: int = option(0, flag="--seed")  # item sampling (--limit) and generation
     bootstrap: int = 1000  # bootstrap resamples for 95% intervals
-    # decoding-time mitigations (ctxrel.decoding): greedy | cad | adacad. Greedy is always scored too (the
+    # decoding-time mitigations (ctxrel.core.decoding): greedy | cad | adacad. Greedy is always scored too (the
     # reference of every change); cad/adacad run a second, no-context branch: about 2x the generation cost
     decoding: list[str] = field(default_factory=lambda: ["greedy"])
     cad_alpha: list[float] = field(default_factory=lambda: [1.0])  # CAD's weight (Shi et al.: 1.0); a list sweeps
-    # context kinds (ctxrel.contexts): conflict | gold (agrees with memory) | irrelevant (another subject's);
+    # context kinds (ctxrel.benchmarks.contexts): conflict | gold (agrees with memory) | irrelevant (another subject's);
     # conflict is always scored
     contexts: list[str] = field(default_factory=lambda: ["conflict"])
 
 
 @dataclass
 class SeriesConfig:
-    """A trajectory from a checkpoint series ctxrel did not train (`ctxrel.series`): every entry is NAME or
+    """A trajectory from a checkpoint series ctxrel did not train (`ctxrel.evaluate.series`): every entry is NAME or
     NAME@STEP, comma-separated or repeated; without @STEP the step is read from the name (step1000, step-000048,
     checkpoint-500, stage1-step140000-tokens587B)."""
     # hub revisions (branches, tags) of model.name, e.g. step1000,step2000 (downloads: needs the network)
@@ -175,7 +175,7 @@ class TrainConfig:
     group_by_length: bool = False
     keep_weights: bool = True  # keep every evaluated checkpoint's weights (for `ctxrel eval --run`); the latest
     #                            checkpoint is always kept with its optimizer state so a rerun resumes
-    # experiment trackers (ctxrel.trackers) that receive loss, lr, tokens/s and every checkpoint's metric rows,
+    # experiment trackers (ctxrel.train.trackers) that receive loss, lr, tokens/s and every checkpoint's metric rows,
     # with the training step as x-axis: tensorboard (<out>/tensorboard), trackio (local SQLite, extra `trackio`),
     # wandb (extra `wandb`); [] = none. A tracker that is not installed is refused before training
     report_to: list[str] = option(factory=lambda: ["tensorboard"], choices=TRACKERS)
@@ -358,7 +358,7 @@ def set_key(data: dict[str, Any], key: str, value: Any, *, what: str | None = No
 def load_config(cls, source: str | Path | None = None, overrides: list[str] = (),
                 settings: dict[str, Any] | None = None, *, verb: str | None = None):
     """The one way a verb's settings are built: `source` (a YAML file, a shipped preset name of `verb`, or a run
-    directory holding config.yaml; `base:` chains resolved by `ctxrel.presets`), then `overrides` (KEY=VALUE
+    directory holding config.yaml; `base:` chains resolved by `ctxrel.config.shipped`), then `overrides` (KEY=VALUE
     strings, values read as YAML), then `settings` (already typed values by dotted key: the CLI flags), checked
     into dataclass `cls`. Every mistake is one sentence naming the file or key."""
 
@@ -370,6 +370,12 @@ def load_config(cls, source: str | Path | None = None, overrides: list[str] = ()
     return from_dict(cls, data)
 
 
+def load_study_config(source: str, overrides: list[str] = (), settings: dict[str, Any] | None = None) -> StudyConfig:
+    """A study's config from a YAML file, a shipped preset (`quickstart`, `paper/llama2-7b-alpaca-lora`) or a run
+    directory, then KEY=VALUE overrides and typed settings (`load_config`)."""
+    return load_config(StudyConfig, source, overrides, settings, verb="study")
+
+
 def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
     """Config from an optional YAML file plus overrides, validated (`load_config` with a file)."""
     if path is not None and not Path(path).is_file():
@@ -378,15 +384,15 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
 
 
 # verb -> "module:Class" of the dataclass it takes (imported when that verb runs: torch stays out of --help)
-VERBS = {"eval": "ctxrel.config:RunConfig", "study": "ctxrel.config:StudyConfig", "train": "ctxrel.config:StudyConfig",
+VERBS = {"eval": "ctxrel.config.settings:RunConfig", "study": "ctxrel.config.settings:StudyConfig", "train": "ctxrel.config.settings:StudyConfig",
          "curate classify": "ctxrel.curate.config:ClassifyConfig", "curate filter": "ctxrel.curate.config:FilterConfig",
          "curate augment": "ctxrel.curate.config:AugmentConfig", "curate pairs": "ctxrel.curate.config:PairsBuildConfig",
          "curate substitute": "ctxrel.curate.config:SubstituteConfig", "report": "ctxrel.report.cli:ReportConfig",
-         "theory": "ctxrel.theory.presets:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
+         "theory": "ctxrel.theory.driver:TheoryRunConfig", "synth": "ctxrel.synth.lab:SynthConfig"}
 
 
 # verb -> "module:function" of its own checks on a built config (limits that span several keys)
-VERB_CHECKS = {"synth": "ctxrel.synth.lab:validate", "theory": "ctxrel.theory.presets:validate"}
+VERB_CHECKS = {"synth": "ctxrel.synth.lab:validate", "theory": "ctxrel.theory.driver:validate"}
 
 
 def config_class(verb: str):

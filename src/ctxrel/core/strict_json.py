@@ -52,7 +52,7 @@ def load_object(path, what: str, remedy: str) -> dict[str, Any]:
     """The JSON object in file `path` (a pathlib.Path), read strictly; anything else -- bad JSON, a lone
     surrogate, another JSON type -- is a CtxrelError that names the file, says it is a damaged `what`, and
     ends with `remedy`."""
-    from ctxrel.errors import CtxrelError
+    from ctxrel.core.errors import CtxrelError
 
     try:
         data = loads(path.read_bytes())

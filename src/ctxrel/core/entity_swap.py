@@ -47,7 +47,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from ctxrel.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError
 
 PARTICLES = frozenset("da de di del della der des du van von la le ten ter den dos das do bin ibn al el".split())
 SUFFIXES = ("eans", "ians", "isms", "ists", "esque", "ean", "ian", "ism", "ist", "an")
@@ -106,10 +106,16 @@ def parse_name(name: str) -> NameParts:
 
 
 @dataclass(frozen=True)
-class Replacement:
+class Span:
+    """A span of the original text and what stood there."""
+
     start: int  # span in the original text
     end: int
     original: str
+
+
+@dataclass(frozen=True)
+class Replacement(Span):
     replacement: str
     rule: str  # full | given+surname | initial | surname | given | derived
     new_start: int = 0  # span in the new text
@@ -128,10 +134,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class OverReplacement:
-    start: int  # span in the original text
-    end: int
-    original: str
+class OverReplacement(Span):
     reason: str
 
 
