@@ -370,7 +370,12 @@ def make_accelerator(cpu: bool):
 
 def build_model(cfg, device, *, cpu: bool) -> tuple[Any, Any]:
     """The model with `train.mode`'s trainable parameters (fp32 on CPU and for full weights, else bf16) and its
-    tokenizer (given a pad token), in training mode."""
+    tokenizer (given a pad token), in training mode. The random generators are seeded with `train.seed` after the
+    base model is loaded and before the trainable parameters are made, so the LoRA initialisation never depends on
+    what loading drew (a first load of a GGUF model converts it, which initialises a model at random: before this,
+    a run on a cold model cache trained from another LoRA initialisation than the same run on a warm one)."""
+    from accelerate.utils import set_seed
+
     from ctxrel.models.loading import load_model, select_trainable
 
     tc = cfg.train
@@ -379,6 +384,7 @@ def build_model(cfg, device, *, cpu: bool) -> tuple[Any, Any]:
                                trust_remote_code=cfg.model.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
+    set_seed(tc.seed)
     model = select_trainable(model, tc)
     model.train()
     return model, tok
