@@ -49,29 +49,36 @@ def test_grpo_loss_value_and_gradient():
 
 
 @pytest.mark.integration
-def test_a_grpo_stage_samples_scores_and_logs(tiny_model_dir, tmp_path):
+def grpo_study(tiny_model, tmp_path, eval_keys: dict, grpo_keys: dict):
+    """A study config file on the tiny model: a short sft stage on 8 examples, then a grpo stage on 4 built-in
+    pairs; `eval_keys` and `grpo_keys` complete its eval section and its grpo stage."""
     import json
 
     import yaml
 
-    from ctxrel.cli import main
-    from ctxrel.rundir.files import read_records
-
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))
-    cfg = dict(model=dict(name=str(tiny_model_dir), batch_size=8, device="cpu"),
+    cfg = dict(model=dict(name=str(tiny_model), batch_size=8, device="cpu"),
                data=dict(source=str(data), max_length=64),
                train=dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.1), lr=1e-2, epochs=1, batch_size=4,
                           tensorboard=False),
-               eval=dict(benchmarks=["cf_capitals"], limit=2, max_new_tokens=2, every=100, early=[],
-                         knowledge_filter=False),
+               eval=dict(benchmarks=["cf_capitals"], max_new_tokens=2, early=[], knowledge_filter=False, **eval_keys),
                out=str(tmp_path / "run"),
                stages=[dict(kind="sft"),
-                       dict(kind="grpo", generations=3, completion_tokens=4, temperature=1.5,
-                            data=dict(source="pairs", max_length=160, pairs=dict(n=4, irrelevant=0.5)),
-                            train=dict(batch_size=2))])
+                       dict(kind="grpo", temperature=1.5, train=dict(batch_size=2),
+                            data=dict(source="pairs", max_length=160, pairs=dict(n=4, irrelevant=0.5)), **grpo_keys)])
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_grpo_stage_samples_scores_and_logs(tiny_model_dir, tmp_path):
+    import json
+
+    from ctxrel.cli import main
+    from ctxrel.rundir.files import read_records
+
+    path = grpo_study(tiny_model_dir, tmp_path, dict(limit=2, every=100), dict(generations=3, completion_tokens=4))
     assert main(["train", str(path)]) == 0
     rows = [r for r in read_records(tmp_path / "run" / "train_log.jsonl") if r["stage"] == "grpo"]
     assert [r["step"] for r in rows] == [3, 4]
@@ -91,26 +98,11 @@ def test_report_shows_the_reward_beside_held_out_accuracy(tiny_model_dir, tmp_pa
     verdict; summary.json's reward equals train_log.jsonl's."""
     import json
 
-    import yaml
-
     from ctxrel.cli import main
     from ctxrel.rundir.files import read_records
 
-    data = tmp_path / "alpaca.json"
-    data.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": f"{i} Lyon"} for i in range(8)]))
-    cfg = dict(model=dict(name=str(tiny_model_dir), batch_size=8, device="cpu"),
-               data=dict(source=str(data), max_length=64),
-               train=dict(mode="lora", lora=dict(rank=4, alpha=8, dropout=0.1), lr=1e-2, epochs=1, batch_size=4,
-                          tensorboard=False),
-               eval=dict(benchmarks=["cf_capitals"], limit=4, max_new_tokens=2, every=2, early=[],
-                         knowledge_filter=False, contexts=["conflict", "irrelevant"]),
-               out=str(tmp_path / "run"),
-               stages=[dict(kind="sft"),
-                       dict(kind="grpo", generations=2, completion_tokens=3, temperature=1.5,
-                            data=dict(source="pairs", max_length=160, pairs=dict(n=4, irrelevant=0.5)),
-                            train=dict(batch_size=2))])
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = grpo_study(tiny_model_dir, tmp_path, dict(limit=4, every=2, contexts=["conflict", "irrelevant"]),
+                      dict(generations=2, completion_tokens=3))
     assert main(["study", str(path)]) == 0
     logged = {r["step"]: r["reward"] for r in read_records(tmp_path / "run" / "train_log.jsonl")
               if r["stage"] == "grpo"}

@@ -6,7 +6,6 @@ summary are read here, once; everything downstream (inversion.py, flips.py) is p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
