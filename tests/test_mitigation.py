@@ -146,3 +146,31 @@ def test_study_scores_every_combination_at_every_checkpoint_and_reports(tiny_mod
     assert "decoding methods and context kinds" in html and "Do no harm at the final checkpoint" in html
     assert (run / "report" / "cf_capitals-recoverability.png").exists()
     assert (run / "report" / "cf_capitals-context-kinds.png").exists()
+
+
+def test_context_kind_and_decoding_are_columns_of_the_metric_rows(tiny_model_dir, tmp_path):
+    """Every metric row of a conflict benchmark says in columns which context kind and decoding scored it (the
+    benchmark name keeps its tag, for the records files and resume); a table written before those columns has
+    them empty, and the Python API reads them from the name instead."""
+    import sqlite3
+
+    import ctxrel
+    from ctxrel.benchmarks.contexts import parse_variant
+    from ctxrel.rundir.files import METRICS_DB
+
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--limit", "4",
+                 "--benchmark", "cf_capitals", "--out", str(out), "eval.decoding=[greedy,cad]",
+                 "eval.contexts=[conflict,gold]"]) == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert {tuple(parse_variant(b)[1:]) for b in df.benchmark} == {(k, d) for k in ("conflict", "gold")
+                                                                    for d in ("greedy", "cad")}
+    for b, rows in df.groupby("benchmark"):
+        assert set(zip(rows.context, rows.decoding)) == {parse_variant(b)[1:]}, b
+    con = sqlite3.connect(out / METRICS_DB)  # what a table of an older ctxrel holds: the columns empty
+    with con:
+        con.execute("UPDATE metrics SET context = NULL, decoding = NULL")
+    con.close()
+    api = ctxrel.load(str(out)).metrics
+    assert api.context.notna().all() and api.decoding.notna().all()
+    assert all((c, d) == parse_variant(b)[1:] for b, c, d in zip(api.benchmark, api.context, api.decoding))

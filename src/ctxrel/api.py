@@ -137,10 +137,13 @@ class Results:
 
     @property
     def metrics(self) -> "pd.DataFrame":
-        """Every metric row of every run (metrics.sqlite), with `label` and `run` (the directory) columns in front."""
+        """Every metric row of every run (metrics.sqlite), with `label` and `run` (the directory) columns in front.
+        `context` and `decoding` say how a conflict benchmark's row was scored; for rows written before those
+        columns existed they are read from the benchmark name's variant tag."""
         import pandas as pd
 
-        rows = [dict(label=label, run=str(r.path), **row) for label, rs in self.groups for r in rs for row in r.rows]
+        rows = [dict(label=label, run=str(r.path), **_scored_as(row, r)) for label, rs in self.groups for r in rs
+                for row in r.rows]
         return pd.DataFrame(rows)
 
     @property
@@ -169,6 +172,15 @@ class Results:
         verdicts = [Verdict.of(g["label"], bench, b["metric"], subset, st) for g in groups
                     for bench, b in g["benchmarks"].items() for subset, st in b["subsets"].items()]
         return Report(groups, verdicts)
+
+
+def _scored_as(row: dict[str, Any], run: Run) -> dict[str, Any]:
+    """`row` with its context kind and decoding filled in from its benchmark name when a table older than those
+    columns left them empty (conflict benchmarks only: the runs' records say which those are)."""
+    if row.get("context") is not None or not any(b == row["benchmark"] for (_, b) in run.records):
+        return row
+    _, kind, decoding = parse_variant(row["benchmark"])
+    return dict(row, context=kind, decoding=decoding)
 
 
 def item_rows(run: Run, label: str) -> list[dict[str, Any]]:

@@ -294,7 +294,7 @@ def _write_rows(s: Scoring, p: Pass, decoding: str, records: list[dict[str, Any]
     metrics = {sub: conflict_metrics(recs, cfg.mode, n_boot=cfg.bootstrap, seed=cfg.seed)
                for sub, recs in subsets.items()}
     counts = _counts(p, held, known)
-    row = dict(checkpoint=s.checkpoint, step=step, benchmark=name)
+    row = dict(checkpoint=s.checkpoint, step=step, benchmark=name, context=p.kind, decoding=decoding)
     rows = [dict(row, subset=sub, **m) for sub, ms in metrics.items() for m in ms]
     rows += [dict(row, **m) for m in _variant_rows(s, p, decoding, records, list(subsets))]
     rows += [dict(row, subset="all", metric=k, value=v, n=v) for k, v in counts.items() if v >= 0]

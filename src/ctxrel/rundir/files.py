@@ -107,10 +107,14 @@ def shard_files(path: Path) -> list[Path]:
 
 
 METRIC_COLUMNS = ("checkpoint", "step", "epoch", "tokens", "benchmark", "subset", "metric", "value", "n",
-                  "ci_low", "ci_high", "created", "stage")
-# `stage` (sft, dpo, ...: the training stage a checkpoint ends, ctxrel.train.stages) came later: a metrics table
-# without it gets the column (empty) when it is opened, so older run directories read the same
-ADDED_COLUMNS = {"stage": "TEXT"}
+                  "ci_low", "ci_high", "context", "decoding", "created", "stage")
+# Columns that came later; a metrics table without them gets them (empty) when it is opened for writing, and is
+# read with them as NULL, so older run directories read the same. `stage` (sft, dpo, ...: the training stage a
+# checkpoint ends, ctxrel.train.stages); `context` and `decoding` (the context kind and decoding method a conflict
+# benchmark's row was scored with: conflict / gold / irrelevant ..., greedy / cad0.5 ...; NULL for rows that are
+# not a conflict benchmark's). The benchmark name keeps its variant tag (`cf_capitals[gold,cad0.5]`): records
+# files and resume are keyed by it.
+ADDED_COLUMNS = {"stage": "TEXT", "context": "TEXT", "decoding": "TEXT"}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
