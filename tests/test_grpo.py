@@ -116,3 +116,11 @@ def test_report_shows_the_reward_beside_held_out_accuracy(tiny_model_dir, tmp_pa
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert {r["step"]: r["reward"] for r in summary["groups"][0]["reward"]} == pytest.approx(logged)
     assert (tmp_path / "rep" / "grpo-reward.png").stat().st_size > 0
+    log = tmp_path / "run" / "train_log.jsonl"  # a damaged log: one sentence with a remedy that holds
+    log.write_text(log.read_text() + '{"step": 9, "bro\n')
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep2")]) == 2
+    err = capsys.readouterr().err
+    assert f"{log}:" in err and "move the file away to report without the reward" in err and "recompute" not in err
+    log.rename(tmp_path / "log.bak")  # moved away: the report goes on without the reward line
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep3")]) == 0
+    assert "grpo reward" not in capsys.readouterr().out

@@ -15,7 +15,7 @@ from ctxrel.analysis.items import is_conflict_record, item_outcomes, item_values
 from ctxrel.analysis.probes import heads_summary, lens_summary
 from ctxrel.config.settings import read_yaml_mapping
 from ctxrel.core import strict_json
-from ctxrel.core.errors import CtxrelError
+from ctxrel.core.errors import CtxrelError, InputError
 from ctxrel.core.matching import OUTCOMES
 from ctxrel.core.probe_math import head_matrices, lens_curves
 from ctxrel.rundir.files import (CONFIG_FILE, EVALS_DIR, METRICS_DB, TRAIN_LOG, TRAIN_SUMMARY, read_metrics,
@@ -59,8 +59,14 @@ class Run:
         grpo = {s["name"] for s in self.stages if s["kind"] == "grpo"}
         if not grpo:
             return []
-        by_step = {int(r["step"]): r for r in read_records(self.path / TRAIN_LOG)
-                   if r.get("stage") in grpo and isinstance(r.get("reward"), (int, float))}
+        try:
+            log = read_records(self.path / TRAIN_LOG)
+        except InputError as e:  # its own remedy ("delete it to recompute") does not hold for a training log
+            why = e.detail.removesuffix("; delete the file to recompute it")
+            raise InputError(f"{why}; the grpo reward line reads this log: repair the line, or move the file away "
+                             "to report without the reward", path=e.path, line=e.line) from None
+        by_step = {r["step"]: r for r in log if r.get("stage") in grpo and isinstance(r.get("step"), int)
+                   and isinstance(r.get("reward"), (int, float))}
         return [dict(step=k, stage=r["stage"], reward=float(r["reward"]),
                      zero_variance_share=r.get("zero_variance_share"), kl=r.get("kl"))
                 for k, r in sorted(by_step.items())]
