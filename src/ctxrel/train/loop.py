@@ -401,8 +401,6 @@ def build_optimizer(model, train_cfg, total: int):
 
 def setup(cfg, *, tokenized=None, log=print) -> Session:
     """Check the config, read the data, build model, optimizer and plan, and resume from the latest checkpoint."""
-    from accelerate.utils import set_seed
-
     from ctxrel.train.data import load_examples, tokenize
 
     from ctxrel.core.prompts import resolve_data_template
@@ -413,8 +411,7 @@ def setup(cfg, *, tokenized=None, log=print) -> Session:
     cpu = on_cpu(cfg)
     acc = make_accelerator(cpu)
     say = log if acc.is_main_process else (lambda *a, **k: None)
-    set_seed(tc.seed)
-    model, tok = build_model(cfg, acc.device, cpu=cpu)
+    model, tok = build_model(cfg, acc.device, cpu=cpu)  # seeds the generators itself, after loading
     if getattr(acc, "is_fsdp2", False) and any(decay_exempt(p) for p in model.parameters()):
         raise CtxrelError("train.mode=qk on a fused q|k|v layer (GPT-NeoX) is not supported under FSDP: sharding "
                           "replaces the weight, and with it the hook that keeps the v rows frozen")

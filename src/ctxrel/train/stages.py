@@ -219,8 +219,7 @@ def train_stages(cfg: C.StudyConfig, *, on_checkpoint: Callable[..., None] | Non
     cpu = on_cpu(cfg)
     acc = make_accelerator(cpu)
     say = log if acc.is_main_process else (lambda *a, **k: None)
-    set_seed(cfg.train.seed)  # the LoRA initialisation, as in a one-stage study
-    model, tok = build_model(cfg, acc.device, cpu=cpu)
+    model, tok = build_model(cfg, acc.device, cpu=cpu)  # seeds the LoRA initialisation, as in a one-stage study
     wrapped = acc.prepare(ResponseLoss(model))
     ledger = json.loads((out / LEDGER).read_text()) if (out / LEDGER).exists() else []
     offset, summaries = 0, []
