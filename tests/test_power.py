@@ -186,3 +186,18 @@ def test_leave_one_seed_out_chooses_the_peak_on_other_seeds():
     assert len(lo["per_seed"]) == 4 and all(s["peak_step"] == 16 for s in lo["per_seed"])
     assert lo["verdict"] == "inversion" and lo["drop"]["basis"] == "seeds" and lo["drop"]["n"] == 4
     assert "loso" not in honest_stats(pts, n_boot=100, leave_one_seed_out=False)
+
+
+def test_a_peak_at_the_last_checkpoint_has_no_drop_power_instead_of_an_mde_of_zero():
+    # a monotone rise: the peak is the final checkpoint, so the drop is 0 by construction and untestable
+    pts = persistent([0.3, 0.5, 0.7], n_items=100)
+    st = trajectory_stats(pts, n_boot=200)
+    assert st["peak"]["step"] == st["final"]["step"]
+    final = next(p for p in pts if p.step == st["final"]["step"])
+    assert change_power(final, final, st["drop"], n_boot=50) == []
+    from ctxrel.report.scrutiny_text import power_lines
+    lines = power_lines(dict(rise=change_power(pts[0], final, st["rise"], n_boot=50), drop=[]))
+    assert any(line.startswith("power drop: not tested: the peak is the last checkpoint") for line in lines)
+    assert not any("largest drop still allowed" in line for line in lines)
+    # an SE of 0 (no item changed) gives no MDE rather than a claim that any effect could be seen
+    assert math.isnan(mde_items(0.0)) and math.isnan(mde_seeds(0.0, 3))

@@ -62,8 +62,14 @@ def standard_error(d: Sequence[float]) -> float:
 
 
 def mde_items(se: float, *, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable effect of the paired item-level test: (z_{1-alpha/2} + z_power) * SE."""
-    return z_factor(alpha, power) * se if not math.isnan(se) else math.nan
+    """Minimum detectable effect of the paired item-level test: (z_{1-alpha/2} + z_power) * SE. NaN when the SE
+    is 0 (every difference the same, e.g. no item changed): the sample says nothing about the spread, and an MDE
+    of 0 would claim that any effect could be seen.
+
+    >>> mde_items(0.0)
+    nan
+    """
+    return z_factor(alpha, power) * se if not math.isnan(se) and se > 0 else math.nan
 
 
 def t_power(delta_over_se: float, df: int, *, alpha: float = ALPHA) -> float:
@@ -80,14 +86,14 @@ def t_power(delta_over_se: float, df: int, *, alpha: float = ALPHA) -> float:
 
 def mde_seeds(se: float, k: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
     """Minimum detectable effect of the seeds-level t test over k seeds with standard error `se`: the effect whose
-    power (t_power, df = k - 1) is `power`. NaN with fewer than 2 seeds.
+    power (t_power, df = k - 1) is `power`. NaN with fewer than 2 seeds or an SE of 0 (as mde_items).
 
     >>> round(mde_seeds(1.0, 3) / mde_items(1.0), 2)  # with 3 seeds (t = 4.30) the t test needs ~2x the z test's
     2.02
     """
     from scipy.optimize import brentq
 
-    if k < 2 or math.isnan(se):
+    if k < 2 or math.isnan(se) or se <= 0:
         return math.nan
     lam = brentq(lambda x: t_power(x, k - 1, alpha=alpha) - power, 0.0, 200.0)
     return float(lam * se)
@@ -150,8 +156,12 @@ def change_power(a: Point, b: Point, diffs: list[dict[str, Any]], *, n_boot: int
     """What the test of the change a -> b can see, one entry per level: items, then (2+ seeds) seeds and
     two-level. Each: {basis, n, estimate, se, mde, allowed, ci_low, ci_high}; `mde` is the minimum detectable
     effect at 80% power, two-sided alpha .05; `allowed` the largest change the interval still allows. `diffs` are
-    the change's intervals as trajectory_stats gives them (items first, then seeds), whose bounds are reused."""
-    out = []
+    the change's intervals as trajectory_stats gives them (items first, then seeds), whose bounds are reused.
+    No entries when a and b are one checkpoint (the peak is the first or the last): that change is 0 by
+    construction, so there is nothing to test and no power to state."""
+    out: list[dict[str, Any]] = []
+    if a.step == b.step:
+        return out
     by_basis = {d["basis"]: d for d in diffs}
     if a.items and b.items:
         d = item_differences(a, b)

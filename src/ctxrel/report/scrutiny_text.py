@@ -23,6 +23,11 @@ def interval_text(d: dict[str, Any]) -> str:
     return f"{number_text(d.get('estimate'), '+.3f')}{ci} {BASIS.get(d.get('basis'), d.get('basis'))}"
 
 
+# why a change has no power entries (analysis.power.change_power gives none when its two checkpoints coincide)
+UNTESTED = {"rise": "the peak is the first checkpoint (the rise is 0 by construction)",
+            "drop": "the peak is the last checkpoint (the drop is 0 by construction)"}
+
+
 def power_lines(pw: dict[str, Any]) -> list[str]:
     """SE, MDE and the largest change still allowed, per change and level."""
     out = []
@@ -31,6 +36,8 @@ def power_lines(pw: dict[str, Any]) -> list[str]:
                  for e in pw.get(change, [])]
         if parts:
             out.append(f"power {change}: " + "; ".join(parts))
+        elif change in pw:
+            out.append(f"power {change}: not tested: {UNTESTED[change]}")
     two = [e for c in ("rise", "drop") for e in pw.get(c, []) if e["basis"] == "seeds+items"]
     if len(two) == 2:
         out.append(f"two-level interval (seeds, then items): rise {interval_text(two[0])}; drop {interval_text(two[1])}")
