@@ -22,7 +22,8 @@ install: $(BIN)/ctxrel
 # The main job on the offline default: LoRA-finetune SmolLM2-135M-Instruct for 128 steps on the built-in instruction
 # mixture and score 6 checkpoints on forms_capitals_study (the context form that reverted to memory in 3 of 3 seeds
 # of the pre-registered form ablation, docs/forms.md), then plot the trajectory and print its verdict
-# (measured 17 min on 2 cores beside other jobs). The 5-minute first look: `make quickstart`.
+# (measured 17 min on 2 cores beside other jobs; 12 min from a fresh clone, install included, on one thread beside
+# a study, 2026-12-07). The 5-minute first look: `make quickstart`.
 demo: install
 	$(BIN)/ctxrel study inversion-demo out=runs/inversion-demo
 
