@@ -196,7 +196,10 @@ def test_a_peak_at_the_last_checkpoint_has_no_drop_power_instead_of_an_mde_of_ze
     final = next(p for p in pts if p.step == st["final"]["step"])
     assert change_power(final, final, st["drop"], n_boot=50) == []
     from ctxrel.report.scrutiny_text import power_lines
-    lines = power_lines(dict(rise=change_power(pts[0], final, st["rise"], n_boot=50), drop=[]))
+    from ctxrel.analysis.scrutiny import scrutinise
+    pw = scrutinise(st, pts, metric="m_c", trajectory=lambda m: [], n_boot=50)["power"]
+    assert pw["untested"] == ["drop"] and pw["drop"] == [] and pw["rise"]
+    lines = power_lines(pw)
     assert any(line.startswith("power drop: not tested: the peak is the last checkpoint") for line in lines)
     assert not any("largest drop still allowed" in line for line in lines)
     # an SE of 0 (no item changed) gives no MDE rather than a claim that any effect could be seen

@@ -37,7 +37,10 @@ def scrutinise(st: dict[str, Any], points: list[Point], *, metric: str, trajecto
         if start.items and peak.items:
             out["power"] = dict(alpha=0.05, power=0.8, level=st.get("level", 0.95),
                                 rise=change_power(start, peak, st["rise"], n_boot=n_boot, seed=seed),
-                                drop=change_power(final, peak, st["drop"], n_boot=n_boot, seed=seed))
+                                drop=change_power(final, peak, st["drop"], n_boot=n_boot, seed=seed),
+                                # the changes that are 0 by construction (the peak is the first / last checkpoint)
+                                untested=[c for c, (x, y) in (("rise", (start, peak)), ("drop", (peak, final)))
+                                          if x.step == y.step])
             if plan_drop is not None:
                 out["plan"] = dict(plan(seed_item_differences(final, peak), item_differences(final, peak), plan_drop),
                                    change="drop", from_step=peak.step, to_step=final.step)

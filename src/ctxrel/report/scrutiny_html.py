@@ -21,7 +21,7 @@ def power_table(pw: dict[str, Any]) -> str:
         f"<td>{number_text(e['se'])}</td><td>{number_text(e['mde'])}</td><td>{number_text(e['allowed'], '+.3f')}</td></tr>"
         for change in ("rise", "drop") for e in pw.get(change, []))
     rows += "".join(f"<tr><td class='l'>{change}</td><td class='l' colspan='7'>not tested: {_e(UNTESTED[change])}</td></tr>"
-                    for change in ("rise", "drop") if change in pw and not pw[change])
+                    for change in pw.get("untested", ()))
     return ("<table><tr><th class='l'>change</th><th class='l'>interval over</th><th>n</th><th>estimate</th>"
             "<th>95% CI</th><th>SE</th><th>MDE (80% power, two-sided .05)</th><th>largest change still allowed"
             f"</th></tr>{rows}</table>")

@@ -23,7 +23,7 @@ def interval_text(d: dict[str, Any]) -> str:
     return f"{number_text(d.get('estimate'), '+.3f')}{ci} {BASIS.get(d.get('basis'), d.get('basis'))}"
 
 
-# why a change has no power entries (analysis.power.change_power gives none when its two checkpoints coincide)
+# why a change in power["untested"] has no power entries (analysis.scrutiny: its two checkpoints coincide)
 UNTESTED = {"rise": "the peak is the first checkpoint (the rise is 0 by construction)",
             "drop": "the peak is the last checkpoint (the drop is 0 by construction)"}
 
@@ -36,7 +36,7 @@ def power_lines(pw: dict[str, Any]) -> list[str]:
                  for e in pw.get(change, [])]
         if parts:
             out.append(f"power {change}: " + "; ".join(parts))
-        elif change in pw:
+        elif change in pw.get("untested", ()):
             out.append(f"power {change}: not tested: {UNTESTED[change]}")
     two = [e for c in ("rise", "drop") for e in pw.get(c, []) if e["basis"] == "seeds+items"]
     if len(two) == 2:
