@@ -11,7 +11,9 @@ The verdicts and intervals are `ctxrel report RUNS` and `ctxrel report RUNS --se
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from ctxrel.analysis.rundata import load_run, metric_series
 
@@ -30,6 +32,12 @@ def cells(run, benchmark: str) -> dict[int, str]:
     return out
 
 
+def fail(message: str) -> NoReturn:
+    """One sentence on stderr, exit 2 (the project's convention for bad input)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -38,8 +46,12 @@ def main() -> None:
     table = {}
     for path in args.runs:
         if not (path / "metrics.csv").is_file():
-            raise SystemExit(f"{path}: no metrics.csv (not a run directory, or not started)")
-        table[path.name] = cells(load_run(path), args.benchmark)
+            fail(f"{path}: no metrics.csv (not a run directory, or not started)")
+        run = load_run(path)
+        table[path.name] = cells(run, args.benchmark)
+        if not table[path.name]:
+            names = sorted({r["benchmark"] for r in run.rows if "@" not in r["benchmark"]})
+            fail(f"{path}: no cf_acc rows of benchmark {args.benchmark!r} (it has: {', '.join(names) or 'none'})")
     steps = sorted({s for row in table.values() for s in row})
     print(f"{args.benchmark}: cf-acc / par-acc (M_C) by step\n")
     print("| run | " + " | ".join(str(s) for s in steps) + " |")
