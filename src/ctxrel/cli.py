@@ -150,7 +150,8 @@ def cmd_study(args) -> int:
     elif name.endswith("inversion-demo"):
         print("why this form: in the pre-registered form ablation (docs/forms.md) it reverted in 3 of 3 seeds "
               "(pooled fall +.39 [+.28, +.50]); without the memorised capital in the context, 0 of 3. On ctxrel's "
-              "cf_capitals_moved the same recipe inverts in 2 of 10 seeds (docs/results/real-model.md)")
+              "cf_capitals_moved the same recipe inverts in 2 of 10 seeds, and trained 512 steps (`ctxrel study "
+              "inversion-long`, ~50 min a seed) returns to memory there in 3 of 3 (docs/results/real-model.md)")
     return 0
 
 
